@@ -1,0 +1,5 @@
+"""Entry point for ``python -m routewatch``."""
+
+from routewatch.cli import main
+
+main()

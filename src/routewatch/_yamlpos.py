@@ -1,0 +1,181 @@
+"""YAML loading that remembers where each value came from, shared by config and eval sets.
+
+``load_yaml`` returns the plain data and a ``LineMap`` from data paths such as
+``("routes", "chat", "price")`` to 1-based lines, so a pydantic error at that
+path can be reported as ``file:line: routes.chat.price: message``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from routewatch.errors import Problem
+
+PathKey = tuple[str | int, ...]
+
+_MAX_DEPTH = 64
+"""Deeper documents are refused: real config never nests this far, and aliases can recurse."""
+
+_MAX_NODES = 2_000_000
+"""Aliases can expand a small file into billions of values ("billion laughs"); stop early."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LineMap:
+    """Lines of the values in one file, with the helpers that turn paths into Problems."""
+
+    path: str
+    lines: dict[PathKey, int] = field(default_factory=dict)
+    base: PathKey = ()
+
+    def line(self, loc: Sequence[str | int]) -> int | None:
+        """The line of the value at ``loc``, or of its nearest located ancestor."""
+        key = self.base + tuple(loc)
+        while True:
+            if key in self.lines:
+                return self.lines[key]
+            if not key:
+                return None
+            key = key[:-1]
+
+    def problem(self, loc: Sequence[str | int], message: str) -> Problem:
+        """A Problem at ``loc`` (relative to ``base``)."""
+        return Problem(
+            path=self.path, line=self.line(loc), field=format_loc(loc), message=message
+        )
+
+    def at(self, loc: Sequence[str | int]) -> LineMap:
+        """A view of this map rooted at ``loc``, for validating a nested part on its own."""
+        return LineMap(path=self.path, lines=self.lines, base=self.base + tuple(loc))
+
+    def from_validation(self, exc: ValidationError, prefix: PathKey = ()) -> list[Problem]:
+        """One Problem per pydantic error, located by the error's ``loc``."""
+        problems = []
+        for err in exc.errors(include_url=False):
+            loc = prefix + _clean_loc(err["loc"])
+            problems.append(self.problem(loc, _message(err)))
+        return problems
+
+
+def format_loc(loc: Iterable[str | int]) -> str:
+    """``("items", 3, "checks", 0)`` -> ``items[3].checks[0]``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _clean_loc(loc: tuple[str | int, ...]) -> PathKey:
+    # Pydantic adds pseudo-parts for validators and unions ("function-after[...]",
+    # "list[str]"); they name no key in the file.
+    return tuple(p for p in loc if isinstance(p, int) or not ("[" in p or "(" in p))
+
+
+def _message(err: Any) -> str:
+    msg = str(err["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        msg = msg.removeprefix(prefix)
+    if err["type"] == "extra_forbidden":
+        return "unknown field (check its spelling, or see `routewatch init` for every key)"
+    if err["type"] == "missing":
+        return "required field is missing"
+    return msg
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Located:
+    """A YAML document as plain data, with the lines of its values."""
+
+    data: Any
+    lines: LineMap
+
+
+class YamlSyntaxError(Exception):
+    """The text is not YAML that routewatch can read; carries the located problem."""
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        super().__init__(str(problem))
+
+
+def load_yaml(text: str, path: str) -> Located:
+    """Parse one YAML document into plain data and a ``LineMap``.
+
+    Raises:
+        YamlSyntaxError: bad syntax, several documents, a duplicate key, a key
+            that is not a plain scalar, or nesting deeper than 64 levels.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        builder = _Builder(loader, path)
+        data = None if node is None else builder.build(node, (), 0)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        reason = exc.problem or exc.context or "invalid YAML"
+        raise YamlSyntaxError(
+            Problem(path=path, line=line, field="", message=f"invalid YAML: {reason}")
+        ) from None
+    except yaml.YAMLError as exc:
+        raise YamlSyntaxError(
+            Problem(path=path, line=None, field="", message=f"invalid YAML: {exc}")
+        ) from None
+    finally:
+        loader.dispose()
+    lines = builder.lines if node is not None else {}
+    return Located(data=data, lines=LineMap(path=path, lines=lines))
+
+
+class _Builder:
+    """Builds plain data from composed nodes, recording each value's line."""
+
+    def __init__(self, loader: yaml.SafeLoader, path: str) -> None:
+        self.loader = loader
+        self.path = path
+        self.lines: dict[PathKey, int] = {}
+        self.count = 0
+
+    def fail(self, node: Node, loc: PathKey, message: str) -> YamlSyntaxError:
+        line = node.start_mark.line + 1
+        return YamlSyntaxError(
+            Problem(path=self.path, line=line, field=format_loc(loc), message=message)
+        )
+
+    def build(self, node: Node, loc: PathKey, depth: int) -> Any:
+        if depth > _MAX_DEPTH:
+            raise self.fail(node, loc, f"nested more than {_MAX_DEPTH} levels deep")
+        self.count += 1
+        if self.count > _MAX_NODES:
+            raise self.fail(node, loc, f"more than {_MAX_NODES} values (aliases expanding?)")
+        self.lines.setdefault(loc, node.start_mark.line + 1)
+        if isinstance(node, MappingNode):
+            self.loader.flatten_mapping(node)  # resolves `<<` merge keys
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, ScalarNode):
+                    raise self.fail(key_node, loc, "a key must be a plain value, not a list or map")
+                # Keys are names in every routewatch format, so `1:` or `yes:` is
+                # kept as the text the person wrote.
+                key = str(key_node.value)
+                if key in out:
+                    raise self.fail(key_node, loc, f"duplicate key {key!r}")
+                self.lines[(*loc, key)] = key_node.start_mark.line + 1
+                out[key] = self.build(value_node, (*loc, key), depth + 1)
+            return out
+        if isinstance(node, SequenceNode):
+            return [self.build(child, (*loc, i), depth + 1) for i, child in enumerate(node.value)]
+        value = self.loader.construct_object(node)
+        if not isinstance(value, str | int | float | bool) and value is not None:
+            # Dates, timestamps and binary: routewatch's formats have none; keep the text.
+            return str(node.value)
+        return value

@@ -1,0 +1,38 @@
+"""``routewatch init`` and ``routewatch validate``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from routewatch.cli.options import config_option
+from routewatch.project import load_project
+from routewatch.scaffold import write_project
+
+
+@click.command()
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False), default=".")
+@click.option("--force", is_flag=True, help="Overwrite files that already exist.")
+def init(directory: Path, force: bool) -> None:
+    """Write a commented routewatch.yaml and an example eval set into DIRECTORY."""
+    for path in write_project(directory, force=force):
+        click.echo(f"wrote {path}")
+    click.echo(f"next: cd {directory} && routewatch validate")
+
+
+@click.command()
+@config_option
+def validate(config_path: Path) -> None:
+    """Check the config and every eval set; print each problem as file:line: field: message."""
+    project = load_project(config_path, dict(os.environ))
+    config = project.config
+    click.echo(
+        f"{config_path}: ok: {len(config.routes)} route(s), {len(config.providers)} "
+        f"provider(s), {len(config.judges)} judge(s), {len(config.policies)} policy(ies)"
+    )
+    for evalset in project.eval_sets.values():
+        click.echo(
+            f"  eval set {evalset.name} version {evalset.version}: {len(evalset.items)} item(s)"
+        )

@@ -1,0 +1,542 @@
+"""``routewatch.yaml`` -> ``Config``: the first step of the flow, read by every command.
+
+``load_config(path, env)`` is the one place the environment touches configuration:
+``ROUTEWATCH_DATABASE_URL`` overrides ``database_url`` and ``${VAR}`` expands in
+URLs. Secrets never live in the file; fields ending in ``_env`` name environment
+variables that ``secret()`` reads when a request is made.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from routewatch._yamlpos import LineMap, YamlSyntaxError, load_yaml
+from routewatch.cron import parse_cron
+from routewatch.errors import ConfigError, MissingSecretError, Problem, display_path
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+"""Names of routes, providers, judges and policies: they appear in URLs and file names."""
+
+ENV_VAR_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_EXPAND = re.compile(r"\$\{([^}]*)\}")
+DATABASE_URL_ENV = "ROUTEWATCH_DATABASE_URL"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Price(_Model):
+    """What a model costs, in US dollars per million tokens."""
+
+    input_per_mtok: float = Field(default=0.0, ge=0)
+    """Price of one million prompt tokens."""
+    output_per_mtok: float = Field(default=0.0, ge=0)
+    """Price of one million completion tokens."""
+
+
+class Provider(_Model):
+    """An OpenAI-compatible endpoint, shared by every route and judge that names it."""
+
+    base_url: str
+    """Base URL up to ``/v1``; ``/chat/completions`` is appended. ``${VAR}`` expands."""
+    api_key_env: str | None = None
+    """Name of the environment variable holding the API key; read when a call is made."""
+    max_concurrency: int = Field(default=16, ge=1, le=1000)
+    """Requests in flight at once, across every route and judge on this provider."""
+    requests_per_minute: int | None = Field(default=600, ge=1)
+    """Request rate limit across this provider; null for none."""
+    timeout_s: float = Field(default=60.0, gt=0)
+    """Total deadline of one attempt, in seconds."""
+    max_retries: int = Field(default=4, ge=0, le=20)
+    """Retries after the first attempt on 429, 5xx, timeouts and connection errors."""
+
+
+class Route(_Model):
+    """A model behind a provider, replayed against eval sets on a schedule."""
+
+    provider: str
+    """Key of ``providers`` that serves this route."""
+    model: str = Field(min_length=1)
+    """Model name sent in the request body."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Extra request fields (temperature, max_tokens, ...), sent as given."""
+    price: Price = Field(default_factory=Price)
+    """Token prices, for the cost columns."""
+    evals: list[str] = Field(min_length=1)
+    """Names of the eval sets replayed against this route."""
+    schedule: str | None = None
+    """Cron expression in ``timezone`` (weekday 0 or 7 is Sunday); null: only on demand."""
+    samples: int = Field(default=1, ge=1, le=100)
+    """Replays of each item per run, for noisy routes."""
+    stream: bool = False
+    """Ask for a streamed response, which measures time to first token."""
+
+
+class Judge(_Model):
+    """An LLM that scores outputs against an eval set's criteria."""
+
+    provider: str
+    """Key of ``providers`` that serves the judge."""
+    model: str = Field(min_length=1)
+    """Model name sent in the request body."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Extra request fields for judge calls."""
+    price: Price = Field(default_factory=Price)
+    """Token prices, for the judge's own cost."""
+    daily_budget_usd: float | None = Field(default=None, ge=0)
+    """Judging pauses for the rest of the day once a day's spend would pass this."""
+    judge_samples: int = Field(default=1, ge=1, le=20)
+    """Verdicts averaged per output and criterion."""
+
+
+class Detection(_Model):
+    """How a run is compared with the route's own baseline."""
+
+    sigma: float = Field(default=2.0, gt=0)
+    """The simple rule: a run scoring below ``mean - sigma * sd`` of its baseline."""
+    baseline_runs: int = Field(default=14, ge=2, le=365)
+    """Completed runs that make up a baseline."""
+    min_baseline_runs: int = Field(default=5, ge=2)
+    """Fewer runs than this: the route's state is ``unknown`` and nothing pages."""
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> Detection:
+        if self.min_baseline_runs > self.baseline_runs:
+            raise ValueError(
+                f"min_baseline_runs ({self.min_baseline_runs}) is larger than "
+                f"baseline_runs ({self.baseline_runs})"
+            )
+        return self
+
+
+class SlackAlerts(_Model):
+    """Slack incoming-webhook alerts."""
+
+    webhook_url_env: str
+    """Name of the environment variable holding the Slack webhook URL (a secret)."""
+
+
+class WebhookAlert(_Model):
+    """A generic HTTP receiver of signed event bodies."""
+
+    url: str
+    """Where events are POSTed; ``${VAR}`` expands."""
+    secret_env: str | None = None
+    """Name of the environment variable holding the HMAC signing secret."""
+
+
+class Alerts(_Model):
+    """Where incidents and policy changes are announced."""
+
+    slack: SlackAlerts | None = None
+    """Slack alerts; omit for none."""
+    webhooks: list[WebhookAlert] = Field(default_factory=list)
+    """Generic signed webhooks."""
+
+
+class Publisher(_Model):
+    """Where a policy's active chain is written when it changes."""
+
+    type: Literal["json", "litellm", "http"]
+    """``json``: the policy JSON file; ``litellm``: a LiteLLM proxy config; ``http``: POST."""
+    path: str | None = None
+    """File to write (``json``, ``litellm``); relative to the config file's folder."""
+    url: str | None = None
+    """Endpoint to POST the policy JSON to (``http``); ``${VAR}`` expands."""
+    token_env: str | None = None
+    """Name of the environment variable holding a bearer token for ``http``."""
+
+    @model_validator(mode="after")
+    def _target_matches_type(self) -> Publisher:
+        if self.type in ("json", "litellm") and not self.path:
+            raise ValueError(f"a {self.type} publisher needs `path`")
+        if self.type == "http" and not self.url:
+            raise ValueError("an http publisher needs `url`")
+        return self
+
+
+class Policy(_Model):
+    """A fallback chain of routes, and whether routewatch may change it by itself."""
+
+    chain: list[str] = Field(min_length=1)
+    """Route names, most preferred first."""
+    mode: Literal["auto", "suggest"] = "suggest"
+    """``auto``: demote a degraded route; ``suggest``: only say what should change."""
+    publish: list[Publisher] = Field(default_factory=list)
+    """Where the active chain is written."""
+
+
+class Reports(_Model):
+    """The weekly HTML report."""
+
+    dir: str = "reports"
+    """Folder for report files; relative to the config file's folder."""
+    schedule: str = "0 8 * * MON"
+    """Cron expression in ``timezone`` for writing the report in the daemon."""
+
+
+class Server(_Model):
+    """The daemon's HTTP surface."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on."""
+    port: int = Field(default=8787, ge=1, le=65535)
+    """Port to listen on."""
+    token_env: str | None = None
+    """Name of the environment variable holding the bearer token for every POST."""
+
+
+class Config(_Model):
+    """The whole of ``routewatch.yaml``."""
+
+    database_url: str = "sqlite:///routewatch.db"
+    """SQLAlchemy URL; ``ROUTEWATCH_DATABASE_URL`` overrides it; ``${VAR}`` expands."""
+    timezone: str = "UTC"
+    """IANA time zone of every cron schedule."""
+    eval_dir: str = "evals"
+    """Folder of eval sets (``*.yaml``, ``*.jsonl``); relative to the config file's folder."""
+    providers: dict[str, Provider] = Field(default_factory=dict)
+    """OpenAI-compatible endpoints, by name."""
+    routes: dict[str, Route] = Field(default_factory=dict)
+    """Routes to watch, by name."""
+    judges: dict[str, Judge] = Field(default_factory=dict)
+    """LLM judges, by name; eval sets choose one with ``judge:``."""
+    detection: Detection = Field(default_factory=Detection)
+    """Baseline and drop detection."""
+    alerts: Alerts = Field(default_factory=Alerts)
+    """Alert receivers."""
+    policies: dict[str, Policy] = Field(default_factory=dict)
+    """Fallback chains, by name."""
+    reports: Reports = Field(default_factory=Reports)
+    """The weekly report."""
+    server: Server = Field(default_factory=Server)
+    """The daemon's HTTP server."""
+
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Path | None:
+        """The file this configuration was loaded from, if any."""
+        return self._source
+
+
+def secret(var: str, env: Mapping[str, str], *, needed_for: str = "") -> str:
+    """Read a secret named by an ``*_env`` field, at the moment it is needed.
+
+    Raises:
+        MissingSecretError: the variable is unset or empty; names it, never a value.
+    """
+    value = env.get(var, "")
+    if not value:
+        raise MissingSecretError(var, needed_for=needed_for)
+    return value
+
+
+def load_config(path: Path, env: Mapping[str, str]) -> Config:
+    """Read, validate and cross-check ``routewatch.yaml``.
+
+    Relative paths in the file resolve against the file's folder.
+
+    Raises:
+        ConfigError: every problem found, each as ``path:line: field: message``.
+    """
+    return load_config_located(path, env).config
+
+
+class LocatedConfig(NamedTuple):
+    """A loaded config with the lines of its values, for later cross-file checks."""
+
+    config: Config
+    lines: LineMap
+
+
+def load_config_located(path: Path, env: Mapping[str, str]) -> LocatedConfig:
+    """``load_config``, also returning where each value sits in the file."""
+    shown = display_path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            [Problem(path=shown, line=None, field="", message="file not found; create one "
+                     "with `routewatch init`, or point to it with -c FILE")]
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            [Problem(path=shown, line=None, field="", message=f"cannot read: {exc}")]
+        ) from None
+    try:
+        located = load_yaml(text, shown)
+    except YamlSyntaxError as exc:
+        raise ConfigError([exc.problem]) from None
+    lines = located.lines
+    data = located.data
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([lines.problem((), "the file must be a mapping of config keys")])
+
+    problems: list[Problem] = []
+    if env.get(DATABASE_URL_ENV):
+        data = {**data, "database_url": env[DATABASE_URL_ENV]}
+    data = _expand_urls(data, env, lines, problems)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(problems + _validation_problems(exc, lines)) from None
+    problems += check_references(config, lines)
+    if problems:
+        raise ConfigError(problems)
+    config = _resolve_paths(config, path.resolve().parent)
+    config._source = path.resolve()
+    return LocatedConfig(config=config, lines=lines)
+
+
+_SECRET_FIELDS = {"api_key", "secret", "token", "webhook_url", "password"}
+
+
+def _validation_problems(exc: ValidationError, lines: LineMap) -> list[Problem]:
+    problems = lines.from_validation(exc)
+    for idx, err in enumerate(exc.errors(include_url=False)):
+        last = err["loc"][-1] if err["loc"] else ""
+        if err["type"] == "extra_forbidden" and last in _SECRET_FIELDS:
+            problem = problems[idx]
+            problems[idx] = Problem(
+                path=problem.path,
+                line=problem.line,
+                field=problem.field,
+                message=f"secrets may not be written in routewatch.yaml; put it in an "
+                f"environment variable and name that variable in `{last}_env`",
+            )
+    return problems
+
+
+def _expand_urls(
+    data: dict[str, Any], env: Mapping[str, str], lines: LineMap, problems: list[Problem]
+) -> dict[str, Any]:
+    """Expand ``${VAR}`` in every URL field, recording unset variables as problems."""
+
+    def expand(value: Any, loc: tuple[str | int, ...]) -> Any:
+        if not isinstance(value, str):
+            return value
+
+        def sub(match: re.Match[str]) -> str:
+            var = match.group(1)
+            if not ENV_VAR_PATTERN.match(var):
+                problems.append(lines.problem(loc, f"${{{var}}} is not a variable name"))
+                return match.group(0)
+            if var not in env:
+                problems.append(lines.problem(loc, f"environment variable {var} is not set"))
+                return match.group(0)
+            return env[var]
+
+        return _EXPAND.sub(sub, value)
+
+    out = dict(data)
+    out["database_url"] = expand(out.get("database_url"), ("database_url",))
+    for name, provider in _items(out.get("providers")):
+        if isinstance(provider, dict) and "base_url" in provider:
+            url = expand(provider["base_url"], ("providers", name, "base_url"))
+            out["providers"] = {**out["providers"], name: {**provider, "base_url": url}}
+    if out["database_url"] is None:
+        del out["database_url"]
+    alerts = out.get("alerts")
+    if isinstance(alerts, dict) and isinstance(alerts.get("webhooks"), list):
+        hooks = [
+            {**h, "url": expand(h["url"], ("alerts", "webhooks", i, "url"))}
+            if isinstance(h, dict) and "url" in h
+            else h
+            for i, h in enumerate(alerts["webhooks"])
+        ]
+        out["alerts"] = {**alerts, "webhooks": hooks}
+    for name, policy in _items(out.get("policies")):
+        if isinstance(policy, dict) and isinstance(policy.get("publish"), list):
+            pubs = [
+                {**p, "url": expand(p["url"], ("policies", name, "publish", i, "url"))}
+                if isinstance(p, dict) and "url" in p
+                else p
+                for i, p in enumerate(policy["publish"])
+            ]
+            out["policies"] = {**out["policies"], name: {**policy, "publish": pubs}}
+    return out
+
+
+def _items(value: Any) -> list[tuple[str, Any]]:
+    return list(value.items()) if isinstance(value, dict) else []
+
+
+def check_references(config: Config, lines: LineMap) -> list[Problem]:
+    """Cross-checks the schema cannot express: names, references, URLs, cron, time zone.
+
+    Eval-set names are checked later, against the files found (``load_project``).
+    """
+    problems: list[Problem] = []
+    tz_ok = _check_timezone(config, lines, problems)
+    for kind, names in (
+        ("provider", config.providers),
+        ("route", config.routes),
+        ("judge", config.judges),
+        ("policy", config.policies),
+    ):
+        for name in names:
+            if not NAME_PATTERN.match(name):
+                problems.append(
+                    lines.problem(
+                        (f"{kind}s" if kind != "policy" else "policies", name),
+                        f"{kind} name {name!r} may use only letters, digits, '.', '_' and '-'",
+                    )
+                )
+    for name, provider in config.providers.items():
+        _check_http_url(provider.base_url, ("providers", name, "base_url"), lines, problems)
+        _check_env_name(provider.api_key_env, ("providers", name, "api_key_env"), lines, problems)
+    for name, route in config.routes.items():
+        if route.provider not in config.providers:
+            problems.append(
+                lines.problem(
+                    ("routes", name, "provider"),
+                    f"unknown provider {route.provider!r}; known: {_known(config.providers)}",
+                )
+            )
+        if route.schedule is not None and tz_ok:
+            _check_cron(route.schedule, config.timezone, ("routes", name, "schedule"), lines,
+                        problems)
+    for name, judge in config.judges.items():
+        if judge.provider not in config.providers:
+            problems.append(
+                lines.problem(
+                    ("judges", name, "provider"),
+                    f"unknown provider {judge.provider!r}; known: {_known(config.providers)}",
+                )
+            )
+    for name, policy in config.policies.items():
+        seen: set[str] = set()
+        for i, route_name in enumerate(policy.chain):
+            if route_name not in config.routes:
+                problems.append(
+                    lines.problem(
+                        ("policies", name, "chain", i),
+                        f"unknown route {route_name!r}; known: {_known(config.routes)}",
+                    )
+                )
+            elif route_name in seen:
+                problems.append(
+                    lines.problem(("policies", name, "chain", i), f"{route_name!r} appears twice")
+                )
+            seen.add(route_name)
+        for i, pub in enumerate(policy.publish):
+            if pub.url is not None:
+                _check_http_url(pub.url, ("policies", name, "publish", i, "url"), lines, problems)
+            _check_env_name(
+                pub.token_env, ("policies", name, "publish", i, "token_env"), lines, problems
+            )
+    if config.alerts.slack is not None:
+        _check_env_name(
+            config.alerts.slack.webhook_url_env, ("alerts", "slack", "webhook_url_env"), lines,
+            problems,
+        )
+    for i, hook in enumerate(config.alerts.webhooks):
+        _check_http_url(hook.url, ("alerts", "webhooks", i, "url"), lines, problems)
+        _check_env_name(hook.secret_env, ("alerts", "webhooks", i, "secret_env"), lines, problems)
+    _check_env_name(config.server.token_env, ("server", "token_env"), lines, problems)
+    if tz_ok:
+        _check_cron(config.reports.schedule, config.timezone, ("reports", "schedule"), lines,
+                    problems)
+    try:
+        make_url(config.database_url)
+    except ArgumentError:
+        problems.append(
+            lines.problem(
+                ("database_url",),
+                "not a database URL; expected e.g. sqlite:///routewatch.db or "
+                "postgresql+psycopg://user@host/db",
+            )
+        )
+    return problems
+
+
+def _known(names: Mapping[str, object]) -> str:
+    return ", ".join(sorted(names)) or "(none defined)"
+
+
+def _check_timezone(config: Config, lines: LineMap, problems: list[Problem]) -> bool:
+    try:
+        ZoneInfo(config.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(
+            lines.problem(
+                ("timezone",), f"unknown time zone {config.timezone!r}; use an IANA name"
+            )
+        )
+        return False
+    return True
+
+
+def _check_cron(
+    expr: str, tz: str, loc: tuple[str | int, ...], lines: LineMap, problems: list[Problem]
+) -> None:
+    try:
+        parse_cron(expr, tz)
+    except ValueError as exc:
+        problems.append(lines.problem(loc, str(exc)))
+
+
+def _check_http_url(
+    url: str, loc: tuple[str | int, ...], lines: LineMap, problems: list[Problem]
+) -> None:
+    if "${" in url:
+        return  # an unset variable was already reported
+    if not re.match(r"^https?://[^/\s]+", url):
+        problems.append(lines.problem(loc, "must be an http:// or https:// URL"))
+
+
+def _check_env_name(
+    var: str | None, loc: tuple[str | int, ...], lines: LineMap, problems: list[Problem]
+) -> None:
+    if var is not None and not ENV_VAR_PATTERN.match(var):
+        problems.append(
+            lines.problem(
+                loc,
+                "must name an environment variable (letters, digits, '_'), not hold a secret",
+            )
+        )
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    """Make every relative path in ``config`` absolute against ``base``."""
+
+    def resolve(p: str) -> str:
+        return str((base / Path(p).expanduser()).resolve())
+
+    url = make_url(config.database_url)
+    database_url = config.database_url
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        database_url = url.set(database=resolve(url.database)).render_as_string(
+            hide_password=False
+        )
+    policies = {
+        name: policy.model_copy(
+            update={
+                "publish": [
+                    p.model_copy(update={"path": resolve(p.path)}) if p.path else p
+                    for p in policy.publish
+                ]
+            }
+        )
+        for name, policy in config.policies.items()
+    }
+    return config.model_copy(
+        update={
+            "database_url": database_url,
+            "eval_dir": resolve(config.eval_dir),
+            "reports": config.reports.model_copy(update={"dir": resolve(config.reports.dir)}),
+            "policies": policies,
+        }
+    )

@@ -1,0 +1,425 @@
+"""``evals/*.yaml|jsonl`` -> ``EvalSet``: the fixed questions every route is replayed on.
+
+An eval set's ``version`` is a hash of what affects scoring (items, checks,
+criteria, scale, threshold), not of comments, key order, item order or tags, so
+editing a description does not start a new baseline. Each item has its own
+``hash`` so detection can pair an item with its history across versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from routewatch._yamlpos import LineMap, YamlSyntaxError, load_yaml
+from routewatch.errors import EvalSetError, Problem, display_path
+
+HASH_LENGTH = 16
+"""Hex digits kept of a SHA-256: 64 bits, ample for the versions of one eval set."""
+
+EVAL_SUFFIXES = (".yaml", ".yml", ".jsonl")
+
+
+class CheckKind(StrEnum):
+    """The deterministic checks an item can carry; values are the eval-file keys."""
+
+    contains = "contains"
+    not_contains = "not_contains"
+    icontains = "icontains"
+    regex = "regex"
+    equals = "equals"
+    max_chars = "max_chars"
+    min_chars = "min_chars"
+    json_schema = "json_schema"
+
+
+_TEXT_CHECKS = {
+    CheckKind.contains,
+    CheckKind.not_contains,
+    CheckKind.icontains,
+    CheckKind.regex,
+    CheckKind.equals,
+}
+_COUNT_CHECKS = {CheckKind.max_chars, CheckKind.min_chars}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Check(_Model):
+    """One deterministic check, written in the file as a one-key map: ``{contains: "30 days"}``."""
+
+    kind: CheckKind
+    """Which check."""
+    arg: str | int | dict[str, Any]
+    """The check's argument: text, a character count, or a JSON schema."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_one_key_map(cls, value: Any) -> Any:
+        if isinstance(value, dict) and set(value) != {"kind", "arg"}:
+            if len(value) != 1:
+                raise ValueError(
+                    "a check is a map with exactly one key, e.g. `- contains: \"30 days\"`"
+                )
+            ((kind, arg),) = value.items()
+            known = ", ".join(k.value for k in CheckKind)
+            if kind not in CheckKind.__members__:
+                raise ValueError(f"unknown check kind {kind!r}; known: {known}")
+            return {"kind": kind, "arg": arg}
+        return value
+
+    @model_validator(mode="after")
+    def _arg_fits_kind(self) -> Check:
+        kind, arg = self.kind, self.arg
+        if kind in _TEXT_CHECKS and not isinstance(arg, str):
+            raise ValueError(f"`{kind}` takes a string")
+        if kind in _COUNT_CHECKS and (isinstance(arg, bool) or not isinstance(arg, int)
+                                      or arg < 0):
+            raise ValueError(f"`{kind}` takes a whole number of characters >= 0")
+        if kind is CheckKind.regex:
+            try:
+                re.compile(str(arg))
+            except re.error as exc:
+                raise ValueError(f"regex does not compile: {exc}") from None
+        if kind is CheckKind.json_schema:
+            if not isinstance(arg, dict):
+                raise ValueError("`json_schema` takes a JSON schema (a map)")
+            try:
+                jsonschema.validators.validator_for(arg).check_schema(arg)
+            except jsonschema.SchemaError as exc:
+                raise ValueError(f"not a valid JSON schema: {exc.message}") from None
+        return self
+
+    def as_file_form(self) -> dict[str, Any]:
+        """The check as written in an eval file."""
+        return {self.kind.value: self.arg}
+
+
+class Message(_Model):
+    """One chat message of an item's prompt."""
+
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    """Chat role."""
+    content: str
+    """Message text."""
+
+
+class Item(_Model):
+    """One eval item: a prompt, what a good answer looks like, and how to check it."""
+
+    id: str = Field(min_length=1, max_length=200)
+    """Unique within the set; pairs an item's results over time."""
+    input: str | None = None
+    """Shorthand for ``messages: [{role: user, content: ...}]``."""
+    messages: tuple[Message, ...] | None = None
+    """The full prompt, when more than one user message is needed."""
+    reference: str | None = None
+    """The expected answer, shown to the judge."""
+    checks: tuple[Check, ...] = ()
+    """Deterministic checks, each scored 0 or 1."""
+    tags: tuple[str, ...] = ()
+    """Labels for grouping in reports; do not affect scoring."""
+    weight: float = Field(default=1.0, gt=0)
+    """Weight of this item in the run score."""
+    critical: bool = False
+    """Pages on its own when it fails in consecutive runs."""
+    human_score: float | None = None
+    """A person's grade on the set's scale, for judge agreement."""
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> Item:
+        if (self.input is None) == (self.messages is None):
+            raise ValueError("give exactly one of `input` or `messages`")
+        if self.messages is not None and not self.messages:
+            raise ValueError("`messages` is empty")
+        return self
+
+    @property
+    def prompt(self) -> tuple[Message, ...]:
+        """The messages sent to the route, with ``input`` expanded."""
+        if self.messages is not None:
+            return self.messages
+        return (Message(role="user", content=self.input or ""),)
+
+    @cached_property
+    def hash(self) -> str:
+        """Hash of what decides this item's score: prompt, reference and checks."""
+        checks = sorted(_canonical(c.as_file_form()) for c in self.checks)
+        return _digest(
+            {
+                "messages": [m.model_dump() for m in self.prompt],
+                "reference": self.reference,
+                "checks": checks,
+            }
+        )
+
+
+class Canary(_Model):
+    """A fixed output with a known verdict, judged every run to watch the judge itself."""
+
+    input: str | None = None
+    """The prompt the output answers (shorthand for one user message)."""
+    messages: tuple[Message, ...] | None = None
+    """The full prompt."""
+    reference: str | None = None
+    """The reference shown to the judge."""
+    output: str
+    """The fixed output under judgement."""
+    expect: dict[str, float]
+    """Expected grade per criterion, on the set's scale."""
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> Canary:
+        if (self.input is None) == (self.messages is None):
+            raise ValueError("give exactly one of `input` or `messages`")
+        if not self.expect:
+            raise ValueError("`expect` needs at least one criterion")
+        return self
+
+
+class EvalSet(_Model):
+    """A named, versioned list of items replayed against routes."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    """The set's name; must match the file name (``evals/<name>.yaml``)."""
+    description: str = ""
+    """What the set is for."""
+    judge: str | None = None
+    """Key of ``judges`` in routewatch.yaml that scores ``criteria``."""
+    scale: tuple[int, int] = (1, 5)
+    """The judge's grade range, normalised to 0..1."""
+    criteria: dict[str, str] = Field(default_factory=dict)
+    """Criterion name -> what the judge checks; each scored separately."""
+    pass_threshold: float = Field(default=0.7, ge=0, le=1)
+    """An item passes when its score is at least this."""
+    items: tuple[Item, ...] = Field(min_length=1)
+    """The items; ids unique."""
+    canaries: tuple[Canary, ...] = ()
+    """Judge drift guards."""
+
+    _lines: LineMap | None = PrivateAttr(default=None)
+
+    def problem(self, loc: tuple[str | int, ...], message: str) -> Problem:
+        """A Problem located in this set's file (when it was loaded from one)."""
+        if self._lines is None:
+            return Problem(path=f"eval set {self.name}", line=None, field="", message=message)
+        return self._lines.problem(loc, message)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EvalSet:
+        lo, hi = self.scale
+        if lo >= hi:
+            raise ValueError(f"scale [{lo}, {hi}]: the first number must be below the second")
+        return self
+
+    @cached_property
+    def version(self) -> str:
+        """Hash of everything that affects scoring; comments, order and tags excluded."""
+        items = sorted(
+            (item.id, item.hash, item.weight) for item in self.items
+        )
+        return _digest(
+            {
+                "judge": self.judge,
+                "scale": list(self.scale),
+                "criteria": self.criteria,
+                "pass_threshold": self.pass_threshold,
+                "items": [list(i) for i in items],
+            }
+        )
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(_canonical(value).encode("utf-8")).hexdigest()[:HASH_LENGTH]
+
+
+def load_eval_set(path: Path) -> EvalSet:
+    """Load and validate one eval-set file (``.yaml``/``.yml`` or ``.jsonl``).
+
+    Raises:
+        EvalSetError: every problem in the file, each as ``path:line: field: message``.
+    """
+    shown = display_path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise EvalSetError([Problem(path=shown, line=None, field="", message="file not found")])\
+            from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EvalSetError(
+            [Problem(path=shown, line=None, field="", message=f"cannot read: {exc}")]
+        ) from None
+    if path.suffix == ".jsonl":
+        data, lines = _read_jsonl(text, shown)
+    else:
+        try:
+            located = load_yaml(text, shown)
+        except YamlSyntaxError as exc:
+            raise EvalSetError([exc.problem]) from None
+        data, lines = located.data, located.lines
+    if not isinstance(data, dict):
+        raise EvalSetError([lines.problem((), "an eval set must be a mapping with `items:`")])
+    data = {"name": path.stem, **data}
+    return _validate(data, lines, path.stem)
+
+
+def _validate(data: dict[str, Any], lines: LineMap, stem: str) -> EvalSet:
+    problems: list[Problem] = []
+    try:
+        evalset = EvalSet.model_validate(data)
+    except ValidationError as exc:
+        problems += lines.from_validation(exc)
+        raise EvalSetError(problems) from None
+    if evalset.name != stem:
+        problems.append(
+            lines.problem(("name",), f"{evalset.name!r} must match the file name {stem!r}")
+        )
+    seen: dict[str, int] = {}
+    lo, hi = evalset.scale
+    for i, item in enumerate(evalset.items):
+        if item.id in seen:
+            problems.append(
+                lines.problem(
+                    ("items", i, "id"),
+                    f"duplicate item id {item.id!r} (first at items[{seen[item.id]}])",
+                )
+            )
+        seen.setdefault(item.id, i)
+        if item.human_score is not None and not lo <= item.human_score <= hi:
+            problems.append(
+                lines.problem(
+                    ("items", i, "human_score"), f"{item.human_score} is outside scale [{lo}, {hi}]"
+                )
+            )
+    for i, canary in enumerate(evalset.canaries):
+        for criterion, grade in canary.expect.items():
+            if criterion not in evalset.criteria:
+                problems.append(
+                    lines.problem(
+                        ("canaries", i, "expect", criterion),
+                        f"unknown criterion {criterion!r}; the set's criteria: "
+                        f"{', '.join(evalset.criteria) or '(none)'}",
+                    )
+                )
+            elif not lo <= grade <= hi:
+                problems.append(
+                    lines.problem(
+                        ("canaries", i, "expect", criterion),
+                        f"{grade} is outside scale [{lo}, {hi}]",
+                    )
+                )
+    if evalset.canaries and not evalset.criteria:
+        problems.append(lines.problem(("canaries",), "canaries need `criteria` to judge"))
+    if problems:
+        raise EvalSetError(problems)
+    evalset._lines = lines
+    return evalset
+
+
+_SET_HEADER_KEY = "eval_set"
+
+
+def _read_jsonl(text: str, shown: str) -> tuple[dict[str, Any], LineMap]:
+    """One item a line; an optional first line ``{"eval_set": {...}}`` holds set fields."""
+    problems: list[Problem] = []
+    header: dict[str, Any] = {}
+    items: list[Any] = []
+    lines: dict[tuple[str | int, ...], int] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            problems.append(
+                Problem(path=shown, line=number, field="", message=f"invalid JSON: {exc.msg}")
+            )
+            continue
+        if isinstance(value, dict) and set(value) == {_SET_HEADER_KEY}:
+            if items or header:
+                problems.append(
+                    Problem(path=shown, line=number, field=_SET_HEADER_KEY,
+                            message="the eval_set line must come first, once")
+                )
+            elif not isinstance(value[_SET_HEADER_KEY], dict):
+                problems.append(
+                    Problem(path=shown, line=number, field=_SET_HEADER_KEY,
+                            message="must be a map of set fields (description, judge, ...)")
+                )
+            else:
+                header = value[_SET_HEADER_KEY]
+                lines[()] = number
+                for key in header:
+                    lines[(key,)] = number
+            continue
+        lines[("items", len(items))] = number
+        items.append(value)
+    if problems:
+        raise EvalSetError(problems)
+    if "items" in header:
+        raise EvalSetError(
+            [Problem(path=shown, line=lines.get(("items",)), field="eval_set.items",
+                     message="items go one per line, not in the eval_set line")]
+        )
+    lines.setdefault((), 1)
+    lines.setdefault(("items",), 1)
+    return {**header, "items": items}, LineMap(path=shown, lines=lines)
+
+
+def load_eval_dir(directory: Path) -> dict[str, EvalSet]:
+    """Load every eval set in ``directory``, collecting the problems of all files.
+
+    Raises:
+        EvalSetError: every problem in every file, raised once.
+    """
+    if not directory.is_dir():
+        raise EvalSetError(
+            [Problem(path=display_path(directory), line=None, field="",
+                     message="eval folder not found (see `eval_dir` in routewatch.yaml)")]
+        )
+    problems: list[Problem] = []
+    sets: dict[str, EvalSet] = {}
+    files = sorted(p for p in directory.iterdir() if p.suffix in EVAL_SUFFIXES and p.is_file())
+    for path in files:
+        try:
+            evalset = load_eval_set(path)
+        except EvalSetError as exc:
+            problems += exc.problems
+            continue
+        if evalset.name in sets:
+            problems.append(
+                Problem(path=display_path(path), line=None, field="name",
+                        message=f"another file already defines eval set {evalset.name!r}")
+            )
+            continue
+        sets[evalset.name] = evalset
+    if problems:
+        raise EvalSetError(problems)
+    return sets

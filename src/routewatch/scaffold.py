@@ -1,0 +1,40 @@
+"""``routewatch init``: writes a commented ``routewatch.yaml`` and an example eval set.
+
+The templates ship inside the package (``routewatch/templates``), so an installed
+wheel can scaffold a project with no network and no repository checkout.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from routewatch.errors import UsageError
+
+CONFIG_TEMPLATE = "routewatch.yaml"
+EVAL_TEMPLATE = "support-faq.yaml"
+
+
+def template_text(name: str) -> str:
+    """The text of a packaged template."""
+    return resources.files("routewatch.templates").joinpath(name).read_text(encoding="utf-8")
+
+
+def write_project(directory: Path, *, force: bool = False) -> list[Path]:
+    """Write the config and the example eval set into ``directory``; return the paths.
+
+    Raises:
+        UsageError: a file would be overwritten and ``force`` is false.
+    """
+    targets = {
+        directory / CONFIG_TEMPLATE: template_text(CONFIG_TEMPLATE),
+        directory / "evals" / EVAL_TEMPLATE: template_text(EVAL_TEMPLATE),
+    }
+    existing = [p for p in targets if p.exists()]
+    if existing and not force:
+        names = ", ".join(str(p) for p in existing)
+        raise UsageError(f"{names} already exist(s); pass --force to overwrite")
+    for path, text in targets.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return list(targets)
