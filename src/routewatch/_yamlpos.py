@@ -46,9 +46,7 @@ class LineMap:
 
     def problem(self, loc: Sequence[str | int], message: str) -> Problem:
         """A Problem at ``loc`` (relative to ``base``)."""
-        return Problem(
-            path=self.path, line=self.line(loc), field=format_loc(loc), message=message
-        )
+        return Problem(path=self.path, line=self.line(loc), field=format_loc(loc), message=message)
 
     def at(self, loc: Sequence[str | int]) -> LineMap:
         """A view of this map rooted at ``loc``, for validating a nested part on its own."""
@@ -88,6 +86,11 @@ def _message(err: Any) -> str:
         return "unknown field (check its spelling, or see `routewatch init` for every key)"
     if err["type"] == "missing":
         return "required field is missing"
+    if err["type"] == "too_short":
+        # Pydantic names the Python type ("Tuple should have..."); people wrote a YAML list.
+        ctx = err.get("ctx", {})
+        least, found = ctx.get("min_length", 1), ctx.get("actual_length", 0)
+        return f"needs at least {least} entr{'y' if least == 1 else 'ies'}; found {found or 'none'}"
     return msg
 
 
@@ -114,25 +117,41 @@ def load_yaml(text: str, path: str) -> Located:
         YamlSyntaxError: bad syntax, several documents, a duplicate key, a key
             that is not a plain scalar, or nesting deeper than 64 levels.
     """
-    loader = yaml.SafeLoader(text)
+    loader: yaml.SafeLoader | None = None
+    builder: _Builder | None = None
     try:
+        loader = yaml.SafeLoader(text)
         node = loader.get_single_node()
         builder = _Builder(loader, path)
         data = None if node is None else builder.build(node, (), 0)
+    except yaml.reader.ReaderError as exc:
+        raise YamlSyntaxError(
+            Problem(
+                path=path,
+                line=text[: exc.position].count("\n") + 1,
+                field="",
+                message=f"invalid YAML: character #x{exc.character:04x} is not allowed",
+            )
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
         reason = exc.problem or exc.context or "invalid YAML"
         raise YamlSyntaxError(
-            Problem(path=path, line=line, field="", message=f"invalid YAML: {reason}")
+            Problem(
+                path=path,
+                line=mark.line + 1 if mark is not None else None,
+                field="",
+                message=f"invalid YAML: {reason}",
+            )
         ) from None
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(
             Problem(path=path, line=None, field="", message=f"invalid YAML: {exc}")
         ) from None
     finally:
-        loader.dispose()
-    lines = builder.lines if node is not None else {}
+        if loader is not None:
+            loader.dispose()
+    lines = builder.lines if builder is not None and node is not None else {}
     return Located(data=data, lines=LineMap(path=path, lines=lines))
 
 

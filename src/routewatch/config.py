@@ -266,8 +266,15 @@ def load_config_located(path: Path, env: Mapping[str, str]) -> LocatedConfig:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
-            [Problem(path=shown, line=None, field="", message="file not found; create one "
-                     "with `routewatch init`, or point to it with -c FILE")]
+            [
+                Problem(
+                    path=shown,
+                    line=None,
+                    field="",
+                    message="file not found; create one "
+                    "with `routewatch init`, or point to it with -c FILE",
+                )
+            ]
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(
@@ -406,8 +413,9 @@ def check_references(config: Config, lines: LineMap) -> list[Problem]:
                 )
             )
         if route.schedule is not None and tz_ok:
-            _check_cron(route.schedule, config.timezone, ("routes", name, "schedule"), lines,
-                        problems)
+            _check_cron(
+                route.schedule, config.timezone, ("routes", name, "schedule"), lines, problems
+            )
     for name, judge in config.judges.items():
         if judge.provider not in config.providers:
             problems.append(
@@ -439,7 +447,9 @@ def check_references(config: Config, lines: LineMap) -> list[Problem]:
             )
     if config.alerts.slack is not None:
         _check_env_name(
-            config.alerts.slack.webhook_url_env, ("alerts", "slack", "webhook_url_env"), lines,
+            config.alerts.slack.webhook_url_env,
+            ("alerts", "slack", "webhook_url_env"),
+            lines,
             problems,
         )
     for i, hook in enumerate(config.alerts.webhooks):
@@ -447,8 +457,9 @@ def check_references(config: Config, lines: LineMap) -> list[Problem]:
         _check_env_name(hook.secret_env, ("alerts", "webhooks", i, "secret_env"), lines, problems)
     _check_env_name(config.server.token_env, ("server", "token_env"), lines, problems)
     if tz_ok:
-        _check_cron(config.reports.schedule, config.timezone, ("reports", "schedule"), lines,
-                    problems)
+        _check_cron(
+            config.reports.schedule, config.timezone, ("reports", "schedule"), lines, problems
+        )
     try:
         make_url(config.database_url)
     except ArgumentError:
@@ -471,9 +482,7 @@ def _check_timezone(config: Config, lines: LineMap, problems: list[Problem]) -> 
         ZoneInfo(config.timezone)
     except (ZoneInfoNotFoundError, ValueError):
         problems.append(
-            lines.problem(
-                ("timezone",), f"unknown time zone {config.timezone!r}; use an IANA name"
-            )
+            lines.problem(("timezone",), f"unknown time zone {config.timezone!r}; use an IANA name")
         )
         return False
     return True
@@ -518,9 +527,7 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     url = make_url(config.database_url)
     database_url = config.database_url
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        database_url = url.set(database=resolve(url.database)).render_as_string(
-            hide_password=False
-        )
+        database_url = url.set(database=resolve(url.database)).render_as_string(hide_password=False)
     policies = {
         name: policy.model_copy(
             update={

@@ -41,8 +41,7 @@ def parse_cron(expr: str, timezone: str = "UTC") -> CronTrigger:
     fields = text.split()
     if len(fields) != 5:
         raise ValueError(
-            f"cron {expr!r} needs 5 fields (minute hour day month day-of-week), "
-            f"got {len(fields)}"
+            f"cron {expr!r} needs 5 fields (minute hour day month day-of-week), got {len(fields)}"
         )
     minute, hour, day, month, dow = fields
     if day not in ("*", "?") and dow not in ("*", "?"):

@@ -77,7 +77,7 @@ class Check(_Model):
         if isinstance(value, dict) and set(value) != {"kind", "arg"}:
             if len(value) != 1:
                 raise ValueError(
-                    "a check is a map with exactly one key, e.g. `- contains: \"30 days\"`"
+                    'a check is a map with exactly one key, e.g. `- contains: "30 days"`'
                 )
             ((kind, arg),) = value.items()
             known = ", ".join(k.value for k in CheckKind)
@@ -91,8 +91,7 @@ class Check(_Model):
         kind, arg = self.kind, self.arg
         if kind in _TEXT_CHECKS and not isinstance(arg, str):
             raise ValueError(f"`{kind}` takes a string")
-        if kind in _COUNT_CHECKS and (isinstance(arg, bool) or not isinstance(arg, int)
-                                      or arg < 0):
+        if kind in _COUNT_CHECKS and (isinstance(arg, bool) or not isinstance(arg, int) or arg < 0):
             raise ValueError(f"`{kind}` takes a whole number of characters >= 0")
         if kind is CheckKind.regex:
             try:
@@ -238,9 +237,7 @@ class EvalSet(_Model):
     @cached_property
     def version(self) -> str:
         """Hash of everything that affects scoring; comments, order and tags excluded."""
-        items = sorted(
-            (item.id, item.hash, item.weight) for item in self.items
-        )
+        items = sorted((item.id, item.hash, item.weight) for item in self.items)
         return _digest(
             {
                 "judge": self.judge,
@@ -270,8 +267,9 @@ def load_eval_set(path: Path) -> EvalSet:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise EvalSetError([Problem(path=shown, line=None, field="", message="file not found")])\
-            from None
+        raise EvalSetError(
+            [Problem(path=shown, line=None, field="", message="file not found")]
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise EvalSetError(
             [Problem(path=shown, line=None, field="", message=f"cannot read: {exc}")]
@@ -365,13 +363,21 @@ def _read_jsonl(text: str, shown: str) -> tuple[dict[str, Any], LineMap]:
         if isinstance(value, dict) and set(value) == {_SET_HEADER_KEY}:
             if items or header:
                 problems.append(
-                    Problem(path=shown, line=number, field=_SET_HEADER_KEY,
-                            message="the eval_set line must come first, once")
+                    Problem(
+                        path=shown,
+                        line=number,
+                        field=_SET_HEADER_KEY,
+                        message="the eval_set line must come first, once",
+                    )
                 )
             elif not isinstance(value[_SET_HEADER_KEY], dict):
                 problems.append(
-                    Problem(path=shown, line=number, field=_SET_HEADER_KEY,
-                            message="must be a map of set fields (description, judge, ...)")
+                    Problem(
+                        path=shown,
+                        line=number,
+                        field=_SET_HEADER_KEY,
+                        message="must be a map of set fields (description, judge, ...)",
+                    )
                 )
             else:
                 header = value[_SET_HEADER_KEY]
@@ -385,8 +391,14 @@ def _read_jsonl(text: str, shown: str) -> tuple[dict[str, Any], LineMap]:
         raise EvalSetError(problems)
     if "items" in header:
         raise EvalSetError(
-            [Problem(path=shown, line=lines.get(("items",)), field="eval_set.items",
-                     message="items go one per line, not in the eval_set line")]
+            [
+                Problem(
+                    path=shown,
+                    line=lines.get(("items",)),
+                    field="eval_set.items",
+                    message="items go one per line, not in the eval_set line",
+                )
+            ]
         )
     lines.setdefault((), 1)
     lines.setdefault(("items",), 1)
@@ -401,8 +413,14 @@ def load_eval_dir(directory: Path) -> dict[str, EvalSet]:
     """
     if not directory.is_dir():
         raise EvalSetError(
-            [Problem(path=display_path(directory), line=None, field="",
-                     message="eval folder not found (see `eval_dir` in routewatch.yaml)")]
+            [
+                Problem(
+                    path=display_path(directory),
+                    line=None,
+                    field="",
+                    message="eval folder not found (see `eval_dir` in routewatch.yaml)",
+                )
+            ]
         )
     problems: list[Problem] = []
     sets: dict[str, EvalSet] = {}
@@ -415,8 +433,12 @@ def load_eval_dir(directory: Path) -> dict[str, EvalSet]:
             continue
         if evalset.name in sets:
             problems.append(
-                Problem(path=display_path(path), line=None, field="name",
-                        message=f"another file already defines eval set {evalset.name!r}")
+                Problem(
+                    path=display_path(path),
+                    line=None,
+                    field="name",
+                    message=f"another file already defines eval set {evalset.name!r}",
+                )
             )
             continue
         sets[evalset.name] = evalset

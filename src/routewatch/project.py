@@ -69,4 +69,3 @@ def check_eval_references(
                 )
             )
     return problems
-

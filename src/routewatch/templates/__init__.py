@@ -1,0 +1,1 @@
+"""Templates written by ``routewatch init``, shipped as package data."""

@@ -1,0 +1,133 @@
+from pathlib import Path
+
+import pytest
+
+from routewatch.config import Config, load_config, secret
+from routewatch.errors import ConfigError, MissingSecretError
+from routewatch.scaffold import CONFIG_TEMPLATE, template_text
+
+MINIMAL = """\
+providers:
+  gw: {base_url: "${GW_URL}/v1", api_key_env: GW_KEY}
+routes:
+  r1: {provider: gw, model: m, evals: [e]}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "routewatch.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_database_url_env_overrides_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "database_url: sqlite:///file.db\n")
+
+    config = load_config(path, {"ROUTEWATCH_DATABASE_URL": "postgresql+psycopg://u@h/db"})
+
+    assert config.database_url == "postgresql+psycopg://u@h/db"
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
+    sub = tmp_path / "conf"
+    sub.mkdir()
+    path = write(sub, "database_url: sqlite:///data/rw.db\nreports: {dir: out}\n")
+
+    config = load_config(path, {})
+
+    assert config.database_url == f"sqlite:///{sub}/data/rw.db"
+    assert config.eval_dir == str(sub / "evals")
+    assert config.reports.dir == str(sub / "out")
+
+
+def test_variables_expand_in_urls(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL), {"GW_URL": "http://127.0.0.1:9"})
+
+    assert config.providers["gw"].base_url == "http://127.0.0.1:9/v1"
+
+
+def test_unset_url_variable_is_a_located_problem(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, MINIMAL), {})
+
+    assert [str(p).split(": ", 1)[1] for p in info.value.problems] == [
+        "providers.gw.base_url: environment variable GW_URL is not set"
+    ]
+    assert info.value.problems[0].line == 2
+
+
+def test_api_key_is_not_needed_at_load_time(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL), {"GW_URL": "http://x"})
+
+    assert config.providers["gw"].api_key_env == "GW_KEY"
+
+
+def test_missing_secret_names_the_variable_when_needed() -> None:
+    with pytest.raises(MissingSecretError, match="GW_KEY is not set") as info:
+        secret("GW_KEY", {}, needed_for="provider gw")
+
+    assert info.value.var == "GW_KEY"
+
+
+def test_secret_written_in_the_file_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    text = MINIMAL.replace("api_key_env: GW_KEY", "api_key: sk-live-1234")
+
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), {"GW_URL": "http://x"})
+
+    message = str(info.value)
+    assert "name that variable in `api_key_env`" in message
+    assert "sk-live-1234" not in message
+
+
+def test_env_field_holding_a_value_is_refused(tmp_path: Path) -> None:
+    text = MINIMAL.replace("api_key_env: GW_KEY", 'api_key_env: "sk-live 1234"')
+
+    with pytest.raises(ConfigError, match="must name an environment variable"):
+        load_config(write(tmp_path, text), {"GW_URL": "http://x"})
+
+
+def test_unknown_provider_lists_the_known_ones(tmp_path: Path) -> None:
+    text = MINIMAL.replace("provider: gw", "provider: gateway")
+
+    with pytest.raises(ConfigError, match="unknown provider 'gateway'; known: gw"):
+        load_config(write(tmp_path, text), {"GW_URL": "http://x"})
+
+
+def test_min_baseline_runs_above_baseline_runs_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "detection: {baseline_runs: 4, min_baseline_runs: 5}\n")
+
+    with pytest.raises(ConfigError, match=r"detection: min_baseline_runs \(5\) is larger"):
+        load_config(path, {})
+
+
+def test_unknown_timezone_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown time zone 'Mars/Olympus'"):
+        load_config(write(tmp_path, "timezone: Mars/Olympus\n"), {})
+
+
+def test_empty_file_loads_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, ""), {})
+
+    assert config.detection.sigma == 2.0
+    assert config.source == tmp_path / "routewatch.yaml"
+
+
+def _keys(model: type[Config] | type, prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for name, field in getattr(model, "model_fields", {}).items():
+        keys.add(name)
+        annotation = field.annotation
+        for arg in (annotation, *getattr(annotation, "__args__", ())):
+            if hasattr(arg, "model_fields"):
+                keys |= _keys(arg)
+    return keys
+
+
+def test_init_template_names_every_config_key_and_loads(tmp_path: Path) -> None:
+    text = template_text(CONFIG_TEMPLATE)
+
+    missing = {key for key in _keys(Config) if f"{key}:" not in text}
+
+    assert not missing
+    assert load_config(write(tmp_path, text), {}).routes

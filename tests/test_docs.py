@@ -1,0 +1,81 @@
+"""README, CHANGELOG and .ci/run tell the truth about the code."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from routewatch.cli import cli
+from routewatch.scaffold import CONFIG_TEMPLATE, EVAL_TEMPLATE, template_text
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def readme_commands() -> list[str]:
+    """Every `routewatch ...` command named in the README's command table."""
+    rows = re.findall(r"^\| `routewatch ([a-z ]+)", README, flags=re.M)
+    return [row.strip() for row in rows]
+
+
+def test_readme_lists_the_design_commands() -> None:
+    assert len(readme_commands()) == 11
+
+
+@pytest.mark.parametrize("command", readme_commands())
+def test_every_readme_command_exists_in_the_cli(command: str) -> None:
+    found: click.Command = cli
+    for word in command.split():
+        assert isinstance(found, click.Group)
+        if word == "show":
+            assert {"show", "pin", "unpin", "export"} <= set(found.commands)
+            return
+        found = found.commands[word]
+    assert found.help
+
+
+def test_readme_marks_each_command_built_or_not_as_the_cli_does() -> None:
+    for row in re.findall(
+        r"^\| `routewatch ([a-z]+)[^|]*\|[^|]*\| (works|not built yet) \|", README, flags=re.M
+    ):
+        name, state = row
+        built = "(not built yet)" not in (cli.commands[name].help or "")
+        assert built == (state == "works"), name
+
+
+def test_repository_project_is_what_init_writes() -> None:
+    assert (ROOT / "routewatch.yaml").read_text() == template_text(CONFIG_TEMPLATE)
+    assert (ROOT / "evals" / EVAL_TEMPLATE).read_text() == template_text(EVAL_TEMPLATE)
+
+
+def test_ci_runs_the_readme_commands() -> None:
+    blocks = re.findall(r"```sh\n(.+?)\n```", README, flags=re.S)
+    install, tests = blocks[0], blocks[1]
+    ci = (ROOT / ".ci" / "run").read_text()
+
+    assert "pip install -e '.[dev,postgres]'" in install
+    assert ".venv/bin/pip install --quiet -e '.[dev,postgres]'" in ci
+    for step in install.split("&&")[3:]:
+        assert f"\n{step.strip()}\n" in ci
+    assert f"\n{tests.strip()}\n" in ci
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "routewatch", "--help"], capture_output=True, text=True, check=False
+    )
+
+    assert result.returncode == 0
+    assert "validate" in result.stdout
+
+
+def test_commands_not_built_yet_say_so_and_exit_2() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "routewatch", "status"], capture_output=True, text=True, check=False
+    )
+
+    assert result.returncode == 2
+    assert "not implemented in this version yet" in result.stderr

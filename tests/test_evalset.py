@@ -1,0 +1,166 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from routewatch.errors import EvalSetError
+from routewatch.evalset import EvalSet, load_eval_dir, load_eval_set
+
+BASE = """\
+name: faq
+description: first
+criteria: {correctness: Agrees with the reference.}
+items:
+  - id: a
+    input: Question A?
+    reference: Answer A
+    checks: [{contains: "A"}, {max_chars: 100}]
+    tags: [x]
+  - id: b
+    input: Question B?
+    checks: [{regex: "^B"}]
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "faq.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def load(tmp_path: Path, text: str, name: str = "faq.yaml") -> EvalSet:
+    return load_eval_set(write(tmp_path, text, name))
+
+
+def test_version_ignores_comments_description_tags_and_order(tmp_path: Path) -> None:
+    reordered = """\
+# a comment
+items:
+  - checks: [{regex: "^B"}]
+    input: Question B?
+    id: b
+  - {id: a, reference: Answer A, input: "Question A?", tags: [y, z],
+     checks: [{max_chars: 100}, {contains: "A"}]}
+criteria: {correctness: Agrees with the reference.}
+description: second
+name: faq
+"""
+    assert load(tmp_path, BASE).version == load(tmp_path, reordered).version
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("Answer A", "Answer AA"),
+        ('{contains: "A"}', '{contains: "a"}'),
+        ("Agrees with the reference.", "Agrees."),
+        ("id: b", "id: c"),
+    ],
+)
+def test_version_changes_with_what_affects_scoring(tmp_path: Path, old: str, new: str) -> None:
+    assert load(tmp_path, BASE).version != load(tmp_path, BASE.replace(old, new)).version
+
+
+def test_item_hash_survives_edits_to_other_items(tmp_path: Path) -> None:
+    before = {i.id: i.hash for i in load(tmp_path, BASE).items}
+    after = {i.id: i.hash for i in load(tmp_path, BASE.replace("Question B?", "B?")).items}
+
+    assert before["a"] == after["a"]
+    assert before["b"] != after["b"]
+
+
+def test_input_shorthand_hashes_like_one_user_message(tmp_path: Path) -> None:
+    long_form = BASE.replace(
+        "input: Question A?", "messages: [{role: user, content: 'Question A?'}]"
+    )
+
+    assert load(tmp_path, BASE).items[0].hash == load(tmp_path, long_form).items[0].hash
+
+
+def test_jsonl_loads_with_set_header_and_reports_lines(tmp_path: Path) -> None:
+    lines = [
+        {"eval_set": {"description": "d", "pass_threshold": 0.5}},
+        {"id": "a", "input": "Q?", "checks": [{"contains": "x"}]},
+        {"id": "b", "input": "Q?", "checks": [{"regex": "("}]},
+    ]
+    path = write(tmp_path, "\n".join(json.dumps(x) for x in lines), "faq.jsonl")
+
+    with pytest.raises(EvalSetError) as info:
+        load_eval_set(path)
+
+    (problem,) = info.value.problems
+    assert (problem.line, problem.field) == (3, "items[1].checks[0]")
+
+
+def test_jsonl_reports_bad_json_lines(tmp_path: Path) -> None:
+    path = write(tmp_path, '{"id": "a", "input": "Q"}\n{"id": "b",\n', "faq.jsonl")
+
+    with pytest.raises(EvalSetError, match=r"faq.jsonl:2: \(file\): invalid JSON"):
+        load_eval_set(path)
+
+
+def test_jsonl_and_yaml_of_the_same_set_share_a_version(tmp_path: Path) -> None:
+    items = [{"id": "a", "input": "Q?", "checks": [{"equals": "A"}]}]
+    jsonl = write(tmp_path, "\n".join(json.dumps(i) for i in items), "faq.jsonl")
+    yaml_dir = tmp_path / "y"
+    yaml_dir.mkdir()
+    yml = write(yaml_dir, "items:\n  - {id: a, input: 'Q?', checks: [{equals: A}]}\n")
+
+    assert load_eval_set(jsonl).version == load_eval_set(yml).version
+
+
+@pytest.mark.parametrize(
+    ("check", "message"),
+    [
+        ("{json_schema: {type: objekt}}", "not a valid JSON schema"),
+        ("{json_schema: not-a-map}", "takes a JSON schema"),
+        ("{max_chars: -1}", "whole number of characters"),
+        ("{contains: 3}", "takes a string"),
+        ("{contains: a, regex: b}", "exactly one key"),
+    ],
+)
+def test_bad_checks_are_refused(tmp_path: Path, check: str, message: str) -> None:
+    text = BASE.replace("{max_chars: 100}", check)
+
+    with pytest.raises(EvalSetError, match=message) as info:
+        load(tmp_path, text)
+
+    assert info.value.problems[0].field == "items[0].checks[1]"
+
+
+def test_input_and_messages_together_are_refused(tmp_path: Path) -> None:
+    text = BASE.replace("input: Question B?", "input: Q\n    messages: [{role: user, content: Q}]")
+
+    with pytest.raises(
+        EvalSetError, match=r"items\[1\]: give exactly one of `input` or `messages`"
+    ):
+        load(tmp_path, text)
+
+
+def test_name_must_match_the_file(tmp_path: Path) -> None:
+    with pytest.raises(EvalSetError, match="'faq' must match the file name 'other'"):
+        load(tmp_path, BASE, "other.yaml")
+
+
+def test_human_score_outside_scale_is_refused(tmp_path: Path) -> None:
+    text = BASE.replace("tags: [x]", "tags: [x]\n    human_score: 9")
+
+    with pytest.raises(EvalSetError, match=r"9\.0 is outside scale"):
+        load(tmp_path, text)
+
+
+def test_canary_with_unknown_criterion_is_refused(tmp_path: Path) -> None:
+    text = BASE + "canaries:\n  - {input: Q, output: O, expect: {tone: 5}}\n"
+
+    with pytest.raises(EvalSetError, match="unknown criterion 'tone'"):
+        load(tmp_path, text)
+
+
+def test_eval_dir_collects_problems_of_every_file(tmp_path: Path) -> None:
+    write(tmp_path, BASE.replace("id: b", "id: a"), "faq.yaml")
+    write(tmp_path, "items: [}", "two.yaml")
+
+    with pytest.raises(EvalSetError) as info:
+        load_eval_dir(tmp_path)
+
+    assert {p.path.rsplit("/", 1)[-1] for p in info.value.problems} == {"faq.yaml", "two.yaml"}
