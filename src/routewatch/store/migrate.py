@@ -1,0 +1,244 @@
+"""Engines and schema migrations: the one place that turns a database URL into a connection.
+
+``create_engine_for`` applies the per-database settings (SQLite pragmas, the psycopg
+driver for PostgreSQL); ``upgrade`` brings a database to the newest Alembic revision and
+is what ``routewatch db upgrade``, ``run`` and the daemon call at start. Failures raise
+``DatabaseError`` naming the database with its password masked.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+from routewatch.errors import DatabaseError
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+"""How long a SQLite connection waits for another writer's lock before failing; runs
+write in short transactions, so a long wait only happens when something is wrong."""
+
+_URL_HINT = (
+    "set database_url in routewatch.yaml or ROUTEWATCH_DATABASE_URL to sqlite:///PATH "
+    "or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE"
+)
+_BACKENDS = ("sqlite", "postgresql")
+_PG_CONNECT_TIMEOUT_S = "10"
+
+
+def create_engine_for(url: str, *, for_migrations: bool = False) -> Engine:
+    """Create an engine for ``url`` with the settings routewatch relies on.
+
+    SQLite connections enforce foreign keys, wait up to ``SQLITE_BUSY_TIMEOUT_MS`` for
+    locks and use the WAL journal, so readers (``status``, reports) never block a run.
+    ``postgresql://`` and ``postgres://`` URLs are given the psycopg 3 driver.
+
+    Args:
+        url: A SQLAlchemy database URL.
+        for_migrations: On SQLite, turn foreign keys off (table rebuilds in batch
+            migrations would otherwise cascade) and open every transaction with
+            ``BEGIN IMMEDIATE``, so a migration is all-or-nothing and concurrent
+            upgrades wait for each other.
+
+    Returns:
+        An engine; nothing is connected until it is used.
+
+    Raises:
+        DatabaseError: The URL cannot be parsed, is for neither SQLite nor PostgreSQL,
+            or needs a driver that is not installed.
+    """
+    parsed = _parse(url)
+    try:
+        if parsed.get_backend_name() == "postgresql":
+            if "connect_timeout" not in parsed.query:
+                # Without one, connecting to a host that drops packets hangs for minutes.
+                parsed = parsed.update_query_dict({"connect_timeout": _PG_CONNECT_TIMEOUT_S})
+            engine = create_engine(parsed, pool_pre_ping=True)
+        else:
+            engine = create_engine(parsed)
+    except (NoSuchModuleError, ImportError, ArgumentError) as exc:
+        raise DatabaseError(
+            f"cannot use database {masked(url)}: {_reason(exc, url)}; {_driver_hint(parsed)}"
+        ) from exc
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine, for_migrations=for_migrations)
+    return engine
+
+
+def upgrade(url: str) -> None:
+    """Apply every Alembic revision up to the newest; does nothing if already there.
+
+    Args:
+        url: The database URL.
+
+    Raises:
+        DatabaseError: The database cannot be reached, or a migration failed (then
+            nothing of that upgrade is kept).
+    """
+    config = _alembic_config()
+    with _connection(url, for_migrations=True) as connection:
+        try:
+            with connection.begin():
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+        except (SQLAlchemyError, CommandError) as exc:
+            raise DatabaseError(
+                f"cannot migrate database {masked(url)} to revision {head_revision()}: "
+                f"{_reason(exc, url)}; check that its user may create and alter tables "
+                "and that no other program changed routewatch's tables"
+            ) from exc
+
+
+def current_revision(url: str) -> str | None:
+    """Return the Alembic revision the database is at, or ``None`` if it has none.
+
+    A SQLite file that does not exist yet is reported as ``None`` and not created.
+
+    Raises:
+        DatabaseError: The database cannot be reached.
+    """
+    parsed = _parse(url)
+    if parsed.get_backend_name() == "sqlite" and not _sqlite_file_exists(parsed):
+        return None
+    with _connection(url) as connection:
+        try:
+            return MigrationContext.configure(connection).get_current_revision()
+        except SQLAlchemyError as exc:
+            raise DatabaseError(
+                f"cannot read the schema revision of {masked(url)}: {_reason(exc, url)}"
+            ) from exc
+
+
+def head_revision() -> str:
+    """Return the newest revision shipped with this version of routewatch."""
+    scripts = ScriptDirectory(str(script_location()))
+    head = scripts.get_current_head()
+    if head is None:
+        raise DatabaseError(f"no migrations found in {script_location()}; reinstall routewatch")
+    return head
+
+
+def script_location() -> Path:
+    """Return the folder holding Alembic's ``env.py`` and ``versions/``.
+
+    An installed wheel carries it as ``routewatch/_alembic``; a source checkout (an
+    editable install) keeps it at the top of the repository.
+    """
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "_alembic"
+    if installed.is_dir():
+        return installed
+    return package.parents[1] / "alembic"
+
+
+def masked(url: str) -> str:
+    """Return ``url`` with its password replaced by ``***``, safe to log or show."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return re.sub(r"(//[^/:@]*:)[^/@]*@", r"\1***@", url)
+
+
+def _parse(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise DatabaseError(f"cannot parse database URL {masked(url)!r}; {_URL_HINT}") from exc
+    if parsed.drivername in ("postgres", "postgresql"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in _BACKENDS:
+        raise DatabaseError(
+            f"cannot use database {masked(url)}: routewatch supports SQLite and PostgreSQL; "
+            f"{_URL_HINT}"
+        )
+    return parsed
+
+
+@contextmanager
+def _connection(url: str, *, for_migrations: bool = False) -> Iterator[Connection]:
+    engine = create_engine_for(url, for_migrations=for_migrations)
+    try:
+        try:
+            connection = engine.connect()
+        except SQLAlchemyError as exc:
+            raise DatabaseError(
+                f"cannot connect to database {masked(url)}: {_reason(exc, url)}; "
+                f"{_connect_hint(engine)}"
+            ) from exc
+        with connection:
+            yield connection
+    finally:
+        engine.dispose()
+
+
+def _configure_sqlite(engine: Engine, *, for_migrations: bool) -> None:
+    def on_connect(dbapi_connection: Any, connection_record: Any) -> None:
+        if for_migrations:
+            # Let SQLAlchemy's BEGIN below, not the sqlite3 module, decide transactions.
+            dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA foreign_keys = {'OFF' if for_migrations else 'ON'}")
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.close()
+
+    def on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    event.listen(engine, "connect", on_connect)
+    if for_migrations:
+        event.listen(engine, "begin", on_begin)
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    # ConfigParser would read "%" as interpolation.
+    config.set_main_option("script_location", str(script_location()).replace("%", "%%"))
+    return config
+
+
+def _sqlite_file_exists(url: URL) -> bool:
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return True
+    return Path(database).exists()
+
+
+def _reason(exc: BaseException, url: str) -> str:
+    """Describe ``exc`` in one line, without SQLAlchemy's links and without the password."""
+    original = getattr(exc, "orig", None) or exc
+    reason = " ".join(str(original).split()) or type(original).__name__
+    password = _password(url)
+    return reason.replace(password, "***") if password else reason
+
+
+def _password(url: str) -> str | None:
+    try:
+        return make_url(url).password
+    except ArgumentError:
+        return None
+
+
+def _driver_hint(url: URL) -> str:
+    if url.get_backend_name() == "postgresql":
+        return "install the PostgreSQL driver with: pip install 'routewatch[postgres]'"
+    return _URL_HINT
+
+
+def _connect_hint(engine: Engine) -> str:
+    if engine.dialect.name == "sqlite":
+        return "check that the file's folder exists and that routewatch may write to it"
+    return (
+        "check that the server is running and reachable from here, and that the user, "
+        "password and database name in the URL are right"
+    )

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, select
+from sqlalchemy.orm import Session
+
+from routewatch.errors import DatabaseError
+from routewatch.store.migrate import (
+    create_engine_for,
+    current_revision,
+    head_revision,
+    script_location,
+    upgrade,
+)
+from routewatch.store.tables import Base, SchedulerLeaseRow
+
+
+def table_names(url: str) -> set[str]:
+    engine = create_engine_for(url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_creates_every_table(db_url: str) -> None:
+    upgrade(db_url)
+
+    assert table_names(db_url) == set(Base.metadata.tables) | {"alembic_version"}
+
+
+def test_upgrade_leaves_the_database_at_head(db_url: str) -> None:
+    upgrade(db_url)
+
+    assert current_revision(db_url) == head_revision() == "0001"
+
+
+def test_current_revision_of_an_empty_database_is_none(db_url: str) -> None:
+    assert current_revision(db_url) is None
+
+
+def test_current_revision_does_not_create_a_missing_sqlite_file(tmp_path: Path) -> None:
+    path = tmp_path / "missing.db"
+
+    assert current_revision(f"sqlite:///{path}") is None
+    assert not path.exists()
+
+
+def test_upgrade_twice_keeps_revision_and_data(db_url: str) -> None:
+    upgrade(db_url)
+    engine = create_engine_for(db_url)
+    lease = SchedulerLeaseRow(name="scheduler", owner="a", expires_at=datetime.now(UTC))
+    with Session(engine) as session, session.begin():
+        session.add(lease)
+
+    upgrade(db_url)
+
+    with Session(engine) as session:
+        assert session.scalars(select(SchedulerLeaseRow.owner)).all() == ["a"]
+    engine.dispose()
+    assert current_revision(db_url) == head_revision()
+
+
+def test_migrated_schema_matches_the_models(db_url: str) -> None:
+    upgrade(db_url)
+    engine = create_engine_for(db_url)
+
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        differences = compare_metadata(context, Base.metadata)
+
+    engine.dispose()
+    assert differences == []
+
+
+def test_downgrade_to_base_removes_every_table(db_url: str) -> None:
+    upgrade(db_url)
+    config = Config()
+    config.set_main_option("script_location", str(script_location()))
+    engine = create_engine_for(db_url, for_migrations=True)
+
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "base")
+
+    engine.dispose()
+    assert table_names(db_url) == {"alembic_version"}
+
+
+def test_unreachable_server_raises_database_error_without_the_password() -> None:
+    with pytest.raises(DatabaseError, match="cannot connect") as raised:
+        upgrade("postgresql+psycopg://u:s3cret@127.0.0.1:1/x")
+
+    assert "s3cret" not in str(raised.value)
+    assert "postgresql+psycopg://u:***@127.0.0.1:1/x" in str(raised.value)
+
+
+def test_unknown_driver_raises_database_error_without_the_password() -> None:
+    with pytest.raises(DatabaseError, match="cannot use database") as raised:
+        upgrade("nosuchdb://u:s3cret@localhost/x")
+
+    assert "s3cret" not in str(raised.value)
+
+
+def test_unparsable_url_raises_database_error() -> None:
+    with pytest.raises(DatabaseError, match="cannot parse database URL"):
+        upgrade("not a url")
+
+
+def test_sqlite_file_in_a_missing_folder_raises_database_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'missing' / 'routewatch.db'}"
+
+    with pytest.raises(DatabaseError, match="unable to open database file"):
+        upgrade(url)
