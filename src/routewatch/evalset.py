@@ -167,7 +167,7 @@ class Item(_Model):
     def hash(self) -> str:
         """Hash of what decides this item's score: prompt, reference and checks."""
         checks = sorted(_canonical(c.as_file_form()) for c in self.checks)
-        return _digest(
+        return content_hash(
             {
                 "messages": [m.model_dump() for m in self.prompt],
                 "reference": self.reference,
@@ -238,7 +238,7 @@ class EvalSet(_Model):
     def version(self) -> str:
         """Hash of everything that affects scoring; comments, order and tags excluded."""
         items = sorted((item.id, item.hash, item.weight) for item in self.items)
-        return _digest(
+        return content_hash(
             {
                 "judge": self.judge,
                 "scale": list(self.scale),
@@ -253,7 +253,8 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _digest(value: Any) -> str:
+def content_hash(value: Any) -> str:
+    """A short stable hash of a JSON-able value, independent of key order."""
     return hashlib.sha256(_canonical(value).encode("utf-8")).hexdigest()[:HASH_LENGTH]
 
 

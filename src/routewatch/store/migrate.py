@@ -99,6 +99,19 @@ def upgrade(url: str) -> None:
             ) from exc
 
 
+def open_database(url: str) -> Engine:
+    """Bring the database to the newest schema and return an engine for it.
+
+    Every command that reads or writes results starts here, so a new version's
+    migrations apply by themselves.
+
+    Raises:
+        DatabaseError: the database cannot be reached or migrated.
+    """
+    upgrade(url)
+    return create_engine_for(url)
+
+
 def current_revision(url: str) -> str | None:
     """Return the Alembic revision the database is at, or ``None`` if it has none.
 

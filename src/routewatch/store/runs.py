@@ -1,0 +1,432 @@
+"""The run ledger and result writes: each slot runs once, and nothing is written twice.
+
+``claim_run`` inserts the run row for a (route, eval set, slot) or, when it exists,
+resumes it if its owner is gone. Results are written in small batches, each in a
+transaction that first re-checks ownership, so a process that lost its claim can
+never add a row, and ``UNIQUE(run, item, sample)`` guards the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Engine, and_, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from routewatch.config import Route
+from routewatch.evalset import EvalSet, content_hash
+from routewatch.store.tables import (
+    Base,
+    EvalItemRow,
+    EvalSetRow,
+    ResultRow,
+    RouteSnapshotRow,
+    RunRow,
+    RunStatus,
+)
+
+_results = Base.metadata.tables["results"]
+_scores = Base.metadata.tables["scores"]
+
+STALE_AFTER = timedelta(seconds=90)
+"""A run whose owner on another host has not heartbeated for this long may be taken over.
+Owners heartbeat every few seconds; on the same host a dead pid is noticed at once."""
+
+
+class LostClaimError(Exception):
+    """This process no longer owns the run it is writing (another process took it over)."""
+
+
+def new_owner() -> str:
+    """An owner token naming this process: ``host:pid:random``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_alive(owner: str | None, heartbeat_at: datetime | None, now: datetime) -> bool:
+    """Whether the process named by ``owner`` may still be working on its run."""
+    if owner is None or heartbeat_at is None:
+        return False
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host == socket.gethostname() and pid_text.isdigit():
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # exists, owned by another user
+    return now - heartbeat_at < STALE_AFTER
+
+
+class ClaimOutcome(StrEnum):
+    """What ``claim_run`` found."""
+
+    started = "started"
+    resumed = "resumed"
+    completed = "completed"
+    busy = "busy"
+    version_changed = "version_changed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Claim:
+    """The result of claiming a slot; ``run_id`` is ours to write only when started/resumed."""
+
+    outcome: ClaimOutcome
+    run_id: int
+    at: datetime
+    holder: str | None = None
+
+    @property
+    def owned(self) -> bool:
+        """True when this process now owns the run."""
+        return self.outcome in (ClaimOutcome.started, ClaimOutcome.resumed)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredEvalSet:
+    """Ids of an eval-set version and its items in the store."""
+
+    id: int
+    item_ids: Mapping[str, int]
+
+
+def ensure_eval_set(engine: Engine, evalset: EvalSet) -> StoredEvalSet:
+    """Store this eval-set version and its items once; later calls return the same ids."""
+    query = select(EvalSetRow.id).where(
+        EvalSetRow.name == evalset.name, EvalSetRow.version == evalset.version
+    )
+    with engine.begin() as conn:
+        set_id = conn.execute(query).scalar()
+        if set_id is None:
+            try:
+                with conn.begin_nested():
+                    set_id = _insert_eval_set(conn, evalset)
+            except IntegrityError:  # another process stored it first
+                set_id = conn.execute(query).scalar_one()
+        rows = conn.execute(
+            select(EvalItemRow.item_id, EvalItemRow.id).where(EvalItemRow.eval_set_id == set_id)
+        )
+        return StoredEvalSet(id=set_id, item_ids={r.item_id: r.id for r in rows})
+
+
+def _insert_eval_set(conn: Any, evalset: EvalSet) -> int:
+    set_id: int = conn.execute(
+        insert(EvalSetRow).returning(EvalSetRow.id),
+        {
+            "name": evalset.name,
+            "version": evalset.version,
+            "description": evalset.description,
+            "scale_min": evalset.scale[0],
+            "scale_max": evalset.scale[1],
+            "pass_threshold": evalset.pass_threshold,
+            "judge": evalset.judge,
+            "definition": evalset.model_dump(mode="json", exclude={"items"}),
+        },
+    ).scalar_one()
+    conn.execute(
+        insert(EvalItemRow),
+        [
+            {
+                "eval_set_id": set_id,
+                "item_id": item.id,
+                "item_hash": item.hash,
+                "position": position,
+                "weight": item.weight,
+                "critical": item.critical,
+                "definition": item.model_dump(mode="json", exclude={"id", "weight", "critical"}),
+            }
+            for position, item in enumerate(evalset.items)
+        ],
+    )
+    return set_id
+
+
+def ensure_route_snapshot(engine: Engine, name: str, route: Route) -> int:
+    """Store the route as configured now (model, params, price) once; return its id."""
+    snapshot = {
+        "provider": route.provider,
+        "model": route.model,
+        "params": route.params,
+        "price_input_per_mtok": route.price.input_per_mtok,
+        "price_output_per_mtok": route.price.output_per_mtok,
+    }
+    config_hash = content_hash({**snapshot, "stream": route.stream})
+    query = select(RouteSnapshotRow.id).where(
+        RouteSnapshotRow.route == name, RouteSnapshotRow.config_hash == config_hash
+    )
+    with engine.begin() as conn:
+        found = conn.execute(query).scalar()
+        if found is not None:
+            return int(found)
+        try:
+            with conn.begin_nested():
+                return int(
+                    conn.execute(
+                        insert(RouteSnapshotRow).returning(RouteSnapshotRow.id),
+                        {"route": name, "config_hash": config_hash, **snapshot},
+                    ).scalar_one()
+                )
+        except IntegrityError:
+            return int(conn.execute(query).scalar_one())
+
+
+def claim_run(
+    engine: Engine,
+    *,
+    route: str,
+    route_snapshot_id: int,
+    eval_set: StoredEvalSet,
+    eval_set_name: str,
+    slot_key: str,
+    at: datetime,
+    owner: str,
+    now: datetime,
+) -> Claim:
+    """Start the run of a slot, resume it if its owner is gone, or say why not."""
+    try:
+        with engine.begin() as conn:
+            run_id = conn.execute(
+                insert(RunRow).returning(RunRow.id),
+                {
+                    "route": route,
+                    "route_snapshot_id": route_snapshot_id,
+                    "eval_set_id": eval_set.id,
+                    "eval_set_name": eval_set_name,
+                    "slot_key": slot_key,
+                    "at": at,
+                    "started_at": now,
+                    "status": RunStatus.running,
+                    "owner": owner,
+                    "heartbeat_at": now,
+                },
+            ).scalar_one()
+        return Claim(outcome=ClaimOutcome.started, run_id=run_id, at=at)
+    except IntegrityError:
+        pass
+    with engine.begin() as conn:
+        row = conn.execute(
+            select(
+                RunRow.id,
+                RunRow.status,
+                RunRow.owner,
+                RunRow.heartbeat_at,
+                RunRow.at,
+                RunRow.eval_set_id,
+            ).where(
+                RunRow.route == route,
+                RunRow.eval_set_name == eval_set_name,
+                RunRow.slot_key == slot_key,
+            )
+        ).one()
+        if row.status == RunStatus.completed:
+            return Claim(outcome=ClaimOutcome.completed, run_id=row.id, at=row.at)
+        if row.status == RunStatus.running and owner_alive(row.owner, row.heartbeat_at, now):
+            return Claim(outcome=ClaimOutcome.busy, run_id=row.id, at=row.at, holder=row.owner)
+        if row.eval_set_id != eval_set.id:
+            return Claim(outcome=ClaimOutcome.version_changed, run_id=row.id, at=row.at)
+        taken = conn.execute(
+            update(RunRow)
+            .where(
+                RunRow.id == row.id,
+                RunRow.status == row.status,
+                RunRow.owner == row.owner if row.owner is not None else RunRow.owner.is_(None),
+            )
+            .values(
+                owner=owner,
+                heartbeat_at=now,
+                status=RunStatus.running,
+                finished_at=None,
+                error_message=None,
+            )
+        ).rowcount
+    if taken != 1:
+        return Claim(outcome=ClaimOutcome.busy, run_id=row.id, at=row.at)
+    return Claim(outcome=ClaimOutcome.resumed, run_id=row.id, at=row.at, holder=row.owner)
+
+
+def find_unfinished_run(
+    engine: Engine, *, route: str, eval_set_name: str, now: datetime
+) -> str | None:
+    """The slot key of this route's newest interrupted run (owner gone), if any."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(RunRow.slot_key, RunRow.owner, RunRow.heartbeat_at)
+            .where(
+                RunRow.route == route,
+                RunRow.eval_set_name == eval_set_name,
+                RunRow.status.in_([RunStatus.running, RunStatus.failed]),
+            )
+            .order_by(RunRow.at.desc())
+            .limit(5)
+        ).all()
+    for row in rows:
+        if not owner_alive(row.owner, row.heartbeat_at, now):
+            return str(row.slot_key)
+    return None
+
+
+def stored_samples(engine: Engine, run_id: int) -> set[tuple[str, int]]:
+    """The (item id, sample) pairs this run already has results for."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(ResultRow.item_id, ResultRow.sample).where(ResultRow.run_id == run_id)
+        )
+        return {(r.item_id, r.sample) for r in rows}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScoreRecord:
+    """One scorer's verdict on one result."""
+
+    scorer: str
+    value: float | None
+    passed: bool | None
+    detail: dict[str, Any] | None = None
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResultRecord:
+    """One result to store, with its scores."""
+
+    values: dict[str, Any]
+    """Columns of ``results`` except ``id`` and ``run_id``."""
+    scores: Sequence[ScoreRecord] = field(default_factory=tuple)
+
+
+def write_results(
+    engine: Engine, *, run_id: int, owner: str, now: datetime, records: Iterable[ResultRecord]
+) -> int:
+    """Write a batch of results and their scores in one transaction; heartbeat the run.
+
+    Raises:
+        LostClaimError: another process owns the run now; nothing was written.
+    """
+    batch = list(records)
+    with engine.begin() as conn:
+        owned = conn.execute(
+            update(RunRow)
+            .where(and_(RunRow.id == run_id, RunRow.owner == owner))
+            .values(heartbeat_at=now)
+        ).rowcount
+        if owned != 1:
+            raise LostClaimError(f"run {run_id} is no longer owned by {owner}")
+        if not batch:
+            return 0
+        ids = (
+            conn.execute(
+                insert(_results).returning(_results.c.id, sort_by_parameter_order=True),
+                [{"run_id": run_id, "created_at": now, **r.values} for r in batch],
+            )
+            .scalars()
+            .all()
+        )
+        scores = [
+            {
+                "result_id": result_id,
+                "scorer": s.scorer,
+                "value": s.value,
+                "passed": s.passed,
+                "detail": s.detail,
+                "weight": s.weight,
+            }
+            for result_id, record in zip(ids, batch, strict=True)
+            for s in record.scores
+        ]
+        if scores:
+            conn.execute(insert(_scores), scores)
+    return len(batch)
+
+
+def finish_run(
+    engine: Engine,
+    *,
+    run_id: int,
+    owner: str,
+    now: datetime,
+    status: RunStatus,
+    totals: Mapping[str, Any],
+    error_message: str | None = None,
+) -> None:
+    """Record a run's end and totals; only its owner may.
+
+    Raises:
+        LostClaimError: another process owns the run now.
+    """
+    with engine.begin() as conn:
+        done = conn.execute(
+            update(RunRow)
+            .where(RunRow.id == run_id, RunRow.owner == owner)
+            .values(
+                status=status,
+                finished_at=now,
+                heartbeat_at=now,
+                error_message=error_message,
+                **totals,
+            )
+        ).rowcount
+    if done != 1:
+        raise LostClaimError(f"run {run_id} is no longer owned by {owner}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredResult:
+    """What summarising a run needs of one stored result."""
+
+    item_id: str
+    sample: int
+    errored: bool
+    fallback: bool
+    latency_ms: float
+    tokens_in: int | None
+    tokens_out: int | None
+    cost_usd: float | None
+    scores: tuple[tuple[float, float], ...]
+    """(value, weight) of every scorer that produced a value."""
+
+
+def run_results(engine: Engine, run_id: int) -> list[StoredResult]:
+    """Every result of a run with its score values, for the run's summary."""
+    with engine.connect() as conn:
+        results = conn.execute(
+            select(
+                _results.c.id,
+                _results.c.item_id,
+                _results.c.sample,
+                _results.c.error_class,
+                _results.c.served_by_fallback,
+                _results.c.latency_ms,
+                _results.c.tokens_in,
+                _results.c.tokens_out,
+                _results.c.cost_usd,
+            ).where(_results.c.run_id == run_id)
+        ).all()
+        scores: dict[int, list[tuple[float, float]]] = {}
+        for row in conn.execute(
+            select(_scores.c.result_id, _scores.c.value, _scores.c.weight)
+            .join(_results, _results.c.id == _scores.c.result_id)
+            .where(_results.c.run_id == run_id, _scores.c.value.is_not(None))
+        ):
+            scores.setdefault(row.result_id, []).append((row.value, row.weight))
+    return [
+        StoredResult(
+            item_id=r.item_id,
+            sample=r.sample,
+            errored=r.error_class is not None,
+            fallback=bool(r.served_by_fallback),
+            latency_ms=r.latency_ms,
+            tokens_in=r.tokens_in,
+            tokens_out=r.tokens_out,
+            cost_usd=r.cost_usd,
+            scores=tuple(scores.get(r.id, ())),
+        )
+        for r in results
+    ]

@@ -1,0 +1,160 @@
+"""The run ledger: one run per slot, resumable, and no writes from a process that lost it."""
+
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from routewatch.config import Route
+from routewatch.evalset import load_eval_set
+from routewatch.scaffold import EVAL_TEMPLATE, template_text
+from routewatch.store.runs import (
+    STALE_AFTER,
+    Claim,
+    ClaimOutcome,
+    LostClaimError,
+    ResultRecord,
+    ScoreRecord,
+    StoredEvalSet,
+    claim_run,
+    ensure_eval_set,
+    ensure_route_snapshot,
+    finish_run,
+    new_owner,
+    owner_alive,
+    stored_samples,
+    write_results,
+)
+from routewatch.store.tables import EvalSetRow, RunStatus, ScoreRow
+
+NOW = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)
+ROUTE = Route(provider="sim", model="m", evals=["support-faq"])
+
+
+@pytest.fixture
+def stored(engine: Engine, tmp_path: Path) -> StoredEvalSet:
+    path = tmp_path / EVAL_TEMPLATE
+    path.write_text(template_text(EVAL_TEMPLATE))
+    return ensure_eval_set(engine, load_eval_set(path))
+
+
+def claim(engine: Engine, stored: StoredEvalSet, owner: str, now: datetime = NOW) -> Claim:
+    return claim_run(
+        engine,
+        route="chat",
+        route_snapshot_id=ensure_route_snapshot(engine, "chat", ROUTE),
+        eval_set=stored,
+        eval_set_name="support-faq",
+        slot_key=NOW.isoformat(),
+        at=NOW,
+        owner=owner,
+        now=now,
+    )
+
+
+def record(item: str, sample: int = 0, eval_item_id: int = 1) -> ResultRecord:
+    return ResultRecord(
+        values={
+            "eval_item_id": eval_item_id,
+            "item_id": item,
+            "sample": sample,
+            "latency_ms": 1.0,
+            "attempts": 1,
+        },
+        scores=[ScoreRecord(scorer="check:contains:0", value=1.0, passed=True)],
+    )
+
+
+def dead_owner() -> str:
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    host = new_owner().split(":", 1)[0]
+    return f"{host}:{proc.stdout.strip()}:dead"
+
+
+def test_storing_an_eval_set_twice_keeps_one_version(
+    engine: Engine, stored: StoredEvalSet, tmp_path: Path
+) -> None:
+    again = ensure_eval_set(engine, load_eval_set(tmp_path / EVAL_TEMPLATE))
+
+    with engine.connect() as conn:
+        count = conn.execute(select(func.count()).select_from(EvalSetRow)).scalar()
+    assert again == stored
+    assert count == 1
+
+
+def test_first_claim_starts_and_second_live_claim_is_busy(
+    engine: Engine, stored: StoredEvalSet
+) -> None:
+    first = claim(engine, stored, new_owner())
+    second = claim(engine, stored, new_owner())
+
+    assert first.outcome is ClaimOutcome.started
+    assert second.outcome is ClaimOutcome.busy
+    assert second.run_id == first.run_id
+
+
+def test_claim_of_a_dead_owner_resumes(engine: Engine, stored: StoredEvalSet) -> None:
+    first = claim(engine, stored, dead_owner())
+
+    second = claim(engine, stored, new_owner())
+
+    assert second.outcome is ClaimOutcome.resumed
+    assert second.run_id == first.run_id
+
+
+def test_completed_slot_is_not_run_again(engine: Engine, stored: StoredEvalSet) -> None:
+    owner = new_owner()
+    first = claim(engine, stored, owner)
+    finish_run(
+        engine, run_id=first.run_id, owner=owner, now=NOW, status=RunStatus.completed, totals={}
+    )
+
+    assert claim(engine, stored, new_owner()).outcome is ClaimOutcome.completed
+
+
+def test_a_process_that_lost_its_claim_writes_nothing(
+    engine: Engine, stored: StoredEvalSet
+) -> None:
+    loser = "elsewhere:1:aaaa"
+    run = claim(engine, stored, loser)
+    later = NOW + STALE_AFTER + timedelta(seconds=1)
+    assert claim(engine, stored, new_owner(), now=later).outcome is ClaimOutcome.resumed
+
+    with pytest.raises(LostClaimError):
+        write_results(engine, run_id=run.run_id, owner=loser, now=later, records=[record("a")])
+
+    assert stored_samples(engine, run.run_id) == set()
+
+
+def test_results_and_scores_are_written_together(engine: Engine, stored: StoredEvalSet) -> None:
+    owner = new_owner()
+    run = claim(engine, stored, owner)
+    item = stored.item_ids["refund-window"]
+
+    write_results(
+        engine,
+        run_id=run.run_id,
+        owner=owner,
+        now=NOW,
+        records=[record("refund-window", 0, item), record("refund-window", 1, item)],
+    )
+
+    with engine.connect() as conn:
+        scores = conn.execute(select(func.count()).select_from(ScoreRow)).scalar()
+    assert stored_samples(engine, run.run_id) == {("refund-window", 0), ("refund-window", 1)}
+    assert scores == 2
+
+
+def test_owner_on_another_host_counts_as_alive_until_stale() -> None:
+    owner = "other-host:1:abcd"
+
+    assert owner_alive(owner, NOW, NOW + STALE_AFTER - timedelta(seconds=1))
+    assert not owner_alive(owner, NOW, NOW + STALE_AFTER)
