@@ -74,7 +74,7 @@ def test_python_dash_m_runs_the_cli() -> None:
 
 def test_commands_not_built_yet_say_so_and_exit_2() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "routewatch", "status"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "routewatch", "report"], capture_output=True, text=True, check=False
     )
 
     assert result.returncode == 2

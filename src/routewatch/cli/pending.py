@@ -21,26 +21,6 @@ def _not_built(name: str) -> Any:
     return callback
 
 
-run = click.Command(
-    "run",
-    callback=_not_built("run"),
-    help="(not built yet) One cycle now: replay, score, store, detect, alert, apply policy.",
-    params=[
-        config_param(),
-        click.Option(["--route"], multiple=True, help="Only this route (repeatable)."),
-        click.Option(["--at"], help="Logical time of the run (ISO 8601), for backfills."),
-        click.Option(["--fail-on-regression"], is_flag=True, help="Exit 3 when a drop is found."),
-    ],
-)
-status = click.Command(
-    "status",
-    callback=_not_built("status"),
-    help="(not built yet) Per route: state, last run, baseline, open incident.",
-    params=[
-        config_param(),
-        click.Option(["--json", "as_json"], is_flag=True, help="Print JSON."),
-    ],
-)
 report = click.Command(
     "report",
     callback=_not_built("report"),
@@ -96,17 +76,4 @@ judge.add_command(
     )
 )
 
-sim = click.Group("sim", help="(not built yet) The built-in simulated OpenAI-compatible provider.")
-sim.add_command(
-    click.Command(
-        "serve",
-        callback=_not_built("sim serve"),
-        help="Serve the simulator.",
-        params=[
-            click.Option(["--port"], type=int, default=8788, show_default=True),
-            click.Option(["--scenario"], help="Scenario file."),
-        ],
-    )
-)
-
-COMMANDS: list[click.Command] = [run, status, report, policy, judge, serve, sim, demo]
+COMMANDS: list[click.Command] = [report, policy, judge, serve, demo]

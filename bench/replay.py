@@ -1,0 +1,195 @@
+"""Replay bench: 1,000 items at 100 ms simulated latency, at concurrency 20 and 100.
+
+Prints, per concurrency, the wall time as a ratio of the limit
+``items x latency / concurrency``, the client CPU per item (calls, checks and
+SQLite writes included) and the peak RSS, each against its target.
+
+The simulator runs in its own process (``routewatch sim serve``) so the client's
+CPU is measured alone; each concurrency runs in a fresh child process so each
+peak RSS is its own. Usage: ``python bench/replay.py [--items N] [--latency-ms MS]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+TARGET_RATIO = 1.3
+TARGET_CPU_MS = 1.5
+TARGET_RSS_MB = 150.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_project(root: Path, items: int, concurrency: int, port: int) -> Path:
+    evals = root / "evals"
+    evals.mkdir(parents=True, exist_ok=True)
+    eval_set = {
+        "name": "bench",
+        "items": [
+            {
+                "id": f"item-{i:04d}",
+                "input": f"What is the code for case {i}?",
+                "reference": f"The code for case {i} is {i * 7 % 1000}.",
+                "checks": [{"contains": str(i * 7 % 1000)}, {"max_chars": 400}],
+            }
+            for i in range(items)
+        ],
+    }
+    (evals / "bench.yaml").write_text(yaml.safe_dump(eval_set))
+    config = {
+        "database_url": "sqlite:///bench.db",
+        "providers": {
+            "sim": {
+                "base_url": f"http://127.0.0.1:{port}/v1",
+                "max_concurrency": concurrency,
+                "requests_per_minute": None,
+                "timeout_s": 30,
+                "max_retries": 2,
+            }
+        },
+        "routes": {"bench": {"provider": "sim", "model": "bench-model", "evals": ["bench"]}},
+    }
+    path = root / "routewatch.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def child(config_path: Path) -> None:
+    """Run one replay in this process and print its measurements as JSON."""
+    from routewatch.clock import SystemClock
+    from routewatch.project import load_project
+    from routewatch.runner import execute, plan_runs
+    from routewatch.store.migrate import open_database
+
+    env = dict(os.environ)
+    project = load_project(config_path, env)
+    engine = open_database(project.config.database_url)
+    clock = SystemClock()
+    plans = plan_runs(project.config, routes=[], at=None, now=clock.now())
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    reports = asyncio.run(execute(project, engine, plans, env=env, clock=clock))
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    summary = reports[0].summary
+    assert summary is not None
+    print(
+        json.dumps(
+            {
+                "wall_s": wall,
+                "cpu_s": cpu,
+                "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "results": summary.results_total,
+                "errors": summary.errors_total,
+                "score": summary.score,
+            }
+        )
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=1000)
+    parser.add_argument("--latency-ms", type=float, default=100.0)
+    parser.add_argument("--concurrency", type=int, nargs="*", default=[20, 100])
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child)
+        return 0
+
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        scenario = root / "scenario.yaml"
+        scenario.write_text(
+            yaml.safe_dump(
+                {"seed": 1, "defaults": {"quality": 0.9, "latency_ms": {"fixed": args.latency_ms}}}
+            )
+        )
+        write_project(root / "p0", args.items, 1, port)
+        sim = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "routewatch",
+                "sim",
+                "serve",
+                "--port",
+                str(port),
+                "--scenario",
+                str(scenario),
+                "--evals",
+                str(root / "p0" / "evals"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).raise_for_status()
+                    break
+                except httpx.HTTPError:
+                    if time.monotonic() > deadline or sim.poll() is not None:
+                        raise SystemExit("the simulator did not start") from None
+                    time.sleep(0.2)
+            print(f"replay bench: {args.items} items, {args.latency_ms:.0f} ms simulated latency")
+            print(
+                f"{'concurrency':>11}  {'wall':>7}  {'limit':>6}  {'ratio':>5}  "
+                f"{'cpu/item':>8}  {'peak rss':>8}  {'errors':>6}  verdict"
+            )
+            failures = 0
+            for concurrency in args.concurrency:
+                project = root / f"c{concurrency}"
+                config = write_project(project, args.items, concurrency, port)
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", str(config)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    cwd=project,
+                )
+                m = json.loads(out.stdout.strip().splitlines()[-1])
+                limit = args.items * args.latency_ms / 1000 / concurrency
+                ratio = m["wall_s"] / limit
+                cpu_ms = m["cpu_s"] * 1000 / args.items
+                ok = (
+                    ratio <= TARGET_RATIO
+                    and cpu_ms <= TARGET_CPU_MS
+                    and m["rss_mb"] < TARGET_RSS_MB
+                )
+                failures += not ok
+                print(
+                    f"{concurrency:>11}  {m['wall_s']:>6.2f}s  {limit:>5.2f}s  {ratio:>5.2f}  "
+                    f"{cpu_ms:>6.2f}ms  {m['rss_mb']:>6.1f}MB  {m['errors']:>6}  "
+                    f"{'ok' if ok else 'MISSED'}"
+                )
+            print(
+                f"targets: ratio <= {TARGET_RATIO}, cpu/item <= {TARGET_CPU_MS} ms, "
+                f"peak rss < {TARGET_RSS_MB:.0f} MB"
+            )
+            return 1 if failures else 0
+        finally:
+            sim.terminate()
+            sim.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

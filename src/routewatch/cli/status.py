@@ -1,0 +1,56 @@
+"""``routewatch status``: each route's state and last run; each policy's active chain."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from routewatch.cli.options import config_option
+from routewatch.cli.table import format_table, num, pct, usd
+from routewatch.config import load_config
+from routewatch.status import StatusBody, build_status
+from routewatch.store.migrate import open_database
+
+
+@click.command("status")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the status document as JSON.")
+def status_command(config_path: Path, as_json: bool) -> None:
+    """Per route: state, last run, baseline, open incident; per policy: active chain."""
+    config = load_config(config_path, dict(os.environ))
+    engine = open_database(config.database_url)
+    try:
+        body = build_status(engine, config)
+    finally:
+        engine.dispose()
+    click.echo(body.model_dump_json(indent=2) if as_json else status_table(body))
+
+
+def status_table(body: StatusBody) -> str:
+    """The human form of the status document."""
+    rows = []
+    for r in body.routes:
+        last = r.last_run
+        rows.append(
+            [
+                r.route,
+                r.state.value,
+                last.at.strftime("%Y-%m-%d %H:%M") if last else "never",
+                num(last.score, digits=3) if last else "-",
+                pct(last.pass_rate) if last else "-",
+                pct(last.error_rate) if last else "-",
+                num(last.p95_latency_ms, " ms") if last else "-",
+                usd(last.cost_usd) if last else "-",
+            ]
+        )
+    text = format_table(
+        ["route", "state", "last run", "score", "pass", "errors", "p95", "cost"], rows
+    )
+    if body.policies:
+        text += "\n\n" + format_table(
+            ["policy", "mode", "active chain", "version"],
+            [[p.name, p.mode, " > ".join(p.active_chain), str(p.version)] for p in body.policies],
+        )
+    return text

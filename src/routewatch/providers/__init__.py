@@ -1,0 +1,1 @@
+"""Talking to routes: OpenAI-compatible calls with limits, retries and error classes."""

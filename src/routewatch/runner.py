@@ -1,0 +1,403 @@
+"""Replays eval sets against routes and stores every result: the shell around scoring.
+
+``plan_runs`` turns the command line into (route, eval set, slot) plans; ``execute``
+claims each slot in the run ledger, replays only the (item, sample) pairs not yet
+stored, writes results in small owned batches as they arrive, and summarises the
+run from what is stored, so a run killed half-way resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine
+
+from routewatch.checks import run_checks
+from routewatch.clock import Clock
+from routewatch.config import Config, Route
+from routewatch.errors import RoutewatchError, UsageError
+from routewatch.evalset import EvalSet, Item
+from routewatch.project import Project
+from routewatch.providers.base import CallResult, ChatRequest
+from routewatch.providers.openai import OpenAIClient
+from routewatch.providers.pool import ProviderPool
+from routewatch.scoring import (
+    ResultFacts,
+    RunSummary,
+    SampleOutcome,
+    WeightedItem,
+    cost_usd,
+    item_score,
+    stored_sample_score,
+    summarize,
+)
+from routewatch.store.runs import (
+    ClaimOutcome,
+    LostClaimError,
+    ResultRecord,
+    ScoreRecord,
+    StoredResult,
+    claim_run,
+    ensure_eval_set,
+    ensure_route_snapshot,
+    find_unfinished_run,
+    finish_run,
+    new_owner,
+    run_results,
+    stored_samples,
+    write_results,
+)
+from routewatch.store.tables import RunStatus
+
+BATCH_SIZE = 64
+"""Results per write transaction: small enough that a kill loses little (it is replayed),
+large enough that a commit per result does not dominate the client's CPU."""
+FLUSH_EVERY_S = 0.5
+"""A partial batch is written at least this often, so slow routes still save as they go."""
+HEARTBEAT_EVERY_S = 5.0
+"""The owner proves it is alive this often, even while every call is waiting."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunPlan:
+    """One (route, eval set, slot) to run."""
+
+    route: str
+    eval_set: str
+    at: datetime
+    slot_key: str
+    resume_unfinished: bool = False
+    """Prefer this route's interrupted run, if any, over starting a new slot."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunReport:
+    """What happened to one plan."""
+
+    route: str
+    eval_set: str
+    eval_set_version: str
+    run_id: int
+    outcome: ClaimOutcome
+    slot_key: str
+    at: datetime
+    replayed: int = 0
+    """Calls made in this process."""
+    already_stored: int = 0
+    """Results found from an earlier, interrupted attempt."""
+    summary: RunSummary | None = None
+    holder: str | None = None
+    error: str | None = None
+
+
+def slot_key_for(at: datetime) -> str:
+    """The slot key of a run at logical time ``at``: its ISO time in UTC, to the second."""
+    return at.replace(microsecond=0).isoformat()
+
+
+def plan_runs(
+    config: Config, *, routes: Sequence[str], at: datetime | None, now: datetime
+) -> list[RunPlan]:
+    """Plans for the named routes (all when none are named), one per route x eval set.
+
+    With ``at`` the slot is that logical time, so repeating the command resumes or
+    skips it; without, the slot is now, and an interrupted run is resumed first.
+
+    Raises:
+        UsageError: a named route is not in the config.
+    """
+    unknown = [r for r in routes if r not in config.routes]
+    if unknown:
+        known = ", ".join(sorted(config.routes)) or "(none)"
+        raise UsageError(f"unknown route(s) {', '.join(unknown)}; known: {known}")
+    when = (at or now).replace(microsecond=0)
+    return [
+        RunPlan(
+            route=name,
+            eval_set=set_name,
+            at=when,
+            slot_key=slot_key_for(when),
+            resume_unfinished=at is None,
+        )
+        for name in (routes or list(config.routes))
+        for set_name in config.routes[name].evals
+    ]
+
+
+async def execute(
+    project: Project,
+    engine: Engine,
+    plans: Sequence[RunPlan],
+    *,
+    env: Mapping[str, str],
+    clock: Clock,
+    on_result: Callable[[], None] | None = None,
+) -> list[RunReport]:
+    """Run every plan concurrently, sharing each provider's limits.
+
+    Raises:
+        RoutewatchError: the first error that stopped a run (e.g. a missing API key),
+            after every other run has finished and the failed one is marked failed.
+    """
+    owner = new_owner()
+    async with ProviderPool(project.config.providers, env) as pool:
+        outcomes = await asyncio.gather(
+            *(
+                _Run(project, engine, plan, pool, env, clock, owner, on_result).run()
+                for plan in plans
+            ),
+            return_exceptions=True,
+        )
+    reports: list[RunReport] = []
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+        reports.append(outcome)
+    return reports
+
+
+class _Run:
+    """One plan from claim to summary."""
+
+    def __init__(
+        self,
+        project: Project,
+        engine: Engine,
+        plan: RunPlan,
+        pool: ProviderPool,
+        env: Mapping[str, str],
+        clock: Clock,
+        owner: str,
+        on_result: Callable[[], None] | None,
+    ) -> None:
+        self.engine = engine
+        self.plan = plan
+        self.route: Route = project.config.routes[plan.route]
+        self.evalset: EvalSet = project.eval_sets[plan.eval_set]
+        self.client: OpenAIClient = pool.client(self.route.provider)
+        self.clock = clock
+        self.owner = owner
+        self.on_result = on_result
+        self.pending: list[ResultRecord] = []
+        self.last_flush = time.monotonic()
+        self.run_id = 0
+        self.at_header = plan.at.isoformat()
+        self.item_ids: Mapping[str, int] = {}
+
+    async def run(self) -> RunReport:
+        stored = ensure_eval_set(self.engine, self.evalset)
+        snapshot = ensure_route_snapshot(self.engine, self.plan.route, self.route)
+        slot_key = self.plan.slot_key
+        if self.plan.resume_unfinished:
+            slot_key = (
+                find_unfinished_run(
+                    self.engine,
+                    route=self.plan.route,
+                    eval_set_name=self.evalset.name,
+                    now=self.clock.now(),
+                )
+                or slot_key
+            )
+        claim = claim_run(
+            self.engine,
+            route=self.plan.route,
+            route_snapshot_id=snapshot,
+            eval_set=stored,
+            eval_set_name=self.evalset.name,
+            slot_key=slot_key,
+            at=self.plan.at,
+            owner=self.owner,
+            now=self.clock.now(),
+        )
+        report = RunReport(
+            route=self.plan.route,
+            eval_set=self.evalset.name,
+            eval_set_version=self.evalset.version,
+            run_id=claim.run_id,
+            outcome=claim.outcome,
+            slot_key=slot_key,
+            at=claim.at,
+            holder=claim.holder,
+        )
+        if not claim.owned:
+            return report
+        self.run_id = claim.run_id
+        self.at_header = claim.at.isoformat()
+        self.item_ids = stored.item_ids
+        done = stored_samples(self.engine, claim.run_id)
+        todo = [
+            (item, sample)
+            for item in self.evalset.items
+            for sample in range(self.route.samples)
+            if (item.id, sample) not in done
+        ]
+        try:
+            await self._replay(todo)
+        except LostClaimError as exc:
+            return replace(report, outcome=ClaimOutcome.busy, error=str(exc))
+        except RoutewatchError as exc:
+            self._flush()
+            finish_run(
+                self.engine,
+                run_id=claim.run_id,
+                owner=self.owner,
+                now=self.clock.now(),
+                status=RunStatus.failed,
+                totals={},
+                error_message=str(exc),
+            )
+            raise
+        summary = summarize_run(self.evalset, run_results(self.engine, claim.run_id))
+        finish_run(
+            self.engine,
+            run_id=claim.run_id,
+            owner=self.owner,
+            now=self.clock.now(),
+            status=RunStatus.completed,
+            totals=run_totals(summary),
+        )
+        return replace(report, replayed=len(todo), already_stored=len(done), summary=summary)
+
+    async def _replay(self, todo: Sequence[tuple[Item, int]]) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            await asyncio.gather(*(self._one(item, sample) for item, sample in todo))
+        finally:
+            heartbeat.cancel()
+        self._flush()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_EVERY_S)
+            self._flush()
+
+    async def _one(self, item: Item, sample: int) -> None:
+        request = ChatRequest(
+            model=self.route.model,
+            messages=[{"role": m.role, "content": m.content} for m in item.prompt],
+            params=self.route.params,
+            stream=self.route.stream,
+            headers={"X-Routewatch-At": self.at_header, "X-Routewatch-Sample": str(sample)},
+        )
+        result = await self.client.complete(request)
+        self.pending.append(self._record(item, sample, result))
+        if self.on_result is not None:
+            self.on_result()
+        if len(self.pending) >= BATCH_SIZE or time.monotonic() - self.last_flush > FLUSH_EVERY_S:
+            self._flush()
+
+    def _flush(self) -> None:
+        batch, self.pending = self.pending, []
+        self.last_flush = time.monotonic()
+        write_results(
+            self.engine, run_id=self.run_id, owner=self.owner, now=self.clock.now(), records=batch
+        )
+
+    def _record(self, item: Item, sample: int, result: CallResult) -> ResultRecord:
+        price = self.route.price
+        fallback = served_by_fallback(self.route.model, result)
+        scores: list[ScoreRecord] = []
+        if result.ok and not fallback:
+            for check in run_checks(item.checks, result.output or ""):
+                scores.append(
+                    ScoreRecord(
+                        scorer=check.scorer,
+                        value=1.0 if check.passed else 0.0,
+                        passed=check.passed,
+                        detail={"detail": check.detail} if check.detail else None,
+                    )
+                )
+        values: dict[str, Any] = {
+            "eval_item_id": self.item_ids[item.id],
+            "item_id": item.id,
+            "sample": sample,
+            "output": result.output,
+            "finish_reason": result.finish_reason,
+            "tokens_in": result.tokens_in,
+            "tokens_out": result.tokens_out,
+            "cost_usd": cost_usd(
+                result.tokens_in or 0,
+                result.tokens_out or 0,
+                price.input_per_mtok,
+                price.output_per_mtok,
+            ),
+            "latency_ms": result.latency_ms,
+            "ttft_ms": result.ttft_ms,
+            "attempts": result.attempts,
+            "error_class": result.error_class,
+            "error_message": result.error_message,
+            "served_model": result.served_model,
+            "served_by_fallback": fallback,
+            "response_meta": result.response_meta or None,
+        }
+        return ResultRecord(values=values, scores=scores)
+
+
+def served_by_fallback(requested: str, result: CallResult) -> bool:
+    """Whether a gateway answered from another model than the route's own.
+
+    A LiteLLM ``x-litellm-attempted-fallbacks`` above zero says so outright; otherwise
+    the body's ``model`` must name the requested model, allowing a provider prefix
+    (``openai/gpt-4o``) and a dated suffix (``gpt-4o-2024-08-06``).
+    """
+    attempted = result.response_meta.get("x-litellm-attempted-fallbacks", "0").strip()
+    if attempted.isdigit() and int(attempted) > 0:
+        return True
+    if not result.served_model:
+        return False
+    want = requested.lower().rsplit("/", 1)[-1]
+    got = result.served_model.lower().rsplit("/", 1)[-1]
+    return not (got.startswith(want) or want.startswith(got))
+
+
+def summarize_run(evalset: EvalSet, results: Sequence[StoredResult]) -> RunSummary:
+    """A run's summary from its stored results (checks and judge scores alike)."""
+    by_item: dict[str, list[SampleOutcome]] = {}
+    for r in results:
+        by_item.setdefault(r.item_id, []).append(
+            SampleOutcome(
+                score=stored_sample_score(r.scores), errored=r.errored, fallback=r.fallback
+            )
+        )
+    items = [
+        WeightedItem(
+            item=item_score(item.id, by_item.get(item.id, []), evalset.pass_threshold),
+            weight=item.weight,
+        )
+        for item in evalset.items
+    ]
+    facts = [
+        ResultFacts(
+            latency_ms=r.latency_ms,
+            tokens_in=r.tokens_in or 0,
+            tokens_out=r.tokens_out or 0,
+            cost_usd=r.cost_usd or 0.0,
+            errored=r.errored,
+            fallback=r.fallback,
+        )
+        for r in results
+    ]
+    return summarize(items, facts)
+
+
+def run_totals(summary: RunSummary) -> dict[str, Any]:
+    """The ``runs`` columns that hold a summary."""
+    return {
+        "items_total": summary.items_total,
+        "results_total": summary.results_total,
+        "errors_total": summary.errors_total,
+        "fallback_total": summary.fallback_total,
+        "score": summary.score,
+        "pass_rate": summary.pass_rate,
+        "error_rate": summary.error_rate,
+        "p50_latency_ms": summary.p50_latency_ms,
+        "p95_latency_ms": summary.p95_latency_ms,
+        "cost_usd": summary.cost_usd,
+        "tokens_in": summary.tokens_in,
+        "tokens_out": summary.tokens_out,
+    }

@@ -1,0 +1,1 @@
+"""The built-in simulated OpenAI-compatible provider (``routewatch sim serve``)."""

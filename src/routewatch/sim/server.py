@@ -1,0 +1,43 @@
+"""Running an ASGI app on a real loopback socket, in a background thread.
+
+Tests, benches and ``routewatch demo`` use this to talk to the simulator over
+real HTTP (ASGI transports buffer whole responses, so streaming needs a socket).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+
+
+@contextmanager
+def serve_in_thread(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve ``app`` until the block exits; yields its base URL, e.g. ``http://127.0.0.1:5123``.
+
+    ``port=0`` picks a free port.
+
+    Raises:
+        RuntimeError: the server did not start within 10 seconds.
+    """
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="routewatch-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"server on {host}:{port} did not start")
+        time.sleep(0.01)
+    bound = server.servers[0].sockets[0].getsockname()
+    try:
+        yield f"http://{host}:{bound[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

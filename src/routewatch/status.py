@@ -1,0 +1,181 @@
+"""``routewatch status``: each route's state and last run, in the shape of DESIGN.md.
+
+The pydantic models here are the public ``status --json`` contract (also served at
+``GET /status``); ``route_state`` is the pure rule that names a route's state.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import Engine
+
+from routewatch.config import Config
+from routewatch.store.queries import (
+    RunFacts,
+    completed_run_counts,
+    latest_policy_versions,
+    latest_runs,
+)
+
+ERRORING_RATE = 0.5
+"""A last run with at least this share of failed calls makes a route ``erroring``: its
+score then rests on too few answers to mean anything."""
+
+
+class RouteState(StrEnum):
+    """A route's state; values are the contract strings."""
+
+    healthy = "healthy"
+    degraded = "degraded"
+    erroring = "erroring"
+    unknown = "unknown"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LastRun(_Body):
+    """The newest finished run of a route."""
+
+    id: int
+    """Run id."""
+    at: datetime
+    """Logical time of the run."""
+    eval_set: str
+    """Eval set the run replayed."""
+    status: str
+    """``completed`` or ``failed``."""
+    score: float | None
+    """Weighted mean item score, 0..1; errors excluded."""
+    pass_rate: float | None
+    """Share of scored items that passed."""
+    error_rate: float | None
+    """Share of calls that failed."""
+    p50_latency_ms: float | None
+    """Median latency of successful calls."""
+    p95_latency_ms: float | None
+    """95th percentile latency of successful calls."""
+    cost_usd: float | None
+    """What the route's calls cost."""
+    tokens_in: int | None
+    """Prompt tokens."""
+    tokens_out: int | None
+    """Completion tokens."""
+
+
+class Baseline(_Body):
+    """The route's baseline (filled in by detection)."""
+
+    runs: int
+    """Runs in the baseline."""
+    mean: float | None
+    """Mean run score."""
+    sd: float | None
+    """Standard deviation of run scores."""
+    lower_limit: float | None
+    """``mean - sigma * sd``: the score below which the simple rule fires."""
+
+
+class RouteStatus(_Body):
+    """One route in ``status``."""
+
+    route: str
+    """Route name."""
+    state: RouteState
+    """healthy, degraded, erroring or unknown."""
+    last_run: LastRun | None
+    """The newest finished run, if any."""
+    baseline: Baseline | None
+    """Null until detection has a baseline."""
+    open_incident: dict[str, Any] | None
+    """The open incident, if any."""
+
+
+class PolicyStatus(_Body):
+    """One fallback policy in ``status``."""
+
+    name: str
+    """Policy name."""
+    mode: str
+    """``auto`` or ``suggest``."""
+    configured_chain: list[str]
+    """The chain in routewatch.yaml."""
+    active_chain: list[str]
+    """The chain in force now."""
+    version: int
+    """Policy version; 0 until the first change is recorded."""
+
+
+class StatusBody(_Body):
+    """The whole ``status --json`` document."""
+
+    routes: list[RouteStatus]
+    """Every configured route."""
+    policies: list[PolicyStatus]
+    """Every configured policy."""
+
+
+def route_state(last: RunFacts | None, completed_runs: int, min_baseline_runs: int) -> RouteState:
+    """Name a route's state from its newest run and how much history it has."""
+    if last is None:
+        return RouteState.unknown
+    if last.status == "failed" or (last.error_rate or 0.0) >= ERRORING_RATE:
+        return RouteState.erroring
+    if completed_runs < min_baseline_runs:
+        return RouteState.unknown
+    return RouteState.healthy
+
+
+def build_status(engine: Engine, config: Config) -> StatusBody:
+    """Read the store and build the status document for every configured route."""
+    names = list(config.routes)
+    last = latest_runs(engine, names)
+    counts = completed_run_counts(engine, names)
+    versions = latest_policy_versions(engine)
+    routes = [
+        RouteStatus(
+            route=name,
+            state=route_state(
+                last.get(name), counts.get(name, 0), config.detection.min_baseline_runs
+            ),
+            last_run=_last_run(last.get(name)),
+            baseline=None,
+            open_incident=None,
+        )
+        for name in names
+    ]
+    policies = [
+        PolicyStatus(
+            name=name,
+            mode=policy.mode,
+            configured_chain=list(policy.chain),
+            active_chain=versions[name].chain if name in versions else list(policy.chain),
+            version=versions[name].version if name in versions else 0,
+        )
+        for name, policy in config.policies.items()
+    ]
+    return StatusBody(routes=routes, policies=policies)
+
+
+def _last_run(run: RunFacts | None) -> LastRun | None:
+    if run is None:
+        return None
+    return LastRun(
+        id=run.id,
+        at=run.at,
+        eval_set=run.eval_set,
+        status=run.status,
+        score=run.score,
+        pass_rate=run.pass_rate,
+        error_rate=run.error_rate,
+        p50_latency_ms=run.p50_latency_ms,
+        p95_latency_ms=run.p95_latency_ms,
+        cost_usd=run.cost_usd,
+        tokens_in=run.tokens_in,
+        tokens_out=run.tokens_out,
+    )

@@ -1,0 +1,113 @@
+"""Reads for ``status`` and the HTTP surface; every function returns plain dataclasses.
+
+ORM rows never leave ``store/``. Each query reads a bounded number of rows (the
+newest run per route, counts), so ``status`` stays fast on a year of history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, func, select
+
+from routewatch.store.tables import PolicyVersionRow, RunRow, RunStatus
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFacts:
+    """A finished run's totals, as ``status`` shows them."""
+
+    id: int
+    route: str
+    eval_set: str
+    at: datetime
+    status: str
+    score: float | None
+    pass_rate: float | None
+    error_rate: float | None
+    p50_latency_ms: float | None
+    p95_latency_ms: float | None
+    cost_usd: float | None
+    tokens_in: int | None
+    tokens_out: int | None
+    error_message: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyVersion:
+    """The newest recorded version of a policy."""
+
+    policy: str
+    version: int
+    chain: list[str]
+
+
+_FINISHED = (RunStatus.completed, RunStatus.failed)
+
+
+def latest_runs(engine: Engine, routes: Sequence[str]) -> dict[str, RunFacts]:
+    """The newest finished run (by logical time) of each route."""
+    newest = (
+        select(RunRow.route, func.max(RunRow.at).label("at"))
+        .where(RunRow.route.in_(routes), RunRow.status.in_(_FINISHED))
+        .group_by(RunRow.route)
+        .subquery()
+    )
+    query = (
+        select(RunRow)
+        .join(newest, (RunRow.route == newest.c.route) & (RunRow.at == newest.c.at))
+        .where(RunRow.status.in_(_FINISHED))
+        .order_by(RunRow.id)
+    )
+    out: dict[str, RunFacts] = {}
+    with engine.connect() as conn:
+        for row in conn.execute(query).mappings():
+            out[row["route"]] = RunFacts(
+                id=row["id"],
+                route=row["route"],
+                eval_set=row["eval_set_name"],
+                at=row["at"],
+                status=row["status"],
+                score=row["score"],
+                pass_rate=row["pass_rate"],
+                error_rate=row["error_rate"],
+                p50_latency_ms=row["p50_latency_ms"],
+                p95_latency_ms=row["p95_latency_ms"],
+                cost_usd=row["cost_usd"],
+                tokens_in=row["tokens_in"],
+                tokens_out=row["tokens_out"],
+                error_message=row["error_message"],
+            )
+    return out
+
+
+def completed_run_counts(engine: Engine, routes: Sequence[str]) -> dict[str, int]:
+    """How many completed runs each route has."""
+    query = (
+        select(RunRow.route, func.count())
+        .where(RunRow.route.in_(routes), RunRow.status == RunStatus.completed)
+        .group_by(RunRow.route)
+    )
+    with engine.connect() as conn:
+        return {route: int(count) for route, count in conn.execute(query)}
+
+
+def latest_policy_versions(engine: Engine) -> dict[str, PolicyVersion]:
+    """The newest version of every policy that has one."""
+    newest = (
+        select(PolicyVersionRow.policy, func.max(PolicyVersionRow.version).label("version"))
+        .group_by(PolicyVersionRow.policy)
+        .subquery()
+    )
+    query = select(PolicyVersionRow.policy, PolicyVersionRow.version, PolicyVersionRow.chain).join(
+        newest,
+        (PolicyVersionRow.policy == newest.c.policy)
+        & (PolicyVersionRow.version == newest.c.version),
+    )
+    with engine.connect() as conn:
+        return {
+            r.policy: PolicyVersion(policy=r.policy, version=r.version, chain=list(r.chain))
+            for r in conn.execute(query)
+        }

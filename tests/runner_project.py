@@ -1,0 +1,85 @@
+"""A project on disk whose routes point at the simulator, for runner and CLI tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlalchemy import Engine, select
+
+from routewatch.scaffold import EVAL_TEMPLATE, template_text
+from routewatch.store.migrate import create_engine_for
+from routewatch.store.tables import Base
+
+SIM_MODELS: dict[str, Any] = {
+    "perfect": {"quality": 1.0},
+    "hopeless": {"quality": 0.0},
+    "rate-limited": {"faults": {"rate_limited": 1.0, "retry_after_s": 0.3}},
+    "failing": {"faults": {"server_error": 1.0}},
+    "hanging": {"faults": {"hang": 1.0, "hang_s": 2.0}},
+    "html": {"faults": {"bad_json": 1.0}},
+    "truncating": {"faults": {"truncated": 1.0}},
+    "resetting": {"faults": {"reset": 1.0}},
+    "fallback": {"serve_as": "perfect"},
+    "slow": {"quality": 1.0, "latency_ms": {"fixed": 150}, "ttft_fraction": 0.2},
+}
+SIM_SCENARIO: dict[str, Any] = {
+    "seed": 3,
+    "defaults": {"latency_ms": {"fixed": 2}},
+    "models": SIM_MODELS,
+}
+
+
+def write_project(
+    root: Path,
+    base_url: str,
+    routes: dict[str, dict[str, Any]],
+    *,
+    database_url: str | None = None,
+    provider: dict[str, Any] | None = None,
+    items: list[dict[str, Any]] | None = None,
+) -> Path:
+    """Write routewatch.yaml and evals/ under ``root``; return the config path.
+
+    ``routes`` maps a route name to its fields (``model`` at least). The eval set is
+    the packaged example, or ``items`` as the set ``bench``.
+    """
+    (root / "evals").mkdir(parents=True, exist_ok=True)
+    if items is None:
+        (root / "evals" / EVAL_TEMPLATE).write_text(template_text(EVAL_TEMPLATE))
+        eval_name = "support-faq"
+    else:
+        (root / "evals" / "bench.yaml").write_text(yaml.safe_dump({"items": items}))
+        eval_name = "bench"
+    config = {
+        "database_url": database_url or f"sqlite:///{root / 'rw.db'}",
+        "providers": {
+            "sim": {
+                "base_url": f"{base_url}/v1",
+                "max_concurrency": 8,
+                "requests_per_minute": None,
+                "timeout_s": 5,
+                "max_retries": 1,
+                **(provider or {}),
+            }
+        },
+        "routes": {
+            name: {"provider": "sim", "evals": [eval_name], **fields}
+            for name, fields in routes.items()
+        },
+        "judges": {"default": {"provider": "sim", "model": "perfect"}},
+    }
+    path = root / "routewatch.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def rows(url: str, table: str) -> list[dict[str, Any]]:
+    """Every row of ``table`` as a dict."""
+    engine: Engine = create_engine_for(url)
+    try:
+        with engine.connect() as conn:
+            return [dict(r) for r in conn.execute(select(Base.metadata.tables[table])).mappings()]
+    finally:
+        engine.dispose()

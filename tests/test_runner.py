@@ -1,0 +1,166 @@
+"""`routewatch run` against the simulator on a loopback port: faults, samples, fallbacks."""
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from routewatch.cli import run
+from routewatch.evalset import load_eval_set
+from routewatch.scaffold import EVAL_TEMPLATE, template_text
+from routewatch.sim.app import create_app
+from routewatch.sim.scenario import parse_scenario
+from routewatch.sim.server import serve_in_thread
+from runner_project import SIM_SCENARIO, rows, write_project
+
+AT = "2026-11-20T06:00:00Z"
+ITEMS = 6
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    path = tmp_path_factory.mktemp("sim") / EVAL_TEMPLATE
+    path.write_text(template_text(EVAL_TEMPLATE))
+    app = create_app(parse_scenario(SIM_SCENARIO), {"support-faq": load_eval_set(path)})
+    with serve_in_thread(app) as url:
+        yield url
+
+
+def run_route(
+    tmp_path: Path, sim: str, url: str | None = None, **route: Any
+) -> tuple[int, list[dict[str, Any]], list[dict[str, Any]]]:
+    config = write_project(tmp_path, sim, {"r": route}, database_url=url)
+    code = run(["run", "-c", str(config), "--at", AT])
+    db = url or f"sqlite:///{tmp_path / 'rw.db'}"
+    return code, rows(db, "runs"), rows(db, "results")
+
+
+@pytest.mark.parametrize(
+    ("model", "stream", "error_class"),
+    [
+        ("rate-limited", False, "rate_limited"),
+        ("failing", False, "server_error"),
+        ("html", False, "bad_response"),
+        ("truncating", False, "bad_response"),
+        ("truncating", True, "bad_response"),
+        ("resetting", False, "connection"),
+    ],
+)
+def test_each_fault_class_is_recorded_and_the_run_completes(
+    tmp_path: Path, sim: str, model: str, stream: bool, error_class: str
+) -> None:
+    code, runs, results = run_route(tmp_path, sim, model=model, stream=stream)
+
+    assert code == 0
+    assert [r["status"] for r in runs] == ["completed"]
+    assert runs[0]["error_rate"] == 1.0
+    assert runs[0]["score"] is None
+    assert {r["error_class"] for r in results} == {error_class}
+    assert {r["attempts"] for r in results} == {2}
+
+
+def test_a_hang_past_the_timeout_is_recorded_as_timeout(tmp_path: Path, sim: str) -> None:
+    config = write_project(
+        tmp_path,
+        sim,
+        {"r": {"model": "hanging"}},
+        provider={"timeout_s": 0.3, "max_retries": 0},
+    )
+
+    assert run(["run", "-c", str(config), "--at", AT]) == 0
+
+    results = rows(f"sqlite:///{tmp_path / 'rw.db'}", "results")
+    assert {r["error_class"] for r in results} == {"timeout"}
+    assert all(250 <= r["latency_ms"] < 1500 for r in results)
+
+
+def test_retry_after_is_honoured(tmp_path: Path, sim: str) -> None:
+    """Every call waits out the 0.3 s Retry-After before its one retry."""
+    _, runs, results = run_route(tmp_path, sim, model="rate-limited")
+
+    elapsed = runs[0]["finished_at"] - runs[0]["started_at"]
+    assert elapsed.total_seconds() >= 0.3
+    assert {r["attempts"] for r in results} == {2}
+
+
+def test_every_item_and_sample_is_stored_once_with_scores(tmp_path: Path, sim: str) -> None:
+    code, runs, results = run_route(tmp_path, sim, model="perfect", samples=3)
+
+    assert code == 0
+    assert len({(r["item_id"], r["sample"]) for r in results}) == len(results) == ITEMS * 3
+    assert runs[0]["score"] == 1.0
+    assert runs[0]["pass_rate"] == 1.0
+    assert runs[0]["items_total"] == ITEMS
+
+
+def test_wrong_answers_lower_the_score(tmp_path: Path, sim: str) -> None:
+    _, runs, _ = run_route(tmp_path, sim, model="hopeless")
+
+    assert runs[0]["score"] < 0.8
+    assert runs[0]["pass_rate"] <= 0.5
+    assert runs[0]["error_rate"] == 0.0
+
+
+def test_an_answer_from_a_fallback_model_is_flagged_and_left_out_of_quality(
+    tmp_path: Path, sim: str
+) -> None:
+    _, runs, results = run_route(tmp_path, sim, model="fallback")
+
+    assert {r["served_model"] for r in results} == {"perfect"}
+    assert all(r["served_by_fallback"] for r in results)
+    assert all(r["response_meta"]["x-litellm-attempted-fallbacks"] == "1" for r in results)
+    assert runs[0]["fallback_total"] == ITEMS
+    assert runs[0]["score"] is None
+
+
+def test_streamed_route_records_time_to_first_token(tmp_path: Path, sim: str) -> None:
+    _, _, results = run_route(tmp_path, sim, model="slow", stream=True)
+
+    assert all(r["ttft_ms"] is not None and r["ttft_ms"] < r["latency_ms"] for r in results)
+    assert all(r["tokens_out"] for r in results)
+
+
+def test_repeating_a_completed_slot_replays_nothing(
+    tmp_path: Path, sim: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_route(tmp_path, sim, model="perfect")
+
+    code, runs, results = run_route(tmp_path, sim, model="perfect")
+
+    assert code == 0
+    assert len(runs) == 1
+    assert len(results) == ITEMS
+    assert "already completed" in capsys.readouterr().err
+
+
+def test_the_run_works_on_postgresql_too(tmp_path: Path, sim: str, pg_url: str) -> None:
+    code, runs, results = run_route(tmp_path, sim, url=pg_url, model="perfect", samples=2)
+
+    assert code == 0
+    assert runs[0]["status"] == "completed"
+    assert len(results) == ITEMS * 2
+    assert runs[0]["at"].isoformat() == "2026-11-20T06:00:00+00:00"
+
+
+def test_a_missing_api_key_fails_the_run_naming_the_variable(
+    tmp_path: Path, sim: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_project(
+        tmp_path, sim, {"r": {"model": "perfect"}}, provider={"api_key_env": "RW_TEST_ABSENT"}
+    )
+
+    code = run(["run", "-c", str(config), "--at", AT])
+
+    assert code == 2
+    assert "RW_TEST_ABSENT is not set" in capsys.readouterr().err
+    runs = rows(f"sqlite:///{tmp_path / 'rw.db'}", "runs")
+    assert [(r["status"], "RW_TEST_ABSENT" in r["error_message"]) for r in runs] == [
+        ("failed", True)
+    ]
+
+
+def test_an_unknown_route_is_bad_input(tmp_path: Path, sim: str) -> None:
+    config = write_project(tmp_path, sim, {"r": {"model": "perfect"}})
+
+    assert run(["run", "-c", str(config), "--route", "nope"]) == 1

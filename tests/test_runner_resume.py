@@ -1,0 +1,102 @@
+"""A run killed mid-way resumes with exactly one result per (item, sample); two runs of
+one slot never both write. Real processes, SIGKILL, the simulator on loopback."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from routewatch.sim.app import create_app
+from routewatch.sim.scenario import parse_scenario
+from routewatch.sim.server import serve_in_thread
+from runner_project import SIM_SCENARIO, rows, write_project
+
+AT = "2026-11-21T06:00:00Z"
+ITEMS = [
+    {
+        "id": f"q{i:02d}",
+        "input": f"Question number {i}?",
+        "reference": f"Answer {i}",
+        "checks": [{"contains": f"{i}"}],
+    }
+    for i in range(40)
+]
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[str]:
+    with serve_in_thread(create_app(parse_scenario(SIM_SCENARIO), {})) as url:
+        yield url
+
+
+def start_run(config: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "routewatch", "run", "-c", str(config), "--at", AT],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def results_stored(db: str) -> int:
+    try:
+        return len(rows(db, "results"))
+    except Exception:  # the schema is not there yet
+        return 0
+
+
+def wait_for_results(db: str, count: int, timeout: float = 20.0) -> int:
+    deadline = time.monotonic() + timeout
+    while (stored := results_stored(db)) < count:
+        assert time.monotonic() < deadline, f"only {stored} results after {timeout}s"
+        time.sleep(0.05)
+    return stored
+
+
+@pytest.fixture
+def project(tmp_path: Path, sim: str) -> tuple[Path, str]:
+    config = write_project(
+        tmp_path, sim, {"r": {"model": "slow"}}, items=ITEMS, provider={"max_concurrency": 2}
+    )
+    return config, f"sqlite:///{tmp_path / 'rw.db'}"
+
+
+def test_a_killed_run_resumes_and_stores_each_result_once(project: tuple[Path, str]) -> None:
+    config, db = project
+    first = start_run(config)
+    before_kill = wait_for_results(db, 6)
+    os.kill(first.pid, signal.SIGKILL)
+    first.communicate()
+    assert before_kill < len(ITEMS)
+
+    second = start_run(config)
+    _, err = second.communicate(timeout=60)
+
+    assert second.returncode == 0, err
+    assert "resumed run" in err
+    keys = Counter((r["item_id"], r["sample"]) for r in rows(db, "results"))
+    assert len(keys) == len(ITEMS)
+    assert set(keys.values()) == {1}
+    runs = rows(db, "runs")
+    assert [(r["status"], r["results_total"]) for r in runs] == [("completed", len(ITEMS))]
+
+
+def test_two_runs_of_one_slot_never_both_write(project: tuple[Path, str]) -> None:
+    config, db = project
+    first = start_run(config)
+    wait_for_results(db, 1)
+    second = start_run(config)
+
+    _, err2 = second.communicate(timeout=60)
+    _, err1 = first.communicate(timeout=60)
+
+    assert (first.returncode, second.returncode) == (0, 0), err1 + err2
+    assert "being run by" in err2
+    assert len(rows(db, "results")) == len(ITEMS)
+    assert len(rows(db, "runs")) == 1
