@@ -37,6 +37,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def write_project(root: Path, items: int, concurrency: int, port: int) -> Path:
     evals = root / "evals"
     evals.mkdir(parents=True, exist_ok=True)
@@ -71,9 +77,9 @@ def write_project(root: Path, items: int, concurrency: int, port: int) -> Path:
     return path
 
 
-def child(config_path: Path) -> None:
+def child(config_path: Path, at: str) -> None:
     """Run one replay in this process and print its measurements as JSON."""
-    from routewatch.clock import SystemClock
+    from routewatch.clock import SystemClock, parse_instant
     from routewatch.project import load_project
     from routewatch.runner import execute, plan_runs
     from routewatch.store.migrate import open_database
@@ -82,7 +88,7 @@ def child(config_path: Path) -> None:
     project = load_project(config_path, env)
     engine = open_database(project.config.database_url)
     clock = SystemClock()
-    plans = plan_runs(project.config, routes=[], at=None, now=clock.now())
+    plans = plan_runs(project.config, routes=[], at=parse_instant(at), now=clock.now())
     cpu0, wall0 = time.process_time(), time.perf_counter()
     reports = asyncio.run(execute(project, engine, plans, env=env, clock=clock))
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
@@ -108,9 +114,10 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=float, default=100.0)
     parser.add_argument("--concurrency", type=int, nargs="*", default=[20, 100])
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--at", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child)
+        child(args.child, args.at)
         return 0
 
     port = free_port()
@@ -152,35 +159,45 @@ def main() -> int:
                     time.sleep(0.2)
             print(f"replay bench: {args.items} items, {args.latency_ms:.0f} ms simulated latency")
             print(
-                f"{'concurrency':>11}  {'wall':>7}  {'limit':>6}  {'ratio':>5}  "
-                f"{'cpu/item':>8}  {'peak rss':>8}  {'errors':>6}  verdict"
+                f"{'concurrency':>11}  {'run':>6}  {'wall':>7}  {'limit':>6}  {'ratio':>5}  "
+                f"{'cpu/item':>8}  {'peak rss':>8}  {'errors':>6}  {'sim cpu/req':>11}  verdict"
             )
             failures = 0
             for concurrency in args.concurrency:
                 project = root / f"c{concurrency}"
                 config = write_project(project, args.items, concurrency, port)
-                out = subprocess.run(
-                    [sys.executable, __file__, "--child", str(config)],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                    cwd=project,
-                )
-                m = json.loads(out.stdout.strip().splitlines()[-1])
-                limit = args.items * args.latency_ms / 1000 / concurrency
-                ratio = m["wall_s"] / limit
-                cpu_ms = m["cpu_s"] * 1000 / args.items
-                ok = (
-                    ratio <= TARGET_RATIO
-                    and cpu_ms <= TARGET_CPU_MS
-                    and m["rss_mb"] < TARGET_RSS_MB
-                )
-                failures += not ok
-                print(
-                    f"{concurrency:>11}  {m['wall_s']:>6.2f}s  {limit:>5.2f}s  {ratio:>5.2f}  "
-                    f"{cpu_ms:>6.2f}ms  {m['rss_mb']:>6.1f}MB  {m['errors']:>6}  "
-                    f"{'ok' if ok else 'MISSED'}"
-                )
+                # The first run also stores the new eval-set version (once per version);
+                # the second is the daily case, and the one the targets are judged on.
+                for label, at in (
+                    ("first", "2026-11-01T06:00:00Z"),
+                    ("daily", "2026-11-02T06:00:00Z"),
+                ):
+                    sim_cpu = process_cpu_s(sim.pid)
+                    out = subprocess.run(
+                        [sys.executable, __file__, "--child", str(config), "--at", at],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                        cwd=project,
+                    )
+                    m = json.loads(out.stdout.strip().splitlines()[-1])
+                    sim_ms = (process_cpu_s(sim.pid) - sim_cpu) * 1000 / args.items
+                    limit = args.items * args.latency_ms / 1000 / concurrency
+                    ratio = m["wall_s"] / limit
+                    cpu_ms = m["cpu_s"] * 1000 / args.items
+                    ok = (
+                        ratio <= TARGET_RATIO
+                        and cpu_ms <= TARGET_CPU_MS
+                        and m["rss_mb"] < TARGET_RSS_MB
+                    )
+                    if label == "daily":
+                        failures += not ok
+                    verdict = ("ok" if ok else "MISSED") if label == "daily" else "(setup)"
+                    print(
+                        f"{concurrency:>11}  {label:>6}  {m['wall_s']:>6.2f}s  {limit:>5.2f}s  "
+                        f"{ratio:>5.2f}  {cpu_ms:>6.2f}ms  {m['rss_mb']:>6.1f}MB  "
+                        f"{m['errors']:>6}  {sim_ms:>9.2f}ms  {verdict}"
+                    )
             print(
                 f"targets: ratio <= {TARGET_RATIO}, cpu/item <= {TARGET_CPU_MS} ms, "
                 f"peak rss < {TARGET_RSS_MB:.0f} MB"

@@ -156,7 +156,7 @@ class Item(_Model):
             raise ValueError("`messages` is empty")
         return self
 
-    @property
+    @cached_property
     def prompt(self) -> tuple[Message, ...]:
         """The messages sent to the route, with ``input`` expanded."""
         if self.messages is not None:
@@ -169,7 +169,7 @@ class Item(_Model):
         checks = sorted(_canonical(c.as_file_form()) for c in self.checks)
         return content_hash(
             {
-                "messages": [m.model_dump() for m in self.prompt],
+                "messages": [{"role": m.role, "content": m.content} for m in self.prompt],
                 "reference": self.reference,
                 "checks": checks,
             }

@@ -25,6 +25,7 @@ from routewatch.config import Provider, secret
 from routewatch.providers.answers import Answer, Failure, read_response, transport_failure
 from routewatch.providers.base import CallResult, ChatRequest, ErrorClass
 from routewatch.providers.limits import ProviderLimits, RetryPolicy
+from routewatch.providers.transport import BUFFERED, BufferedAiohttpTransport
 
 
 class OpenAIClient:
@@ -70,7 +71,7 @@ class OpenAIClient:
             # The transport alone, without httpx.AsyncClient around it: the client's
             # cookie jar, auth and redirect steps would add a quarter to the CPU per call.
             size = max(provider.max_concurrency, self.limits.max_concurrency)
-            self._transport = AiohttpTransport(
+            self._transport = BufferedAiohttpTransport(
                 limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
                 proxy=_env_proxy(self._url, env),
             )
@@ -130,7 +131,11 @@ class OpenAIClient:
                 "include_usage": True,
             }
         http_request = httpx.Request(
-            "POST", self._url, headers=headers, content=json.dumps(payload).encode()
+            "POST",
+            self._url,
+            headers=headers,
+            content=json.dumps(payload).encode(),
+            extensions={BUFFERED: not request.stream},
         )
         attempt = 0
         called = time.perf_counter()
