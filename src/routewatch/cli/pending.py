@@ -39,12 +39,6 @@ serve = click.Command(
     help="(not built yet) Run the daemon: schedules and the HTTP server.",
     params=[config_param()],
 )
-demo = click.Command(
-    "demo",
-    callback=_not_built("demo"),
-    help="(not built yet) Keyless end-to-end demo on the built-in simulator.",
-)
-
 policy = click.Group("policy", help="(not built yet) Read and steer fallback policies by hand.")
 for _name, _help in (
     ("show", "Configured chain, active chain, pins and history."),
@@ -76,4 +70,4 @@ judge.add_command(
     )
 )
 
-COMMANDS: list[click.Command] = [report, policy, judge, serve, demo]
+COMMANDS: list[click.Command] = [report, policy, judge, serve]

@@ -111,13 +111,17 @@ def summary_table(reports: list[RunReport]) -> str:
     for r in reports:
         s = r.summary
         if s is None:
-            rows.append([r.route, r.eval_set, str(r.run_id), r.outcome.value] + ["-"] * 8)
+            rows.append(
+                [r.route, r.eval_set, str(r.run_id), f"{r.at:%Y-%m-%d %H:%M}", r.outcome.value]
+                + ["-"] * 8
+            )
             continue
         rows.append(
             [
                 r.route,
                 r.eval_set,
                 str(r.run_id),
+                f"{r.at:%Y-%m-%d %H:%M}",
                 f"{s.items_scored}/{s.items_total}",
                 num(s.score, digits=3),
                 pct(s.pass_rate),
@@ -133,6 +137,7 @@ def summary_table(reports: list[RunReport]) -> str:
         "route",
         "eval set",
         "run",
+        "at (UTC)",
         "items",
         "score",
         "pass",
