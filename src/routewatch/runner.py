@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -293,11 +294,15 @@ class _Run:
         return replace(report, replayed=len(todo), already_stored=len(done), summary=summary)
 
     async def _replay(self, todo: Sequence[tuple[Item, int]]) -> None:
-        heartbeat = asyncio.create_task(self._heartbeat())
+        """Make every call; the first error (a missing key, a lost claim) cancels the rest."""
         try:
-            await asyncio.gather(*(self._one(item, sample) for item, sample in todo))
-        finally:
-            heartbeat.cancel()
+            async with asyncio.TaskGroup() as group:
+                heartbeat = group.create_task(self._heartbeat())
+                calls = [group.create_task(self._one(item, sample)) for item, sample in todo]
+                await asyncio.gather(*calls)
+                heartbeat.cancel()
+        except BaseExceptionGroup as errors:
+            raise errors.exceptions[0] from None
         await self._flush()
 
     async def _heartbeat(self) -> None:
@@ -378,21 +383,33 @@ class _Run:
         return ResultRecord(values=values, scores=scores)
 
 
+_VERSION_SUFFIX = re.compile(r"(?:[-@:](?:\d{4}-\d{2}-\d{2}|\d{4,8}|latest))+$")
+"""Snapshot tags providers add to a model name: ``-2024-08-06``, ``-0613``, ``-20241022``,
+``-latest``. Short numbers (``gpt-4``) and sizes (``-mini``, ``-32b``) are part of the name."""
+
+
+def same_model(requested: str, served: str) -> bool:
+    """Whether ``served`` names the requested model, up to a provider prefix and snapshot tag.
+
+    ``openai/gpt-4o`` and ``gpt-4o-2024-08-06`` name ``gpt-4o``; ``gpt-4o-mini`` does not.
+    """
+
+    def base(name: str) -> str:
+        return _VERSION_SUFFIX.sub("", name.strip().lower().rsplit("/", 1)[-1])
+
+    return base(requested) == base(served)
+
+
 def served_by_fallback(requested: str, result: CallResult) -> bool:
     """Whether a gateway answered from another model than the route's own.
 
     A LiteLLM ``x-litellm-attempted-fallbacks`` above zero says so outright; otherwise
-    the body's ``model`` must name the requested model, allowing a provider prefix
-    (``openai/gpt-4o``) and a dated suffix (``gpt-4o-2024-08-06``).
+    the body's ``model`` must name the requested model (``same_model``).
     """
     attempted = result.response_meta.get("x-litellm-attempted-fallbacks", "0").strip()
     if attempted.isdigit() and int(attempted) > 0:
         return True
-    if not result.served_model:
-        return False
-    want = requested.lower().rsplit("/", 1)[-1]
-    got = result.served_model.lower().rsplit("/", 1)[-1]
-    return not (got.startswith(want) or want.startswith(got))
+    return bool(result.served_model) and not same_model(requested, result.served_model or "")
 
 
 def summarize_run(evalset: EvalSet, results: Sequence[StoredResult]) -> RunSummary:

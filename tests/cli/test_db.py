@@ -58,3 +58,12 @@ def test_db_upgrade_of_an_unreachable_database_exits_2_without_the_password(
     assert code == 2
     assert "s3cret" not in err
     assert "127.0.0.1" in err
+
+
+def test_db_upgrade_creates_the_folder_of_a_sqlite_file(tmp_path: Path) -> None:
+    config = tmp_path / "routewatch.yaml"
+    config.write_text("database_url: sqlite:///data/nested/rw.db\n")
+
+    assert run(["db", "upgrade", "-c", str(config)]) == 0
+
+    assert (tmp_path / "data" / "nested" / "rw.db").is_file()

@@ -114,8 +114,9 @@ def test_unparsable_url_raises_database_error() -> None:
         upgrade("not a url")
 
 
-def test_sqlite_file_in_a_missing_folder_raises_database_error(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'missing' / 'routewatch.db'}"
+def test_sqlite_file_whose_folder_cannot_be_made_raises_database_error(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("a file, not a folder")
+    url = f"sqlite:///{tmp_path / 'taken' / 'routewatch.db'}"
 
-    with pytest.raises(DatabaseError, match="unable to open database file"):
+    with pytest.raises(DatabaseError, match="cannot create the folder"):
         upgrade(url)

@@ -85,6 +85,7 @@ def upgrade(url: str) -> None:
         DatabaseError: The database cannot be reached, or a migration failed (then
             nothing of that upgrade is kept).
     """
+    _make_sqlite_folder(url)
     config = _alembic_config()
     with _connection(url, for_migrations=True) as connection:
         try:
@@ -218,6 +219,20 @@ def _alembic_config() -> Config:
     # ConfigParser would read "%" as interpolation.
     config.set_main_option("script_location", str(script_location()).replace("%", "%%"))
     return config
+
+
+def _make_sqlite_folder(url: str) -> None:
+    """Create the folder of a SQLite file, as creating the file itself would be expected to."""
+    parsed = _parse(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return
+    if database.startswith("file:"):
+        return
+    try:
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseError(f"cannot create the folder of {masked(url)}: {exc}") from exc
 
 
 def _sqlite_file_exists(url: URL) -> bool:

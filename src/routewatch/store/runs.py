@@ -255,14 +255,18 @@ def claim_run(
 def find_unfinished_run(
     engine: Engine, *, route: str, eval_set_name: str, now: datetime
 ) -> str | None:
-    """The slot key of this route's newest interrupted run (owner gone), if any."""
+    """The slot key of this route's newest interrupted run (still ``running``, owner gone).
+
+    Failed runs are left alone: they failed for a reason (a missing key, say), and
+    repeating their ``--at`` retries them once the reason is fixed.
+    """
     with engine.connect() as conn:
         rows = conn.execute(
             select(RunRow.slot_key, RunRow.owner, RunRow.heartbeat_at)
             .where(
                 RunRow.route == route,
                 RunRow.eval_set_name == eval_set_name,
-                RunRow.status.in_([RunStatus.running, RunStatus.failed]),
+                RunRow.status == RunStatus.running,
             )
             .order_by(RunRow.at.desc())
             .limit(5)
