@@ -81,7 +81,7 @@ def child(config_path: Path, at: str) -> None:
     """Run one replay in this process and print its measurements as JSON."""
     from routewatch.clock import SystemClock, parse_instant
     from routewatch.project import load_project
-    from routewatch.runner import execute, plan_runs
+    from routewatch.runner import execute, plan_runs, replay_gc
     from routewatch.store.migrate import open_database
 
     env = dict(os.environ)
@@ -90,7 +90,8 @@ def child(config_path: Path, at: str) -> None:
     clock = SystemClock()
     plans = plan_runs(project.config, routes=[], at=parse_instant(at), now=clock.now())
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    reports = asyncio.run(execute(project, engine, plans, env=env, clock=clock))
+    with replay_gc():
+        reports = asyncio.run(execute(project, engine, plans, env=env, clock=clock))
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     summary = reports[0].summary
     assert summary is not None

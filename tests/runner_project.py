@@ -15,7 +15,7 @@ from routewatch.store.tables import Base
 SIM_MODELS: dict[str, Any] = {
     "perfect": {"quality": 1.0},
     "hopeless": {"quality": 0.0},
-    "rate-limited": {"faults": {"rate_limited": 1.0, "retry_after_s": 0.3}},
+    "rate-limited": {"faults": {"rate_limited": 1.0, "retry_after_s": 1.5}},
     "failing": {"faults": {"server_error": 1.0}},
     "hanging": {"faults": {"hang": 1.0, "hang_s": 2.0}},
     "html": {"faults": {"bad_json": 1.0}},

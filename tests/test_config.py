@@ -131,3 +131,16 @@ def test_init_template_names_every_config_key_and_loads(tmp_path: Path) -> None:
 
     assert not missing
     assert load_config(write(tmp_path, text), {}).routes
+
+
+def test_params_may_not_override_the_model_or_hold_a_secret(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        "evals: [e]}", "evals: [e], params: {model: other, api_key: sk-1, temperature: 0}}"
+    )
+
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), {"GW_URL": "http://x"})
+
+    fields = {p.field: p.message for p in info.value.problems}
+    assert set(fields) == {"routes.r1.params.model", "routes.r1.params.api_key"}
+    assert "sk-1" not in str(info.value)

@@ -61,3 +61,14 @@ def test_times_are_in_the_given_zone() -> None:
 def test_bad_expressions_say_what_is_wrong(expr: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_cron(expr)
+
+
+def test_an_instant_without_offset_is_read_in_the_given_zone() -> None:
+    from routewatch.clock import parse_instant
+
+    assert parse_instant("2026-11-20T06:00", "Europe/Berlin") == datetime(
+        2026, 11, 20, 5, 0, tzinfo=UTC
+    )
+    assert parse_instant("2026-11-20T06:00Z", "Europe/Berlin") == datetime(
+        2026, 11, 20, 6, 0, tzinfo=UTC
+    )

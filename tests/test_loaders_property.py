@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -149,3 +150,19 @@ def test_version_is_invariant_to_key_and_item_order(tmp_path: Path, seed: Any) -
     reordered = load_eval_set(tmp_path / "b" / "support-faq.yaml")
 
     assert original.version == reordered.version
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("faq.yaml", "items: " + "[" * 5000 + "]" * 5000 + "\n"),
+        ("faq.jsonl", "[" * 100_000 + "]" * 100_000 + "\n"),
+        ("routewatch.yaml", "routes: " + "[" * 5000 + "]" * 5000 + "\n"),
+    ],
+)
+def test_deeply_nested_files_are_input_errors(tmp_path: Path, name: str, text: str) -> None:
+    (tmp_path / name).write_text(text)
+    loader = load_cfg if name == "routewatch.yaml" else load_eval_set
+
+    with pytest.raises(InputError, match="nested"):
+        loader(tmp_path / name)

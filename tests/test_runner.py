@@ -76,11 +76,12 @@ def test_a_hang_past_the_timeout_is_recorded_as_timeout(tmp_path: Path, sim: str
 
 
 def test_retry_after_is_honoured(tmp_path: Path, sim: str) -> None:
-    """Every call waits out the 0.3 s Retry-After before its one retry."""
+    """Each call waits out the 1.5 s Retry-After before its one retry; the backoff alone
+    would wait at most 0.5 s, so a shorter run means the header was ignored."""
     _, runs, results = run_route(tmp_path, sim, model="rate-limited")
 
     elapsed = runs[0]["finished_at"] - runs[0]["started_at"]
-    assert elapsed.total_seconds() >= 0.3
+    assert elapsed.total_seconds() >= 1.5
     assert {r["attempts"] for r in results} == {2}
 
 

@@ -35,9 +35,10 @@ def sim() -> Iterator[str]:
         yield url
 
 
-def start_run(config: Path) -> subprocess.Popen[str]:
+def start_run(config: Path, *extra: str) -> subprocess.Popen[str]:
+    at = list(extra) if extra else ["--at", AT]
     return subprocess.Popen(
-        [sys.executable, "-m", "routewatch", "run", "-c", str(config), "--at", AT],
+        [sys.executable, "-m", "routewatch", "run", "-c", str(config), *at],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -67,19 +68,23 @@ def project(tmp_path: Path, sim: str) -> tuple[Path, str]:
     return config, f"sqlite:///{tmp_path / 'rw.db'}"
 
 
-def test_a_killed_run_resumes_and_stores_each_result_once(project: tuple[Path, str]) -> None:
+@pytest.mark.parametrize("again", [["--at", AT], ["--route", "r"]], ids=["same-at", "no-at"])
+def test_a_killed_run_resumes_and_stores_each_result_once(
+    project: tuple[Path, str], again: list[str]
+) -> None:
     config, db = project
     first = start_run(config)
     before_kill = wait_for_results(db, 6)
     os.kill(first.pid, signal.SIGKILL)
     first.communicate()
-    assert before_kill < len(ITEMS)
+    stored = results_stored(db)
+    assert before_kill <= stored < len(ITEMS)
 
-    second = start_run(config)
+    second = start_run(config, *again)
     _, err = second.communicate(timeout=60)
 
     assert second.returncode == 0, err
-    assert "resumed run" in err
+    assert f"resumed run 1: {stored} result(s) were stored, {len(ITEMS) - stored} replayed" in err
     keys = Counter((r["item_id"], r["sample"]) for r in rows(db, "results"))
     assert len(keys) == len(ITEMS)
     assert set(keys.values()) == {1}

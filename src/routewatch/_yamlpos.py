@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -102,6 +103,18 @@ class Located:
     lines: LineMap
 
 
+def read_source(path: Path, shown: str, *, missing: str = "file not found") -> str:
+    """The text of an input file, or a ``YamlSyntaxError`` carrying why it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise YamlSyntaxError(Problem(path=shown, line=None, field="", message=missing)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise YamlSyntaxError(
+            Problem(path=shown, line=None, field="", message=f"cannot read: {exc}")
+        ) from None
+
+
 class YamlSyntaxError(Exception):
     """The text is not YAML that routewatch can read; carries the located problem."""
 
@@ -133,9 +146,21 @@ def load_yaml(text: str, path: str) -> Located:
                 message=f"invalid YAML: character #x{exc.character:04x} is not allowed",
             )
         ) from None
+    except RecursionError:
+        # PyYAML's composer recurses per level before _MAX_DEPTH can be checked.
+        raise YamlSyntaxError(
+            Problem(
+                path=path, line=None, field="", message=f"nested more than {_MAX_DEPTH} levels deep"
+            )
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         reason = exc.problem or exc.context or "invalid YAML"
+        start = exc.context_mark
+        if exc.context and start is not None and mark is not None and start.line != mark.line:
+            # PyYAML notices an unclosed bracket or quote where parsing fails, often
+            # lines later; name where it began too.
+            reason += f" ({exc.context} that began at line {start.line + 1})"
         raise YamlSyntaxError(
             Problem(
                 path=path,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 
 class Clock(Protocol):
@@ -44,13 +45,17 @@ class FixedClock:
         self._at += delta
 
 
-def parse_instant(text: str) -> datetime:
-    """Parse an ISO 8601 time; a value without an offset is taken as UTC.
+def parse_instant(text: str, timezone: str = "UTC") -> datetime:
+    """Parse an ISO 8601 time, returned in UTC.
+
+    A value without an offset is a wall-clock time in ``timezone`` (an IANA name),
+    the zone the config's cron schedules use, so ``--at 2026-11-20T06:00`` names
+    the same slot as ``schedule: "0 6 * * *"``.
 
     Raises:
         ValueError: not an ISO 8601 date or time.
     """
     value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
+        value = value.replace(tzinfo=ZoneInfo(timezone))
     return value.astimezone(UTC)

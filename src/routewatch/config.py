@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from routewatch._yamlpos import LineMap, YamlSyntaxError, load_yaml
+from routewatch._yamlpos import LineMap, YamlSyntaxError, load_yaml, read_source
 from routewatch.cron import parse_cron
 from routewatch.errors import ConfigError, MissingSecretError, Problem, display_path
 
@@ -262,26 +262,9 @@ class LocatedConfig(NamedTuple):
 def load_config_located(path: Path, env: Mapping[str, str]) -> LocatedConfig:
     """``load_config``, also returning where each value sits in the file."""
     shown = display_path(path)
+    missing = "file not found; create one with `routewatch init`, or point to it with -c FILE"
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            [
-                Problem(
-                    path=shown,
-                    line=None,
-                    field="",
-                    message="file not found; create one "
-                    "with `routewatch init`, or point to it with -c FILE",
-                )
-            ]
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            [Problem(path=shown, line=None, field="", message=f"cannot read: {exc}")]
-        ) from None
-    try:
-        located = load_yaml(text, shown)
+        located = load_yaml(read_source(path, shown, missing=missing), shown)
     except YamlSyntaxError as exc:
         raise ConfigError([exc.problem]) from None
     lines = located.lines
@@ -416,6 +399,9 @@ def check_references(config: Config, lines: LineMap) -> list[Problem]:
             _check_cron(
                 route.schedule, config.timezone, ("routes", name, "schedule"), lines, problems
             )
+    for kind, entries in (("routes", config.routes), ("judges", config.judges)):
+        for name, entry in entries.items():
+            _check_params(entry.params, (kind, name, "params"), lines, problems)
     for name, judge in config.judges.items():
         if judge.provider not in config.providers:
             problems.append(
@@ -471,6 +457,31 @@ def check_references(config: Config, lines: LineMap) -> list[Problem]:
             )
         )
     return problems
+
+
+RESERVED_PARAMS = frozenset({"model", "messages", "stream"})
+"""Request fields routewatch sets itself; ``params`` may not change them behind its back."""
+_SECRET_PARAM = re.compile(
+    r"(^|[_-])(api_?key|secret|token|password|authorization)$", re.IGNORECASE
+)
+"""``api_key``, ``client_secret``, ``access_token``; not ``max_tokens``."""
+
+
+def _check_params(
+    params: Mapping[str, Any], loc: tuple[str | int, ...], lines: LineMap, problems: list[Problem]
+) -> None:
+    for key in params:
+        if key in RESERVED_PARAMS:
+            hint = "use the route's `stream:`" if key == "stream" else f"set `{key}:` itself"
+            problems.append(lines.problem((*loc, key), f"`{key}` is set by routewatch; {hint}"))
+        elif _SECRET_PARAM.search(key):
+            problems.append(
+                lines.problem(
+                    (*loc, key),
+                    "secrets may not be written in routewatch.yaml; the provider's "
+                    "`api_key_env` names the variable that holds the key",
+                )
+            )
 
 
 def _known(names: Mapping[str, object]) -> str:

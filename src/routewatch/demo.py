@@ -15,7 +15,7 @@ from pathlib import Path
 
 from routewatch.clock import Clock
 from routewatch.project import Project, load_project
-from routewatch.runner import RunReport, execute, plan_runs
+from routewatch.runner import RunReport, execute, plan_runs, replay_gc
 from routewatch.scaffold import CONFIG_TEMPLATE, template_text, write_project
 from routewatch.sim.app import create_app
 from routewatch.sim.scenario import load_scenario
@@ -70,7 +70,8 @@ def run_demo(
                 if on_day is not None:
                     on_day(at)
                 plans = plan_runs(local.config, routes=[], at=at, now=clock.now())
-                reports += asyncio.run(execute(local, engine, plans, env=env, clock=clock))
+                with replay_gc():
+                    reports += asyncio.run(execute(local, engine, plans, env=env, clock=clock))
     finally:
         engine.dispose()
     return DemoResult(config_path=config_path, reports=reports)

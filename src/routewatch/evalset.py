@@ -14,7 +14,7 @@ import re
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import jsonschema
 from pydantic import (
@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from routewatch._yamlpos import LineMap, YamlSyntaxError, load_yaml
+from routewatch._yamlpos import LineMap, YamlSyntaxError, load_yaml, read_source
 from routewatch.errors import EvalSetError, Problem, display_path
 
 HASH_LENGTH = 16
@@ -121,15 +121,35 @@ class Message(_Model):
     """Message text."""
 
 
-class Item(_Model):
-    """One eval item: a prompt, what a good answer looks like, and how to check it."""
+class _Prompted(_Model):
+    """A prompt given as ``input`` (one user message) or as ``messages``."""
 
-    id: str = Field(min_length=1, max_length=200)
-    """Unique within the set; pairs an item's results over time."""
     input: str | None = None
     """Shorthand for ``messages: [{role: user, content: ...}]``."""
     messages: tuple[Message, ...] | None = None
     """The full prompt, when more than one user message is needed."""
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> Self:
+        if (self.input is None) == (self.messages is None):
+            raise ValueError("give exactly one of `input` or `messages`")
+        if self.messages is not None and not self.messages:
+            raise ValueError("`messages` is empty")
+        return self
+
+    @cached_property
+    def prompt(self) -> tuple[Message, ...]:
+        """The messages sent to the model, with ``input`` expanded."""
+        if self.messages is not None:
+            return self.messages
+        return (Message(role="user", content=self.input or ""),)
+
+
+class Item(_Prompted):
+    """One eval item: a prompt, what a good answer looks like, and how to check it."""
+
+    id: str = Field(min_length=1, max_length=200)
+    """Unique within the set; pairs an item's results over time."""
     reference: str | None = None
     """The expected answer, shown to the judge."""
     checks: tuple[Check, ...] = ()
@@ -148,21 +168,6 @@ class Item(_Model):
     def _id_as_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
-    @model_validator(mode="after")
-    def _one_prompt(self) -> Item:
-        if (self.input is None) == (self.messages is None):
-            raise ValueError("give exactly one of `input` or `messages`")
-        if self.messages is not None and not self.messages:
-            raise ValueError("`messages` is empty")
-        return self
-
-    @cached_property
-    def prompt(self) -> tuple[Message, ...]:
-        """The messages sent to the route, with ``input`` expanded."""
-        if self.messages is not None:
-            return self.messages
-        return (Message(role="user", content=self.input or ""),)
-
     @cached_property
     def hash(self) -> str:
         """Hash of what decides this item's score: prompt, reference and checks."""
@@ -176,13 +181,9 @@ class Item(_Model):
         )
 
 
-class Canary(_Model):
+class Canary(_Prompted):
     """A fixed output with a known verdict, judged every run to watch the judge itself."""
 
-    input: str | None = None
-    """The prompt the output answers (shorthand for one user message)."""
-    messages: tuple[Message, ...] | None = None
-    """The full prompt."""
     reference: str | None = None
     """The reference shown to the judge."""
     output: str
@@ -191,9 +192,7 @@ class Canary(_Model):
     """Expected grade per criterion, on the set's scale."""
 
     @model_validator(mode="after")
-    def _one_prompt(self) -> Canary:
-        if (self.input is None) == (self.messages is None):
-            raise ValueError("give exactly one of `input` or `messages`")
+    def _expects_something(self) -> Canary:
         if not self.expect:
             raise ValueError("`expect` needs at least one criterion")
         return self
@@ -266,23 +265,14 @@ def load_eval_set(path: Path) -> EvalSet:
     """
     shown = display_path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise EvalSetError(
-            [Problem(path=shown, line=None, field="", message="file not found")]
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise EvalSetError(
-            [Problem(path=shown, line=None, field="", message=f"cannot read: {exc}")]
-        ) from None
-    if path.suffix == ".jsonl":
-        data, lines = _read_jsonl(text, shown)
-    else:
-        try:
+        text = read_source(path, shown)
+        if path.suffix == ".jsonl":
+            data, lines = _read_jsonl(text, shown)
+        else:
             located = load_yaml(text, shown)
-        except YamlSyntaxError as exc:
-            raise EvalSetError([exc.problem]) from None
-        data, lines = located.data, located.lines
+            data, lines = located.data, located.lines
+    except YamlSyntaxError as exc:
+        raise EvalSetError([exc.problem]) from None
     if not isinstance(data, dict):
         raise EvalSetError([lines.problem((), "an eval set must be a mapping with `items:`")])
     data = {"name": path.stem, **data}
@@ -356,6 +346,11 @@ def _read_jsonl(text: str, shown: str) -> tuple[dict[str, Any], LineMap]:
             continue
         try:
             value = json.loads(raw)
+        except RecursionError:
+            problems.append(
+                Problem(path=shown, line=number, field="", message="JSON nested too deeply")
+            )
+            continue
         except json.JSONDecodeError as exc:
             problems.append(
                 Problem(path=shown, line=number, field="", message=f"invalid JSON: {exc.msg}")

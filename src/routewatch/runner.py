@@ -53,6 +53,7 @@ from routewatch.store.runs import (
     new_owner,
     run_results,
     stored_samples,
+    touch_run,
     write_results,
 )
 from routewatch.store.tables import RunStatus
@@ -150,15 +151,14 @@ async def execute(
             after every other run has finished and the failed one is marked failed.
     """
     owner = new_owner()
-    with _replay_gc():
-        async with ProviderPool(project.config.providers, env) as pool:
-            outcomes = await asyncio.gather(
-                *(
-                    _Run(project, engine, plan, pool, env, clock, owner, on_result).run()
-                    for plan in plans
-                ),
-                return_exceptions=True,
-            )
+    async with ProviderPool(project.config.providers, env) as pool:
+        outcomes = await asyncio.gather(
+            *(
+                _Run(project, engine, plan, pool, env, clock, owner, on_result).run()
+                for plan in plans
+            ),
+            return_exceptions=True,
+        )
     reports: list[RunReport] = []
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
@@ -168,13 +168,15 @@ async def execute(
 
 
 @contextmanager
-def _replay_gc() -> Iterator[None]:
+def replay_gc() -> Iterator[None]:
     """Spare the cyclic GC the long-lived config and eval sets during a replay.
 
     A replay allocates many short-lived objects per call; with the default young-
     generation threshold the collector also rescans everything loaded before it.
     Freezing those and collecting young objects less often saves about a tenth of
     the client's CPU per call (``bench/replay.py``). Settings are restored after.
+    It changes process-wide state, so entry points use it around their one
+    ``execute``, never concurrent callers.
     """
     threshold = gc.get_threshold()
     gc.freeze()
@@ -228,7 +230,9 @@ class _Run:
                 find_unfinished_run(
                     self.engine,
                     route=self.plan.route,
+                    eval_set=stored,
                     eval_set_name=self.evalset.name,
+                    route_snapshot_id=snapshot,
                     now=self.clock.now(),
                 )
                 or slot_key
@@ -306,9 +310,10 @@ class _Run:
         await self._flush()
 
     async def _heartbeat(self) -> None:
+        """Prove the owner alive while calls wait; cancelled only while it sleeps."""
         while True:
             await asyncio.sleep(HEARTBEAT_EVERY_S)
-            await self._flush()
+            touch_run(self.engine, run_id=self.run_id, owner=self.owner, now=self.clock.now())
 
     async def _one(self, item: Item, sample: int) -> None:
         request = ChatRequest(
@@ -331,9 +336,12 @@ class _Run:
         The lock keeps batches in order and one at a time; the database driver
         releases the GIL while it works.
         """
-        batch, self.pending = self.pending, []
-        self.last_flush = time.monotonic()
         async with self.write_lock:
+            # Taken under the lock: a flush cancelled while waiting leaves its batch pending.
+            batch, self.pending = self.pending, []
+            self.last_flush = time.monotonic()
+            if not batch:
+                return
             await asyncio.to_thread(
                 write_results,
                 self.engine,

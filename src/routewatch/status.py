@@ -121,7 +121,11 @@ class StatusBody(_Body):
 
 
 def route_state(last: RunFacts | None, completed_runs: int, min_baseline_runs: int) -> RouteState:
-    """Name a route's state from its newest run and how much history it has."""
+    """Name a route's state from its newest run and how much history it has.
+
+    ``completed_runs`` is the fewest completed runs of any of the route's eval sets:
+    every set needs its own baseline before the route can be called healthy.
+    """
     if last is None:
         return RouteState.unknown
     if last.status == "failed" or (last.error_rate or 0.0) >= ERRORING_RATE:
@@ -141,7 +145,9 @@ def build_status(engine: Engine, config: Config) -> StatusBody:
         RouteStatus(
             route=name,
             state=route_state(
-                last.get(name), counts.get(name, 0), config.detection.min_baseline_runs
+                last.get(name),
+                min(counts.get((name, e), 0) for e in config.routes[name].evals),
+                config.detection.min_baseline_runs,
             ),
             last_run=_last_run(last.get(name)),
             baseline=None,
@@ -163,19 +169,4 @@ def build_status(engine: Engine, config: Config) -> StatusBody:
 
 
 def _last_run(run: RunFacts | None) -> LastRun | None:
-    if run is None:
-        return None
-    return LastRun(
-        id=run.id,
-        at=run.at,
-        eval_set=run.eval_set,
-        status=run.status,
-        score=run.score,
-        pass_rate=run.pass_rate,
-        error_rate=run.error_rate,
-        p50_latency_ms=run.p50_latency_ms,
-        p95_latency_ms=run.p95_latency_ms,
-        cost_usd=run.cost_usd,
-        tokens_in=run.tokens_in,
-        tokens_out=run.tokens_out,
-    )
+    return None if run is None else LastRun.model_validate(run, from_attributes=True)

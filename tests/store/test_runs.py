@@ -22,13 +22,15 @@ from routewatch.store.runs import (
     claim_run,
     ensure_eval_set,
     ensure_route_snapshot,
+    find_unfinished_run,
     finish_run,
     new_owner,
     owner_alive,
     stored_samples,
+    touch_run,
     write_results,
 )
-from routewatch.store.tables import EvalSetRow, RunStatus, ScoreRow
+from routewatch.store.tables import EvalSetRow, RunRow, RunStatus, ScoreRow
 
 NOW = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)
 ROUTE = Route(provider="sim", model="m", evals=["support-faq"])
@@ -154,7 +156,60 @@ def test_results_and_scores_are_written_together(engine: Engine, stored: StoredE
 
 
 def test_owner_on_another_host_counts_as_alive_until_stale() -> None:
-    owner = "other-host:1:abcd"
+    owner = "other-host@1:1:abcd"
 
     assert owner_alive(owner, NOW, NOW + STALE_AFTER - timedelta(seconds=1))
     assert not owner_alive(owner, NOW, NOW + STALE_AFTER)
+
+
+def test_a_heartbeating_owner_elsewhere_is_never_taken_over(
+    engine: Engine, stored: StoredEvalSet
+) -> None:
+    remote = "other-host@1:7:abcd"
+    run = claim(engine, stored, remote)
+    later = NOW + STALE_AFTER * 3
+    touch_run(engine, run_id=run.run_id, owner=remote, now=later - timedelta(seconds=5))
+
+    assert claim(engine, stored, new_owner(), now=later).outcome is ClaimOutcome.busy
+
+
+def test_a_slot_started_with_another_route_config_is_not_resumed(
+    engine: Engine, stored: StoredEvalSet
+) -> None:
+    claim(engine, stored, dead_owner())
+    other = ensure_route_snapshot(engine, "chat", ROUTE.model_copy(update={"model": "m2"}))
+
+    again = claim_run(
+        engine,
+        route="chat",
+        route_snapshot_id=other,
+        eval_set=stored,
+        eval_set_name="support-faq",
+        slot_key=NOW.isoformat(),
+        at=NOW,
+        owner=new_owner(),
+        now=NOW,
+    )
+
+    assert again.outcome is ClaimOutcome.config_changed
+
+
+def test_an_interrupted_run_of_another_config_is_cancelled_not_resumed(
+    engine: Engine, stored: StoredEvalSet
+) -> None:
+    first = claim(engine, stored, dead_owner())
+    other = ensure_route_snapshot(engine, "chat", ROUTE.model_copy(update={"model": "m2"}))
+
+    found = find_unfinished_run(
+        engine,
+        route="chat",
+        eval_set=stored,
+        eval_set_name="support-faq",
+        route_snapshot_id=other,
+        now=NOW,
+    )
+
+    with engine.connect() as conn:
+        status = conn.execute(select(RunRow.status).where(RunRow.id == first.run_id)).scalar()
+    assert found is None
+    assert status == "cancelled"

@@ -16,7 +16,7 @@ from routewatch.cli.table import format_table, num, pct, usd
 from routewatch.clock import SystemClock, parse_instant
 from routewatch.errors import UsageError
 from routewatch.project import Project, load_project
-from routewatch.runner import RunPlan, RunReport, execute, plan_runs
+from routewatch.runner import RunPlan, RunReport, execute, plan_runs, replay_gc
 from routewatch.store.migrate import open_database
 from routewatch.store.runs import ClaimOutcome
 
@@ -33,8 +33,9 @@ from routewatch.store.runs import ClaimOutcome
 @click.option(
     "--at",
     metavar="ISO8601",
-    help="Logical time of the run (backfills, simulations); repeating it resumes "
-    "or skips that slot. Default: now.",
+    help="Logical time of the run (backfills, simulations); without an offset it is in "
+    "the config's timezone. Repeating it resumes or skips that slot. Default: now, "
+    "or the route's interrupted run if there is one.",
 )
 @click.option(
     "--fail-on-regression",
@@ -48,7 +49,7 @@ def run_command(
     env = dict(os.environ)
     project = load_project(config_path, env)
     try:
-        at_time = parse_instant(at) if at else None
+        at_time = parse_instant(at, project.config.timezone) if at else None
     except ValueError:
         raise UsageError(
             f"--at {at!r} is not an ISO 8601 time, e.g. 2026-11-23T06:00:00Z"
@@ -57,7 +58,7 @@ def run_command(
     plans = plan_runs(project.config, routes=list(routes), at=at_time, now=clock.now())
     engine = open_database(project.config.database_url)
     try:
-        with _progress(_calls(project, plans)) as tick:
+        with _progress(_calls(project, plans)) as tick, replay_gc():
             reports = asyncio.run(
                 execute(project, engine, plans, env=env, clock=clock, on_result=tick)
             )
@@ -93,10 +94,11 @@ def _notes(reports: list[RunReport]) -> Iterator[str]:
             yield f"{where}: already completed as run {r.run_id}; nothing replayed"
         elif r.outcome is ClaimOutcome.busy:
             yield f"{where}: being run by {r.holder or 'another process'}; skipped"
-        elif r.outcome is ClaimOutcome.version_changed:
+        elif r.outcome in (ClaimOutcome.version_changed, ClaimOutcome.config_changed):
+            changed = "eval set" if r.outcome is ClaimOutcome.version_changed else "route config"
             yield (
-                f"{where}: run {r.run_id} was started on another version of the eval set; "
-                "run again with a new --at"
+                f"{where}: run {r.run_id} of this slot was started with another {changed}, "
+                "so it is left as it is; use another --at to run this version"
             )
         elif r.outcome is ClaimOutcome.resumed:
             yield (

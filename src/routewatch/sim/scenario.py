@@ -16,7 +16,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from routewatch._yamlpos import LineMap, YamlSyntaxError, format_loc, load_yaml
+from routewatch._yamlpos import LineMap, YamlSyntaxError, format_loc, load_yaml, read_source
 from routewatch.errors import InputError, Problem, display_path
 
 Z95 = 1.6448536269514722
@@ -254,17 +254,7 @@ def load_scenario(path: Path | None) -> Scenario:
         return Scenario()
     shown = display_path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(
-            [Problem(path=shown, line=None, field="", message="file not found")]
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(
-            [Problem(path=shown, line=None, field="", message=f"cannot read: {exc}")]
-        ) from None
-    try:
-        located = load_yaml(text, shown)
+        located = load_yaml(read_source(path, shown), shown)
     except YamlSyntaxError as exc:
         raise InputError([exc.problem]) from None
     data = {} if located.data is None else located.data

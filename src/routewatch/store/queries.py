@@ -48,50 +48,49 @@ _FINISHED = (RunStatus.completed, RunStatus.failed)
 
 
 def latest_runs(engine: Engine, routes: Sequence[str]) -> dict[str, RunFacts]:
-    """The newest finished run (by logical time) of each route."""
-    newest = (
-        select(RunRow.route, func.max(RunRow.at).label("at"))
-        .where(RunRow.route.in_(routes), RunRow.status.in_(_FINISHED))
-        .group_by(RunRow.route)
-        .subquery()
-    )
-    query = (
-        select(RunRow)
-        .join(newest, (RunRow.route == newest.c.route) & (RunRow.at == newest.c.at))
-        .where(RunRow.status.in_(_FINISHED))
-        .order_by(RunRow.id)
-    )
+    """The newest finished run (by logical time, then id) of each route, any eval set."""
     out: dict[str, RunFacts] = {}
     with engine.connect() as conn:
-        for row in conn.execute(query).mappings():
-            out[row["route"]] = RunFacts(
-                id=row["id"],
-                route=row["route"],
-                eval_set=row["eval_set_name"],
-                at=row["at"],
-                status=row["status"],
-                score=row["score"],
-                pass_rate=row["pass_rate"],
-                error_rate=row["error_rate"],
-                p50_latency_ms=row["p50_latency_ms"],
-                p95_latency_ms=row["p95_latency_ms"],
-                cost_usd=row["cost_usd"],
-                tokens_in=row["tokens_in"],
-                tokens_out=row["tokens_out"],
-                error_message=row["error_message"],
+        for route in routes:
+            row = (
+                conn.execute(
+                    select(RunRow)
+                    .where(RunRow.route == route, RunRow.status.in_(_FINISHED))
+                    .order_by(RunRow.at.desc(), RunRow.id.desc())
+                    .limit(1)
+                )
+                .mappings()
+                .first()
             )
+            if row is not None:
+                out[route] = RunFacts(
+                    id=row["id"],
+                    route=row["route"],
+                    eval_set=row["eval_set_name"],
+                    at=row["at"],
+                    status=row["status"],
+                    score=row["score"],
+                    pass_rate=row["pass_rate"],
+                    error_rate=row["error_rate"],
+                    p50_latency_ms=row["p50_latency_ms"],
+                    p95_latency_ms=row["p95_latency_ms"],
+                    cost_usd=row["cost_usd"],
+                    tokens_in=row["tokens_in"],
+                    tokens_out=row["tokens_out"],
+                    error_message=row["error_message"],
+                )
     return out
 
 
-def completed_run_counts(engine: Engine, routes: Sequence[str]) -> dict[str, int]:
-    """How many completed runs each route has."""
+def completed_run_counts(engine: Engine, routes: Sequence[str]) -> dict[tuple[str, str], int]:
+    """How many completed runs each (route, eval set) has."""
     query = (
-        select(RunRow.route, func.count())
+        select(RunRow.route, RunRow.eval_set_name, func.count())
         .where(RunRow.route.in_(routes), RunRow.status == RunStatus.completed)
-        .group_by(RunRow.route)
+        .group_by(RunRow.route, RunRow.eval_set_name)
     )
     with engine.connect() as conn:
-        return {route: int(count) for route, count in conn.execute(query)}
+        return {(route, name): int(count) for route, name, count in conn.execute(query)}
 
 
 def latest_policy_versions(engine: Engine) -> dict[str, PolicyVersion]:

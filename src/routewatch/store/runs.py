@@ -44,18 +44,31 @@ class LostClaimError(Exception):
     """This process no longer owns the run it is writing (another process took it over)."""
 
 
+def _host_id() -> str:
+    """This host and PID namespace: containers may share a hostname but not their pids."""
+    try:
+        namespace = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        namespace = "-"
+    return f"{socket.gethostname()}@{namespace}"
+
+
 def new_owner() -> str:
-    """An owner token naming this process: ``host:pid:random``."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """An owner token naming this process: ``host@pidns:pid:random``."""
+    return f"{_host_id()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def owner_alive(owner: str | None, heartbeat_at: datetime | None, now: datetime) -> bool:
-    """Whether the process named by ``owner`` may still be working on its run."""
+    """Whether the process named by ``owner`` may still be working on its run.
+
+    In this host's PID namespace a dead pid settles it at once; elsewhere only a
+    heartbeat older than ``STALE_AFTER`` does.
+    """
     if owner is None or heartbeat_at is None:
         return False
     host, _, rest = owner.partition(":")
     pid_text = rest.partition(":")[0]
-    if host == socket.gethostname() and pid_text.isdigit():
+    if host == _host_id() and pid_text.isdigit():
         try:
             os.kill(int(pid_text), 0)
         except ProcessLookupError:
@@ -73,6 +86,7 @@ class ClaimOutcome(StrEnum):
     completed = "completed"
     busy = "busy"
     version_changed = "version_changed"
+    config_changed = "config_changed"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -220,6 +234,7 @@ def claim_run(
                 RunRow.heartbeat_at,
                 RunRow.at,
                 RunRow.eval_set_id,
+                RunRow.route_snapshot_id,
             ).where(
                 RunRow.route == route,
                 RunRow.eval_set_name == eval_set_name,
@@ -232,6 +247,8 @@ def claim_run(
             return Claim(outcome=ClaimOutcome.busy, run_id=row.id, at=row.at, holder=row.owner)
         if row.eval_set_id != eval_set.id:
             return Claim(outcome=ClaimOutcome.version_changed, run_id=row.id, at=row.at)
+        if row.route_snapshot_id != route_snapshot_id:
+            return Claim(outcome=ClaimOutcome.config_changed, run_id=row.id, at=row.at)
         taken = conn.execute(
             update(RunRow)
             .where(
@@ -253,28 +270,55 @@ def claim_run(
 
 
 def find_unfinished_run(
-    engine: Engine, *, route: str, eval_set_name: str, now: datetime
+    engine: Engine,
+    *,
+    route: str,
+    eval_set: StoredEvalSet,
+    eval_set_name: str,
+    route_snapshot_id: int,
+    now: datetime,
 ) -> str | None:
-    """The slot key of this route's newest interrupted run (still ``running``, owner gone).
+    """The slot key of this route's newest interrupted run that can be resumed, if any.
 
-    Failed runs are left alone: they failed for a reason (a missing key, say), and
-    repeating their ``--at`` retries them once the reason is fixed.
+    An interrupted run is still ``running`` with its owner gone. One started on another
+    eval-set version or route config can never be resumed as it was, so it is marked
+    ``cancelled`` here rather than left to block later runs. Failed runs are left
+    alone: repeating their ``--at`` retries them once the reason is fixed.
     """
-    with engine.connect() as conn:
+    with engine.begin() as conn:
         rows = conn.execute(
-            select(RunRow.slot_key, RunRow.owner, RunRow.heartbeat_at)
+            select(
+                RunRow.id,
+                RunRow.slot_key,
+                RunRow.owner,
+                RunRow.heartbeat_at,
+                RunRow.eval_set_id,
+                RunRow.route_snapshot_id,
+            )
             .where(
                 RunRow.route == route,
                 RunRow.eval_set_name == eval_set_name,
                 RunRow.status == RunStatus.running,
             )
             .order_by(RunRow.at.desc())
-            .limit(5)
         ).all()
-    for row in rows:
-        if not owner_alive(row.owner, row.heartbeat_at, now):
-            return str(row.slot_key)
-    return None
+        found: str | None = None
+        for row in rows:
+            if owner_alive(row.owner, row.heartbeat_at, now):
+                continue
+            if row.eval_set_id == eval_set.id and row.route_snapshot_id == route_snapshot_id:
+                found = found or str(row.slot_key)
+                continue
+            conn.execute(
+                update(RunRow)
+                .where(RunRow.id == row.id, RunRow.status == RunStatus.running)
+                .values(
+                    status=RunStatus.cancelled,
+                    finished_at=now,
+                    error_message="interrupted, and the eval set or route changed since",
+                )
+            )
+    return found
 
 
 def stored_samples(engine: Engine, run_id: int) -> set[tuple[str, int]]:
@@ -348,6 +392,22 @@ def write_results(
         if scores:
             conn.execute(insert(_scores), scores)
     return len(batch)
+
+
+def touch_run(engine: Engine, *, run_id: int, owner: str, now: datetime) -> None:
+    """Heartbeat: show that the owner of a run is alive.
+
+    Raises:
+        LostClaimError: another process owns the run now.
+    """
+    with engine.begin() as conn:
+        owned = conn.execute(
+            update(RunRow)
+            .where(RunRow.id == run_id, RunRow.owner == owner)
+            .values(heartbeat_at=now)
+        ).rowcount
+    if owned != 1:
+        raise LostClaimError(f"run {run_id} is no longer owned by {owner}")
 
 
 def finish_run(
