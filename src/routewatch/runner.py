@@ -52,7 +52,6 @@ from routewatch.store.runs import (
     finish_run,
     new_owner,
     run_results,
-    stored_samples,
     touch_run,
     write_results,
 )
@@ -216,6 +215,7 @@ class _Run:
         self.run_id = 0
         self.at_header = plan.at.isoformat()
         self.item_ids: Mapping[str, int] = {}
+        self.results: list[StoredResult] = []
         self.messages = {
             item.id: [{"role": m.role, "content": m.content} for m in item.prompt]
             for item in self.evalset.items
@@ -263,7 +263,9 @@ class _Run:
         self.run_id = claim.run_id
         self.at_header = claim.at.isoformat()
         self.item_ids = stored.item_ids
-        done = stored_samples(self.engine, claim.run_id)
+        # What an earlier, interrupted attempt stored; the summary adds this process's own.
+        self.results = run_results(self.engine, claim.run_id)
+        done = {(r.item_id, r.sample) for r in self.results}
         todo = [
             (item, sample)
             for item in self.evalset.items
@@ -286,7 +288,7 @@ class _Run:
                 error_message=str(exc),
             )
             raise
-        summary = summarize_run(self.evalset, run_results(self.engine, claim.run_id))
+        summary = summarize_run(self.evalset, self.results)
         finish_run(
             self.engine,
             run_id=claim.run_id,
@@ -324,7 +326,9 @@ class _Run:
             headers={"X-Routewatch-At": self.at_header, "X-Routewatch-Sample": str(sample)},
         )
         result = await self.client.complete(request)
-        self.pending.append(self._record(item, sample, result))
+        record = self._record(item, sample, result)
+        self.pending.append(record)
+        self.results.append(record.facts())
         if self.on_result is not None:
             self.on_result()
         if len(self.pending) >= BATCH_SIZE or time.monotonic() - self.last_flush > FLUSH_EVERY_S:

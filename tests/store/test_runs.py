@@ -26,7 +26,7 @@ from routewatch.store.runs import (
     finish_run,
     new_owner,
     owner_alive,
-    stored_samples,
+    run_results,
     touch_run,
     write_results,
 )
@@ -133,7 +133,7 @@ def test_a_process_that_lost_its_claim_writes_nothing(
     with pytest.raises(LostClaimError):
         write_results(engine, run_id=run.run_id, owner=loser, now=later, records=[record("a")])
 
-    assert stored_samples(engine, run.run_id) == set()
+    assert run_results(engine, run.run_id) == []
 
 
 def test_results_and_scores_are_written_together(engine: Engine, stored: StoredEvalSet) -> None:
@@ -151,7 +151,8 @@ def test_results_and_scores_are_written_together(engine: Engine, stored: StoredE
 
     with engine.connect() as conn:
         scores = conn.execute(select(func.count()).select_from(ScoreRow)).scalar()
-    assert stored_samples(engine, run.run_id) == {("refund-window", 0), ("refund-window", 1)}
+    stored = run_results(engine, run.run_id)
+    assert {(r.item_id, r.sample) for r in stored} == {("refund-window", 0), ("refund-window", 1)}
     assert scores == 2
 
 
@@ -213,3 +214,30 @@ def test_an_interrupted_run_of_another_config_is_cancelled_not_resumed(
         status = conn.execute(select(RunRow.status).where(RunRow.id == first.run_id)).scalar()
     assert found is None
     assert status == "cancelled"
+
+
+def test_a_records_facts_are_what_is_read_back(engine: Engine, stored: StoredEvalSet) -> None:
+    owner = new_owner()
+    run = claim(engine, stored, owner)
+    item = stored.item_ids["refund-window"]
+    records = [
+        record("refund-window", 0, item),
+        ResultRecord(
+            values={
+                "eval_item_id": item,
+                "item_id": "refund-window",
+                "sample": 1,
+                "latency_ms": 3.5,
+                "attempts": 2,
+                "error_class": "timeout",
+                "tokens_in": 7,
+                "cost_usd": 0.25,
+                "served_by_fallback": True,
+            },
+        ),
+    ]
+
+    write_results(engine, run_id=run.run_id, owner=owner, now=NOW, records=records)
+
+    read = sorted(run_results(engine, run.run_id), key=lambda r: r.sample)
+    assert read == [r.facts() for r in records]

@@ -26,7 +26,6 @@ from routewatch.store.tables import (
     Base,
     EvalItemRow,
     EvalSetRow,
-    ResultRow,
     RouteSnapshotRow,
     RunRow,
     RunStatus,
@@ -321,15 +320,6 @@ def find_unfinished_run(
     return found
 
 
-def stored_samples(engine: Engine, run_id: int) -> set[tuple[str, int]]:
-    """The (item id, sample) pairs this run already has results for."""
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(ResultRow.item_id, ResultRow.sample).where(ResultRow.run_id == run_id)
-        )
-        return {(r.item_id, r.sample) for r in rows}
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ScoreRecord:
     """One scorer's verdict on one result."""
@@ -348,6 +338,38 @@ class ResultRecord:
     values: dict[str, Any]
     """Columns of ``results`` except ``id`` and ``run_id``."""
     scores: Sequence[ScoreRecord] = field(default_factory=tuple)
+
+    def facts(self) -> StoredResult:
+        """What ``run_results`` will read back for this record once it is written."""
+        v = self.values
+        return StoredResult(
+            item_id=v["item_id"],
+            sample=v["sample"],
+            errored=v.get("error_class") is not None,
+            fallback=bool(v.get("served_by_fallback")),
+            latency_ms=v["latency_ms"],
+            tokens_in=v.get("tokens_in"),
+            tokens_out=v.get("tokens_out"),
+            cost_usd=v.get("cost_usd"),
+            scores=tuple((s.value, s.weight) for s in self.scores if s.value is not None),
+        )
+
+
+_RESULT_DEFAULTS: dict[str, Any] = {
+    "output": None,
+    "finish_reason": None,
+    "tokens_in": None,
+    "tokens_out": None,
+    "cost_usd": None,
+    "ttft_ms": None,
+    "error_class": None,
+    "error_message": None,
+    "served_model": None,
+    "served_by_fallback": False,
+    "response_meta": None,
+}
+"""Every optional column, so each row of a batch names the same ones: an executemany
+takes its columns from the first row and would silently drop the others' extras."""
 
 
 def write_results(
@@ -372,7 +394,10 @@ def write_results(
         ids = (
             conn.execute(
                 insert(_results).returning(_results.c.id, sort_by_parameter_order=True),
-                [{"run_id": run_id, "created_at": now, **r.values} for r in batch],
+                [
+                    {**_RESULT_DEFAULTS, "run_id": run_id, "created_at": now, **r.values}
+                    for r in batch
+                ],
             )
             .scalars()
             .all()
