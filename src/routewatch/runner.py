@@ -216,10 +216,6 @@ class _Run:
         self.at_header = plan.at.isoformat()
         self.item_ids: Mapping[str, int] = {}
         self.results: list[StoredResult] = []
-        self.messages = {
-            item.id: [{"role": m.role, "content": m.content} for m in item.prompt]
-            for item in self.evalset.items
-        }
 
     async def run(self) -> RunReport:
         stored = ensure_eval_set(self.engine, self.evalset)
@@ -320,7 +316,9 @@ class _Run:
     async def _one(self, item: Item, sample: int) -> None:
         request = ChatRequest(
             model=self.route.model,
-            messages=self.messages[item.id],
+            # Built here, not up front: the first calls go out at once, and the rest
+            # are built while the loop waits for their answers.
+            messages=[{"role": m.role, "content": m.content} for m in item.prompt],
             params=self.route.params,
             stream=self.route.stream,
             headers={"X-Routewatch-At": self.at_header, "X-Routewatch-Sample": str(sample)},

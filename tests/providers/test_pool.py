@@ -58,3 +58,19 @@ async def test_routes_and_judges_on_a_provider_share_its_concurrency(serve: Serv
 
     assert all(result.ok for result in results)
     assert fake.max_in_flight == 2
+
+
+def test_tls_is_verified_for_https_endpoints_and_through_proxies() -> None:
+    import ssl
+
+    from routewatch.config import Provider
+    from routewatch.providers.openai import OpenAIClient
+
+    def mode(url: str, env: dict[str, str]) -> ssl.VerifyMode:
+        client = OpenAIClient("p", Provider(base_url=url), env)
+        assert client._transport is not None
+        return client._transport.ssl_context.verify_mode
+
+    assert mode("https://gw.example/v1", {}) == ssl.CERT_REQUIRED
+    assert mode("http://gw.internal/v1", {"HTTP_PROXY": "https://proxy:3128"}) == ssl.CERT_REQUIRED
+    assert mode("http://127.0.0.1:8788/v1", {}) == ssl.CERT_NONE

@@ -71,9 +71,13 @@ class OpenAIClient:
             # The transport alone, without httpx.AsyncClient around it: the client's
             # cookie jar, auth and redirect steps would add a quarter to the CPU per call.
             size = max(provider.max_concurrency, self.limits.max_concurrency)
+            proxy = _env_proxy(self._url, env)
             self._transport = BufferedAiohttpTransport(
                 limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
-                proxy=_env_proxy(self._url, env),
+                proxy=proxy,
+                # Loading the CA bundle takes tens of milliseconds before the first
+                # call; plain-http endpoints (a local gateway, the simulator) never use it.
+                verify=self._url.scheme == "https" or proxy is not None,
             )
             self._roundtrip = self._transport.handle_async_request
         else:
