@@ -23,6 +23,7 @@ SIM_MODELS: dict[str, Any] = {
     "resetting": {"faults": {"reset": 1.0}},
     "fallback": {"serve_as": "perfect"},
     "slow": {"quality": 1.0, "latency_ms": {"fixed": 150}, "ttft_fraction": 0.2},
+    "judge": {"quality": 1.0},
 }
 SIM_SCENARIO: dict[str, Any] = {
     "seed": 3,
@@ -39,6 +40,7 @@ def write_project(
     database_url: str | None = None,
     provider: dict[str, Any] | None = None,
     items: list[dict[str, Any]] | None = None,
+    judge: dict[str, Any] | None = None,
 ) -> Path:
     """Write routewatch.yaml and evals/ under ``root``; return the config path.
 
@@ -68,7 +70,7 @@ def write_project(
             name: {"provider": "sim", "evals": [eval_name], **fields}
             for name, fields in routes.items()
         },
-        "judges": {"default": {"provider": "sim", "model": "perfect"}},
+        "judges": {"default": {"provider": "sim", "model": "judge", **(judge or {})}},
     }
     path = root / "routewatch.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -96,6 +96,9 @@ class Judge(_Model):
     """Judging pauses for the rest of the day once a day's spend would pass this."""
     judge_samples: int = Field(default=1, ge=1, le=20)
     """Verdicts averaged per output and criterion."""
+    structured_output: bool = True
+    """Ask for the verdict with ``response_format`` JSON schema; false for providers
+    without it: the verdict is then asked for as JSON in text and read tolerantly."""
 
 
 class Detection(_Model):

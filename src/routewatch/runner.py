@@ -25,6 +25,7 @@ from routewatch.clock import Clock
 from routewatch.config import Config, Route
 from routewatch.errors import RoutewatchError, UsageError
 from routewatch.evalset import EvalSet, Item
+from routewatch.judge.engine import Judgement, JudgeRunner
 from routewatch.project import Project
 from routewatch.providers.base import CallResult, ChatRequest
 from routewatch.providers.openai import OpenAIClient
@@ -98,6 +99,12 @@ class RunReport:
     summary: RunSummary | None = None
     holder: str | None = None
     error: str | None = None
+    judge_calls: int = 0
+    """Judge calls made in this process (retries for a parsable verdict included)."""
+    judge_calls_saved: int = 0
+    """Criteria scored from the verdict cache instead of a call."""
+    judge_tokens: int = 0
+    judge_cost_usd: float = 0.0
 
 
 def slot_key_for(at: datetime) -> str:
@@ -216,6 +223,9 @@ class _Run:
         self.at_header = plan.at.isoformat()
         self.item_ids: Mapping[str, int] = {}
         self.results: list[StoredResult] = []
+        self.judge = _judge_for(project, engine, self.evalset, pool, clock)
+        self.judge_calls = self.judge_saved = self.judge_tokens = 0
+        self.judge_cost = 0.0
 
     async def run(self) -> RunReport:
         stored = ensure_eval_set(self.engine, self.evalset)
@@ -291,9 +301,24 @@ class _Run:
             owner=self.owner,
             now=self.clock.now(),
             status=RunStatus.completed,
-            totals=run_totals(summary),
+            totals={
+                **run_totals(summary),
+                "judge_calls": self.judge_calls,
+                "judge_calls_saved": self.judge_saved,
+                "judge_tokens": self.judge_tokens,
+                "judge_cost_usd": self.judge_cost,
+            },
         )
-        return replace(report, replayed=len(todo), already_stored=len(done), summary=summary)
+        return replace(
+            report,
+            replayed=len(todo),
+            already_stored=len(done),
+            summary=summary,
+            judge_calls=self.judge_calls,
+            judge_calls_saved=self.judge_saved,
+            judge_tokens=self.judge_tokens,
+            judge_cost_usd=self.judge_cost,
+        )
 
     async def _replay(self, todo: Sequence[tuple[Item, int]]) -> None:
         """Make every call; the first error (a missing key, a lost claim) cancels the rest."""
@@ -324,7 +349,16 @@ class _Run:
             headers={"X-Routewatch-At": self.at_header, "X-Routewatch-Sample": str(sample)},
         )
         result = await self.client.complete(request)
-        record = self._record(item, sample, result)
+        fallback = served_by_fallback(self.route.model, result)
+        judgements: list[Judgement] = []
+        if self.judge is not None and result.ok and not fallback:
+            judgements = await self.judge.judge_output(item, result.output or "")
+            for j in judgements:
+                self.judge_calls += j.calls
+                self.judge_saved += j.cached
+                self.judge_tokens += j.tokens
+                self.judge_cost += j.cost_usd
+        record = self._record(item, sample, result, fallback, judgements)
         self.pending.append(record)
         self.results.append(record.facts())
         if self.on_result is not None:
@@ -353,10 +387,29 @@ class _Run:
                 records=batch,
             )
 
-    def _record(self, item: Item, sample: int, result: CallResult) -> ResultRecord:
+    def _record(
+        self,
+        item: Item,
+        sample: int,
+        result: CallResult,
+        fallback: bool,
+        judgements: Sequence[Judgement],
+    ) -> ResultRecord:
         price = self.route.price
-        fallback = served_by_fallback(self.route.model, result)
-        scores: list[ScoreRecord] = []
+        scores: list[ScoreRecord] = [
+            ScoreRecord(
+                scorer=f"judge:{j.criterion}",
+                value=j.score,
+                passed=None,
+                detail=(
+                    {"error": j.error}
+                    if j.error is not None
+                    else {"raw_score": j.raw_score, "reasoning": j.reasoning, "cached": j.cached}
+                ),
+                judge_verdict_id=j.verdict_id,
+            )
+            for j in judgements
+        ]
         if result.ok and not fallback:
             for check in run_checks(item.checks, result.output or ""):
                 scores.append(
@@ -420,6 +473,19 @@ def served_by_fallback(requested: str, result: CallResult) -> bool:
     if attempted.isdigit() and int(attempted) > 0:
         return True
     return bool(result.served_model) and not same_model(requested, result.served_model or "")
+
+
+def _judge_for(
+    project: Project, engine: Engine, evalset: EvalSet, pool: ProviderPool, clock: Clock
+) -> JudgeRunner | None:
+    """The judge of an eval set with criteria (its ``judge:``, else ``default``), if any."""
+    if not evalset.criteria:
+        return None
+    name = evalset.judge or "default"
+    judge = project.config.judges.get(name)
+    if judge is None:  # load_project refuses this; a Project built by hand may not
+        raise UsageError(f"eval set {evalset.name} needs judge {name!r}, which is not configured")
+    return JudgeRunner(name, judge, pool.client(judge.provider), engine, evalset, clock)
 
 
 def summarize_run(evalset: EvalSet, results: Sequence[StoredResult]) -> RunSummary:

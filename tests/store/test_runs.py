@@ -151,8 +151,8 @@ def test_results_and_scores_are_written_together(engine: Engine, stored: StoredE
 
     with engine.connect() as conn:
         scores = conn.execute(select(func.count()).select_from(ScoreRow)).scalar()
-    stored = run_results(engine, run.run_id)
-    assert {(r.item_id, r.sample) for r in stored} == {("refund-window", 0), ("refund-window", 1)}
+    read = run_results(engine, run.run_id)
+    assert {(r.item_id, r.sample) for r in read} == {("refund-window", 0), ("refund-window", 1)}
     assert scores == 2
 
 

@@ -115,7 +115,7 @@ def summary_table(reports: list[RunReport]) -> str:
         if s is None:
             rows.append(
                 [r.route, r.eval_set, str(r.run_id), f"{r.at:%Y-%m-%d %H:%M}", r.outcome.value]
-                + ["-"] * 8
+                + ["-"] * 10
             )
             continue
         rows.append(
@@ -133,6 +133,8 @@ def summary_table(reports: list[RunReport]) -> str:
                 num(s.tokens_in),
                 num(s.tokens_out),
                 usd(s.cost_usd),
+                f"{r.judge_calls}/{r.judge_calls_saved}",
+                usd(r.judge_cost_usd),
             ]
         )
     headers = [
@@ -149,5 +151,7 @@ def summary_table(reports: list[RunReport]) -> str:
         "tokens in",
         "tokens out",
         "cost",
+        "judge calls/saved",
+        "judge cost",
     ]
     return format_table(headers, rows)

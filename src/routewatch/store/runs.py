@@ -329,6 +329,7 @@ class ScoreRecord:
     passed: bool | None
     detail: dict[str, Any] | None = None
     weight: float = 1.0
+    judge_verdict_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -410,6 +411,7 @@ def write_results(
                 "passed": s.passed,
                 "detail": s.detail,
                 "weight": s.weight,
+                "judge_verdict_id": s.judge_verdict_id,
             }
             for result_id, record in zip(ids, batch, strict=True)
             for s in record.scores

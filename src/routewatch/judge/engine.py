@@ -1,0 +1,192 @@
+"""Scoring an output by its eval set's criteria: the cache first, then the judge model.
+
+The shell around ``prompt`` and ``verdict``: one call per criterion, structured output
+when the judge supports it, a few tries for a parsable verdict, then a judge error that
+is stored as such (never a zero). Verdicts are cached by everything that could change
+them; a cached verdict costs nothing and is counted as a call saved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+
+from routewatch.clock import Clock
+from routewatch.config import Judge
+from routewatch.evalset import EvalSet, Item
+from routewatch.judge.prompt import JudgeRequest, render, template_source, verdict_schema
+from routewatch.judge.verdict import VerdictError, parse_verdict
+from routewatch.providers.base import ChatRequest
+from routewatch.providers.openai import OpenAIClient
+from routewatch.scoring import cost_usd
+from routewatch.store.verdicts import cached_verdict, store_verdict
+
+VERDICT_TRIES = 3
+"""Calls made for one criterion before giving up on a parsable verdict."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Judgement:
+    """One criterion's outcome for one output."""
+
+    criterion: str
+    score: float | None
+    """Normalised 0..1; None when the judge gave no usable verdict."""
+    raw_score: float | None
+    reasoning: str
+    error: str | None
+    verdict_id: int | None
+    cached: bool
+    calls: int
+    tokens: int
+    cost_usd: float
+
+
+class JudgeRunner:
+    """Judges outputs for one eval set with one configured judge."""
+
+    def __init__(
+        self,
+        name: str,
+        judge: Judge,
+        client: OpenAIClient,
+        engine: Engine,
+        evalset: EvalSet,
+        clock: Clock,
+    ) -> None:
+        self.name = name
+        self.judge = judge
+        self.client = client
+        self.engine = engine
+        self.evalset = evalset
+        self.clock = clock
+        self.template = template_source()
+        self._template_id = hashlib.sha256(self.template.encode()).hexdigest()
+
+    async def judge_output(self, item: Item, output: str) -> list[Judgement]:
+        """Judge ``output`` on every criterion of the eval set."""
+        return [
+            await self._criterion(item, output, name, text)
+            for name, text in self.evalset.criteria.items()
+        ]
+
+    def cache_key(self, item: Item, output: str, criterion: str, text: str) -> str:
+        """The verdict cache key: a hash of everything a verdict depends on.
+
+        Judge model and params, template, criterion, scale, structured mode, the item's
+        prompt and reference, and the output.
+        """
+        material = {
+            "model": self.judge.model,
+            "params": self.judge.params,
+            "structured": self.judge.structured_output,
+            "template": self._template_id,
+            "criterion": [criterion, text],
+            "scale": list(self.evalset.scale),
+            "messages": [[m.role, m.content] for m in item.prompt],
+            "reference": item.reference,
+            "output": output,
+        }
+        canonical = json.dumps(material, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    async def _criterion(self, item: Item, output: str, name: str, text: str) -> Judgement:
+        key = self.cache_key(item, output, name, text)
+        hit = cached_verdict(self.engine, key)
+        if hit is not None:
+            return Judgement(
+                criterion=name,
+                score=hit.score,
+                raw_score=hit.raw_score,
+                reasoning=hit.reasoning,
+                error=None,
+                verdict_id=hit.id,
+                cached=True,
+                calls=0,
+                tokens=0,
+                cost_usd=0.0,
+            )
+        scale = self.evalset.scale
+        request = JudgeRequest(
+            criterion=name,
+            criterion_text=text,
+            scale=scale,
+            messages=item.prompt,
+            reference=item.reference,
+            output=output,
+        )
+        params: dict[str, Any] = dict(self.judge.params)
+        if self.judge.structured_output:
+            params["response_format"] = verdict_schema(scale)
+        chat = ChatRequest(
+            model=self.judge.model,
+            messages=render(self.template, request, structured=self.judge.structured_output),
+            params=params,
+        )
+        calls = tokens_in = tokens_out = 0
+        error = "no attempt made"
+        for _ in range(VERDICT_TRIES):
+            result = await self.client.complete(chat)
+            calls += 1
+            tokens_in += result.tokens_in or 0
+            tokens_out += result.tokens_out or 0
+            if not result.ok:
+                error = f"judge call failed: {result.error_class}: {result.error_message}"
+                break  # the client already retried what could pass
+            try:
+                verdict = parse_verdict(result.output or "", scale)
+            except VerdictError as exc:
+                error = str(exc)
+                continue
+            cost = cost_usd(
+                tokens_in,
+                tokens_out,
+                self.judge.price.input_per_mtok,
+                self.judge.price.output_per_mtok,
+            )
+            score = verdict.normalised(scale)
+            verdict_id = store_verdict(
+                self.engine,
+                cache_key=key,
+                judge=self.name,
+                model=self.judge.model,
+                criterion=name,
+                raw_score=verdict.score,
+                score=score,
+                reasoning=verdict.reasoning,
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+                cost_usd=cost,
+                now=self.clock.now(),
+            )
+            return Judgement(
+                criterion=name,
+                score=score,
+                raw_score=verdict.score,
+                reasoning=verdict.reasoning,
+                error=None,
+                verdict_id=verdict_id,
+                cached=False,
+                calls=calls,
+                tokens=tokens_in + tokens_out,
+                cost_usd=cost,
+            )
+        cost = cost_usd(
+            tokens_in, tokens_out, self.judge.price.input_per_mtok, self.judge.price.output_per_mtok
+        )
+        return Judgement(
+            criterion=name,
+            score=None,
+            raw_score=None,
+            reasoning="",
+            error=error,
+            verdict_id=None,
+            cached=False,
+            calls=calls,
+            tokens=tokens_in + tokens_out,
+            cost_usd=cost,
+        )

@@ -1,0 +1,1 @@
+"""Judge prompt templates shipped with routewatch."""

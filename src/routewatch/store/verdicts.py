@@ -1,0 +1,87 @@
+"""The judge verdict cache: an output already judged the same way is never judged again.
+
+One row per hash of (judge model, params, template, criterion, input, reference, output).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from routewatch.store.tables import JudgeVerdictRow
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CachedVerdict:
+    """A stored verdict."""
+
+    id: int
+    raw_score: float
+    score: float
+    reasoning: str
+
+
+def cached_verdict(engine: Engine, cache_key: str) -> CachedVerdict | None:
+    """The verdict stored under ``cache_key``, if any."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(
+                JudgeVerdictRow.id,
+                JudgeVerdictRow.raw_score,
+                JudgeVerdictRow.score,
+                JudgeVerdictRow.reasoning,
+            ).where(JudgeVerdictRow.cache_key == cache_key, JudgeVerdictRow.error.is_(None))
+        ).first()
+    if row is None or row.score is None or row.raw_score is None:
+        return None
+    return CachedVerdict(
+        id=row.id, raw_score=row.raw_score, score=row.score, reasoning=row.reasoning or ""
+    )
+
+
+def store_verdict(
+    engine: Engine,
+    *,
+    cache_key: str,
+    judge: str,
+    model: str,
+    criterion: str,
+    raw_score: float,
+    score: float,
+    reasoning: str,
+    tokens_in: int,
+    tokens_out: int,
+    cost_usd: float,
+    now: datetime,
+) -> int:
+    """Store a verdict and return its id; if another process stored it first, its id."""
+    try:
+        with engine.begin() as conn:
+            return int(
+                conn.execute(
+                    insert(JudgeVerdictRow).returning(JudgeVerdictRow.id),
+                    {
+                        "cache_key": cache_key,
+                        "judge": judge,
+                        "model": model,
+                        "criterion": criterion,
+                        "raw_score": raw_score,
+                        "score": score,
+                        "reasoning": reasoning,
+                        "tokens_in": tokens_in,
+                        "tokens_out": tokens_out,
+                        "cost_usd": cost_usd,
+                        "created_at": now,
+                    },
+                ).scalar_one()
+            )
+    except IntegrityError:
+        with engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(JudgeVerdictRow.id).where(JudgeVerdictRow.cache_key == cache_key)
+                ).scalar_one()
+            )
