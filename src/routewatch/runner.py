@@ -57,6 +57,7 @@ from routewatch.store.runs import (
     write_results,
 )
 from routewatch.store.tables import RunStatus
+from routewatch.store.verdicts import CanaryRecord, store_canary_results
 
 BATCH_SIZE = 64
 """Results per write transaction: small enough that a kill loses little (it is replayed),
@@ -105,6 +106,8 @@ class RunReport:
     """Criteria scored from the verdict cache instead of a call."""
     judge_tokens: int = 0
     judge_cost_usd: float = 0.0
+    judge_suspect: bool = False
+    """A canary verdict moved: this run's judged scores are not to be trusted."""
 
 
 def slot_key_for(at: datetime) -> str:
@@ -272,6 +275,7 @@ class _Run:
         # What an earlier, interrupted attempt stored; the summary adds this process's own.
         self.results = run_results(self.engine, claim.run_id)
         done = {(r.item_id, r.sample) for r in self.results}
+        suspect = await self._judge_canaries(stored.id)
         todo = [
             (item, sample)
             for item in self.evalset.items
@@ -307,6 +311,7 @@ class _Run:
                 "judge_calls_saved": self.judge_saved,
                 "judge_tokens": self.judge_tokens,
                 "judge_cost_usd": self.judge_cost,
+                "judge_suspect": suspect,
             },
         )
         return replace(
@@ -318,7 +323,34 @@ class _Run:
             judge_calls_saved=self.judge_saved,
             judge_tokens=self.judge_tokens,
             judge_cost_usd=self.judge_cost,
+            judge_suspect=suspect,
         )
+
+    async def _judge_canaries(self, eval_set_id: int) -> bool:
+        """Judge the eval set's canaries; True when any verdict moved (judge suspect)."""
+        if self.judge is None or not self.evalset.canaries:
+            return False
+        checks = await self.judge.judge_canaries()
+        for check in checks:
+            self.judge_calls += check.judgement.calls
+            self.judge_tokens += check.judgement.tokens
+            self.judge_cost += check.judgement.cost_usd
+        store_canary_results(
+            self.engine,
+            run_id=self.run_id,
+            eval_set_id=eval_set_id,
+            records=[
+                CanaryRecord(
+                    canary_index=c.index,
+                    criterion=c.criterion,
+                    expected=c.expected,
+                    observed=c.observed,
+                )
+                for c in checks
+            ],
+            now=self.clock.now(),
+        )
+        return any(c.moved for c in checks)
 
     async def _replay(self, todo: Sequence[tuple[Item, int]]) -> None:
         """Make every call; the first error (a missing key, a lost claim) cancels the rest."""

@@ -18,6 +18,8 @@ from routewatch.sim.server import serve_in_thread
 from runner_project import SIM_SCENARIO, rows, write_project
 
 ITEMS, CRITERIA = 6, 2
+CANARY = 1
+"""The example eval set's one canary criterion, judged afresh on every run."""
 
 
 @pytest.fixture
@@ -56,7 +58,7 @@ def test_each_criterion_is_scored_and_stored_with_its_reasoning(tmp_path: Path, 
     assert all(s["value"] == 1.0 and s["detail"]["reasoning"] for s in scores)
     assert all(s["judge_verdict_id"] is not None for s in scores)
     (run_row,) = rows(db, "runs")
-    assert (run_row["judge_calls"], run_row["judge_calls_saved"]) == (ITEMS * CRITERIA, 0)
+    assert (run_row["judge_calls"], run_row["judge_calls_saved"]) == (ITEMS * CRITERIA + CANARY, 0)
     assert run_row["judge_cost_usd"] == 0.0 or run_row["judge_cost_usd"] > 0
 
 
@@ -67,9 +69,9 @@ def test_unchanged_outputs_are_never_judged_again(tmp_path: Path, sim: str) -> N
 
     assert run_at(config, 2) == 0
 
-    assert judge_calls_at(sim) == before
+    assert judge_calls_at(sim) == before + CANARY
     second = rows(f"sqlite:///{tmp_path / 'rw.db'}", "runs")[1]
-    assert (second["judge_calls"], second["judge_calls_saved"]) == (0, ITEMS * CRITERIA)
+    assert (second["judge_calls"], second["judge_calls_saved"]) == (CANARY, ITEMS * CRITERIA)
     assert second["score"] == 1.0
 
 
@@ -87,9 +89,10 @@ def test_an_unparsable_verdict_is_retried_then_stored_as_a_judge_error(
     scores = judge_scores(db)
     assert len(scores) == ITEMS * CRITERIA
     assert all(s["value"] is None and "no verdict" in s["detail"]["error"] for s in scores)
-    assert judge_calls_at(sim) == ITEMS * CRITERIA * 3
+    assert judge_calls_at(sim) == (ITEMS * CRITERIA + CANARY) * 3
     (run_row,) = rows(db, "runs")
     assert run_row["score"] == 1.0  # the checks alone: a judge error is not a zero
+    assert run_row["judge_suspect"]  # a judge that gives no verdict on its canary
 
 
 def test_an_injection_in_the_output_stays_data_for_the_judge(sim: str) -> None:
@@ -117,3 +120,30 @@ def test_an_injection_in_the_output_stays_data_for_the_judge(sim: str) -> None:
 
     assert verdict("You have 30 days from delivery.") == 5
     assert verdict(injected) == 1
+
+
+def test_canary_drift_marks_the_run_judge_suspect(
+    tmp_path: Path, sim: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_project(tmp_path, sim, {"r": {"model": "perfect"}})
+    run_at(config, 1)
+    httpx.patch(f"{sim}/admin/models/judge", json={"quality": 0.0}).raise_for_status()
+
+    assert run_at(config, 2) == 0
+
+    db = f"sqlite:///{tmp_path / 'rw.db'}"
+    runs = rows(db, "runs")
+    assert [r["judge_suspect"] for r in runs] == [False, True]
+    canaries = sorted(rows(db, "canary_results"), key=lambda c: c["run_id"])
+    assert [(c["expected"], c["observed"]) for c in canaries] == [(5.0, 5.0), (5.0, 1.0)]
+    assert "judge suspect" in capsys.readouterr().err
+
+
+def test_canaries_are_judged_every_run_bypassing_the_cache(tmp_path: Path, sim: str) -> None:
+    config = write_project(tmp_path, sim, {"r": {"model": "perfect"}})
+    run_at(config, 1)
+    before = judge_calls_at(sim)
+
+    run_at(config, 2)
+
+    assert judge_calls_at(sim) - before == CANARY  # outputs were cached, the canary was not

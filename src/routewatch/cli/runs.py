@@ -100,7 +100,12 @@ def _notes(reports: list[RunReport]) -> Iterator[str]:
                 f"{where}: run {r.run_id} of this slot was started with another {changed}, "
                 "so it is left as it is; use another --at to run this version"
             )
-        elif r.outcome is ClaimOutcome.resumed:
+        if r.judge_suspect:
+            yield (
+                f"{where}: judge suspect: its canary verdicts moved, so this run's judged "
+                "scores are not to be trusted (see canary_results)"
+            )
+        if r.outcome is ClaimOutcome.resumed:
             yield (
                 f"{where}: resumed run {r.run_id}: {r.already_stored} result(s) were stored, "
                 f"{r.replayed} replayed"

@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 
 from routewatch.clock import Clock
 from routewatch.config import Judge
-from routewatch.evalset import EvalSet, Item
+from routewatch.evalset import EvalSet, Item, Message
 from routewatch.judge.prompt import JudgeRequest, render, template_source, verdict_schema
 from routewatch.judge.verdict import VerdictError, parse_verdict
 from routewatch.providers.base import ChatRequest
@@ -27,6 +27,10 @@ from routewatch.store.verdicts import cached_verdict, store_verdict
 
 VERDICT_TRIES = 3
 """Calls made for one criterion before giving up on a parsable verdict."""
+
+CANARY_TOLERANCE = 1
+"""Grades a canary verdict may stray from its expectation before the judge is suspect:
+a one-grade wobble is noise on a 1-5 scale, two grades is a different judge."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,6 +48,19 @@ class Judgement:
     calls: int
     tokens: int
     cost_usd: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CanaryCheck:
+    """One canary criterion: what the judge was expected to say and what it said."""
+
+    index: int
+    criterion: str
+    expected: float
+    observed: float | None
+    moved: bool
+    """The verdict strayed past ``CANARY_TOLERANCE``, or there was none."""
+    judgement: Judgement
 
 
 class JudgeRunner:
@@ -68,13 +85,46 @@ class JudgeRunner:
         self._template_id = hashlib.sha256(self.template.encode()).hexdigest()
 
     async def judge_output(self, item: Item, output: str) -> list[Judgement]:
-        """Judge ``output`` on every criterion of the eval set."""
+        """Judge ``output`` on every criterion of the eval set, from the cache where it can."""
         return [
-            await self._criterion(item, output, name, text)
+            await self._criterion(item.prompt, item.reference, output, name, text, use_cache=True)
             for name, text in self.evalset.criteria.items()
         ]
 
-    def cache_key(self, item: Item, output: str, criterion: str, text: str) -> str:
+    async def judge_canaries(self) -> list[CanaryCheck]:
+        """Judge every canary of the eval set afresh (never from the cache) and compare."""
+        checks = []
+        for index, canary in enumerate(self.evalset.canaries):
+            for criterion, expected in canary.expect.items():
+                judgement = await self._criterion(
+                    canary.prompt,
+                    canary.reference,
+                    canary.output,
+                    criterion,
+                    self.evalset.criteria[criterion],
+                    use_cache=False,
+                )
+                observed = judgement.raw_score
+                checks.append(
+                    CanaryCheck(
+                        index=index,
+                        criterion=criterion,
+                        expected=expected,
+                        observed=observed,
+                        moved=observed is None or abs(observed - expected) > CANARY_TOLERANCE,
+                        judgement=judgement,
+                    )
+                )
+        return checks
+
+    def cache_key(
+        self,
+        prompt: tuple[Message, ...],
+        reference: str | None,
+        output: str,
+        criterion: str,
+        text: str,
+    ) -> str:
         """The verdict cache key: a hash of everything a verdict depends on.
 
         Judge model and params, template, criterion, scale, structured mode, the item's
@@ -87,16 +137,25 @@ class JudgeRunner:
             "template": self._template_id,
             "criterion": [criterion, text],
             "scale": list(self.evalset.scale),
-            "messages": [[m.role, m.content] for m in item.prompt],
-            "reference": item.reference,
+            "messages": [[m.role, m.content] for m in prompt],
+            "reference": reference,
             "output": output,
         }
         canonical = json.dumps(material, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
-    async def _criterion(self, item: Item, output: str, name: str, text: str) -> Judgement:
-        key = self.cache_key(item, output, name, text)
-        hit = cached_verdict(self.engine, key)
+    async def _criterion(
+        self,
+        prompt: tuple[Message, ...],
+        reference: str | None,
+        output: str,
+        name: str,
+        text: str,
+        *,
+        use_cache: bool,
+    ) -> Judgement:
+        key = self.cache_key(prompt, reference, output, name, text)
+        hit = cached_verdict(self.engine, key) if use_cache else None
         if hit is not None:
             return Judgement(
                 criterion=name,
@@ -115,8 +174,8 @@ class JudgeRunner:
             criterion=name,
             criterion_text=text,
             scale=scale,
-            messages=item.prompt,
-            reference=item.reference,
+            messages=prompt,
+            reference=reference,
             output=output,
         )
         params: dict[str, Any] = dict(self.judge.params)
@@ -149,20 +208,22 @@ class JudgeRunner:
                 self.judge.price.output_per_mtok,
             )
             score = verdict.normalised(scale)
-            verdict_id = store_verdict(
-                self.engine,
-                cache_key=key,
-                judge=self.name,
-                model=self.judge.model,
-                criterion=name,
-                raw_score=verdict.score,
-                score=score,
-                reasoning=verdict.reasoning,
-                tokens_in=tokens_in,
-                tokens_out=tokens_out,
-                cost_usd=cost,
-                now=self.clock.now(),
-            )
+            verdict_id = None
+            if use_cache:
+                verdict_id = store_verdict(
+                    self.engine,
+                    cache_key=key,
+                    judge=self.name,
+                    model=self.judge.model,
+                    criterion=name,
+                    raw_score=verdict.score,
+                    score=score,
+                    reasoning=verdict.reasoning,
+                    tokens_in=tokens_in,
+                    tokens_out=tokens_out,
+                    cost_usd=cost,
+                    now=self.clock.now(),
+                )
             return Judgement(
                 criterion=name,
                 score=score,

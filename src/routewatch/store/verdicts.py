@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from routewatch.store.tables import JudgeVerdictRow
+from routewatch.store.tables import CanaryResultRow, JudgeVerdictRow
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,4 +84,38 @@ def store_verdict(
                 conn.execute(
                     select(JudgeVerdictRow.id).where(JudgeVerdictRow.cache_key == cache_key)
                 ).scalar_one()
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CanaryRecord:
+    """One canary criterion's verdict in one run."""
+
+    canary_index: int
+    criterion: str
+    expected: float
+    observed: float | None
+
+
+def store_canary_results(
+    engine: Engine, *, run_id: int, eval_set_id: int, records: list[CanaryRecord], now: datetime
+) -> None:
+    """Record a run's canary verdicts (a resumed run replaces its earlier ones)."""
+    with engine.begin() as conn:
+        conn.execute(delete(CanaryResultRow).where(CanaryResultRow.run_id == run_id))
+        if records:
+            conn.execute(
+                insert(CanaryResultRow),
+                [
+                    {
+                        "run_id": run_id,
+                        "eval_set_id": eval_set_id,
+                        "canary_index": r.canary_index,
+                        "criterion": r.criterion,
+                        "expected": r.expected,
+                        "observed": r.observed,
+                        "created_at": now,
+                    }
+                    for r in records
+                ],
             )
