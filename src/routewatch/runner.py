@@ -108,6 +108,8 @@ class RunReport:
     judge_cost_usd: float = 0.0
     judge_suspect: bool = False
     """A canary verdict moved: this run's judged scores are not to be trusted."""
+    partially_judged: bool = False
+    """The judge's daily budget ran out during the run: some outputs were not judged."""
 
 
 def slot_key_for(at: datetime) -> str:
@@ -312,6 +314,7 @@ class _Run:
                 "judge_tokens": self.judge_tokens,
                 "judge_cost_usd": self.judge_cost,
                 "judge_suspect": suspect,
+                "partially_judged": self.judge is not None and self.judge.budget_reached,
             },
         )
         return replace(
@@ -324,6 +327,7 @@ class _Run:
             judge_tokens=self.judge_tokens,
             judge_cost_usd=self.judge_cost,
             judge_suspect=suspect,
+            partially_judged=self.judge is not None and self.judge.budget_reached,
         )
 
     async def _judge_canaries(self, eval_set_id: int) -> bool:

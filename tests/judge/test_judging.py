@@ -147,3 +147,28 @@ def test_canaries_are_judged_every_run_bypassing_the_cache(tmp_path: Path, sim: 
     run_at(config, 2)
 
     assert judge_calls_at(sim) - before == CANARY  # outputs were cached, the canary was not
+
+
+def test_judging_stops_at_the_daily_budget_and_the_run_is_partially_judged(
+    tmp_path: Path, sim: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    price = {"input_per_mtok": 10_000.0, "output_per_mtok": 10_000.0}
+    config = write_project(
+        tmp_path,
+        sim,
+        {"r": {"model": "perfect"}},
+        judge={"price": price, "daily_budget_usd": 10.0},
+    )
+
+    assert run_at(config, 1) == 0
+
+    db = f"sqlite:///{tmp_path / 'rw.db'}"
+    (spend,) = rows(db, "judge_spend")
+    (run_row,) = rows(db, "runs")
+    errors = [s for s in judge_scores(db) if s["value"] is None]
+    assert 0 < spend["cost_usd"] <= 10.0
+    assert run_row["partially_judged"]
+    assert errors
+    assert all("judge budget reached" in s["detail"]["error"] for s in errors)
+    assert run_row["score"] == 1.0  # the unjudged outputs keep their check scores
+    assert "partially judged" in capsys.readouterr().err

@@ -105,6 +105,11 @@ def _notes(reports: list[RunReport]) -> Iterator[str]:
                 f"{where}: judge suspect: its canary verdicts moved, so this run's judged "
                 "scores are not to be trusted (see canary_results)"
             )
+        if r.partially_judged:
+            yield (
+                f"{where}: partially judged: the judge's daily budget ran out; the outputs "
+                "it did not judge are scored by their checks alone"
+            )
         if r.outcome is ClaimOutcome.resumed:
             yield (
                 f"{where}: resumed run {r.run_id}: {r.already_stored} result(s) were stored, "

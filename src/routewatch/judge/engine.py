@@ -23,7 +23,12 @@ from routewatch.judge.verdict import VerdictError, parse_verdict
 from routewatch.providers.base import ChatRequest
 from routewatch.providers.openai import OpenAIClient
 from routewatch.scoring import cost_usd
-from routewatch.store.verdicts import cached_verdict, store_verdict
+from routewatch.store.verdicts import (
+    add_judge_spend,
+    cached_verdict,
+    judge_spend,
+    store_verdict,
+)
 
 VERDICT_TRIES = 3
 """Calls made for one criterion before giving up on a parsable verdict."""
@@ -82,6 +87,11 @@ class JudgeRunner:
         self.evalset = evalset
         self.clock = clock
         self.template = template_source()
+        self.budget_reached = False
+        """Set once a call was skipped for the daily budget: the run is partially judged."""
+        self._calls = 0
+        self._cost = 0.0
+        self._reserved = 0.0
         self._template_id = hashlib.sha256(self.template.encode()).hexdigest()
 
     async def judge_output(self, item: Item, output: str) -> list[Judgement]:
@@ -116,6 +126,40 @@ class JudgeRunner:
                     )
                 )
         return checks
+
+    def _within_budget(self, chat: ChatRequest) -> float | None:
+        """Reserve the estimated cost of one more call, or None if it would pass the budget.
+
+        The estimate is the mean cost of this runner's calls so far, or before any, the
+        prompt's size at about four characters a token plus a generous verdict. Calls in
+        flight hold their estimate, so concurrent calls cannot all slip under the budget
+        together (other processes can still overshoot by what they have in flight).
+        """
+        budget = self.judge.daily_budget_usd
+        if budget is None:
+            return 0.0
+        if self._calls:
+            estimate = self._cost / self._calls
+        else:
+            chars = sum(len(m["content"]) for m in chat.messages)
+            price = self.judge.price
+            estimate = cost_usd(chars // 4, 300, price.input_per_mtok, price.output_per_mtok)
+        spent = judge_spend(self.engine, judge=self.name, day=self.clock.now().date())
+        if spent + self._reserved + estimate > budget:
+            self.budget_reached = True
+            return None
+        self._reserved += estimate
+        return estimate
+
+    def _spent(self, reserved: float, tokens_in: int, tokens_out: int) -> None:
+        price = self.judge.price
+        cost = cost_usd(tokens_in, tokens_out, price.input_per_mtok, price.output_per_mtok)
+        self._reserved -= reserved
+        self._calls += 1
+        self._cost += cost
+        add_judge_spend(
+            self.engine, judge=self.name, day=self.clock.now().date(), cost_usd=cost, calls=1
+        )
 
     def cache_key(
         self,
@@ -189,10 +233,18 @@ class JudgeRunner:
         calls = tokens_in = tokens_out = 0
         error = "no attempt made"
         for _ in range(VERDICT_TRIES):
+            reserved = self._within_budget(chat)
+            if reserved is None:
+                error = (
+                    f"judge budget reached: {self.name} may spend "
+                    f"${self.judge.daily_budget_usd:.2f} a day; judging resumes tomorrow (UTC)"
+                )
+                break
             result = await self.client.complete(chat)
             calls += 1
             tokens_in += result.tokens_in or 0
             tokens_out += result.tokens_out or 0
+            self._spent(reserved, result.tokens_in or 0, result.tokens_out or 0)
             if not result.ok:
                 error = f"judge call failed: {result.error_class}: {result.error_message}"
                 break  # the client already retried what could pass

@@ -6,12 +6,12 @@ One row per hash of (judge model, params, template, criterion, input, reference,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from routewatch.store.tables import CanaryResultRow, JudgeVerdictRow
+from routewatch.store.tables import CanaryResultRow, JudgeSpendRow, JudgeVerdictRow
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,3 +119,39 @@ def store_canary_results(
                     for r in records
                 ],
             )
+
+
+def judge_spend(engine: Engine, *, judge: str, day: date) -> float:
+    """What ``judge`` has cost on ``day`` (UTC), across every process."""
+    with engine.connect() as conn:
+        spent = conn.execute(
+            select(JudgeSpendRow.cost_usd).where(
+                JudgeSpendRow.judge == judge, JudgeSpendRow.day == day
+            )
+        ).scalar()
+    return float(spent or 0.0)
+
+
+def add_judge_spend(engine: Engine, *, judge: str, day: date, cost_usd: float, calls: int) -> None:
+    """Add to a judge's spend on ``day``; concurrent writers add, never overwrite."""
+    for _ in range(2):
+        with engine.begin() as conn:
+            updated = conn.execute(
+                update(JudgeSpendRow)
+                .where(JudgeSpendRow.judge == judge, JudgeSpendRow.day == day)
+                .values(
+                    cost_usd=JudgeSpendRow.cost_usd + cost_usd,
+                    calls=JudgeSpendRow.calls + calls,
+                )
+            ).rowcount
+            if updated:
+                return
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    insert(JudgeSpendRow),
+                    {"judge": judge, "day": day, "cost_usd": cost_usd, "calls": calls},
+                )
+            return
+        except IntegrityError:
+            continue  # another process inserted the day's row first: add to it
