@@ -277,7 +277,6 @@ class _Run:
         # What an earlier, interrupted attempt stored; the summary adds this process's own.
         self.results = run_results(self.engine, claim.run_id)
         done = {(r.item_id, r.sample) for r in self.results}
-        suspect = await self._judge_canaries(stored.id)
         todo = [
             (item, sample)
             for item in self.evalset.items
@@ -285,6 +284,7 @@ class _Run:
             if (item.id, sample) not in done
         ]
         try:
+            suspect = await self._judge_canaries(stored.id)
             await self._replay(todo)
         except LostClaimError as exc:
             return replace(report, outcome=ClaimOutcome.busy, error=str(exc))
