@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 from sqlalchemy import Engine, select
 
+from routewatch.evalset import load_eval_set
 from routewatch.scaffold import EVAL_TEMPLATE, template_text
+from routewatch.sim.app import create_app
+from routewatch.sim.scenario import parse_scenario
+from routewatch.sim.server import serve_in_thread
 from routewatch.store.migrate import create_engine_for
 from routewatch.store.tables import Base
 
@@ -85,3 +91,13 @@ def rows(url: str, table: str) -> list[dict[str, Any]]:
             return [dict(r) for r in conn.execute(select(Base.metadata.tables[table])).mappings()]
     finally:
         engine.dispose()
+
+
+@contextmanager
+def faq_simulator(folder: Path) -> Iterator[str]:
+    """The simulator on ``SIM_SCENARIO``, knowing the example eval set; yields its URL."""
+    path = folder / EVAL_TEMPLATE
+    path.write_text(template_text(EVAL_TEMPLATE))
+    app = create_app(parse_scenario(SIM_SCENARIO), {"support-faq": load_eval_set(path)})
+    with serve_in_thread(app) as url:
+        yield url

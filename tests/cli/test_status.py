@@ -8,12 +8,7 @@ from typing import Any
 import pytest
 
 from routewatch.cli import run
-from routewatch.evalset import load_eval_set
-from routewatch.scaffold import EVAL_TEMPLATE, template_text
-from routewatch.sim.app import create_app
-from routewatch.sim.scenario import parse_scenario
-from routewatch.sim.server import serve_in_thread
-from runner_project import SIM_SCENARIO, write_project
+from runner_project import faq_simulator, write_project
 
 LAST_RUN_KEYS = {
     "id",
@@ -31,10 +26,7 @@ LAST_RUN_KEYS = {
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    path = tmp_path_factory.mktemp("sim") / EVAL_TEMPLATE
-    path.write_text(template_text(EVAL_TEMPLATE))
-    app = create_app(parse_scenario(SIM_SCENARIO), {"support-faq": load_eval_set(path)})
-    with serve_in_thread(app) as url:
+    with faq_simulator(tmp_path_factory.mktemp("sim")) as url:
         yield url
 
 

@@ -8,14 +8,10 @@ import httpx
 import pytest
 
 from routewatch.cli import run
-from routewatch.evalset import Message, load_eval_set
+from routewatch.evalset import Message
 from routewatch.judge.prompt import JudgeRequest, render, template_source, verdict_schema
 from routewatch.judge.verdict import parse_verdict
-from routewatch.scaffold import EVAL_TEMPLATE, template_text
-from routewatch.sim.app import create_app
-from routewatch.sim.scenario import parse_scenario
-from routewatch.sim.server import serve_in_thread
-from runner_project import SIM_SCENARIO, rows, write_project
+from runner_project import faq_simulator, rows, write_project
 
 ITEMS, CRITERIA = 6, 2
 CANARY = 1
@@ -24,10 +20,7 @@ CANARY = 1
 
 @pytest.fixture
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    path = tmp_path_factory.mktemp("sim") / EVAL_TEMPLATE
-    path.write_text(template_text(EVAL_TEMPLATE))
-    app = create_app(parse_scenario(SIM_SCENARIO), {"support-faq": load_eval_set(path)})
-    with serve_in_thread(app) as url:
+    with faq_simulator(tmp_path_factory.mktemp("sim")) as url:
         yield url
 
 
