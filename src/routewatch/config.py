@@ -102,20 +102,57 @@ class Judge(_Model):
 
 
 class Detection(_Model):
-    """How a run is compared with the route's own baseline."""
+    """How a run is compared with the route's own baseline (see README, Detection)."""
 
+    method: Literal["paired", "sigma"] = "paired"
+    """What pages on quality: ``paired`` (per-item tests and CUSUM; fewer false pages,
+    more drops caught, see ``bench/detection.py``) or ``sigma`` (the simple rule alone).
+    The sigma rule is computed, stored and shown either way."""
     sigma: float = Field(default=2.0, gt=0)
     """The simple rule: a run scoring below ``mean - sigma * sd`` of its baseline."""
+    sigma_mode: Literal["classic", "prediction"] = "classic"
+    """``classic``: ``sigma`` as written (about 14 false pages a year at 2 and 14 runs);
+    ``prediction``: widened by a t prediction interval to the tail ``sigma`` promises."""
     baseline_runs: int = Field(default=14, ge=2, le=365)
-    """Completed runs that make up a baseline."""
+    """Completed runs that make up a baseline (and each item's history)."""
     min_baseline_runs: int = Field(default=5, ge=2)
     """Fewer runs than this: the route's state is ``unknown`` and nothing pages."""
+    guard_runs: int = Field(default=7, ge=0, le=60)
+    """Most recent runs left out of the baseline, so a slow drop is not absorbed into it.
+    Shrinks while history is short, down to 0 at ``min_baseline_runs`` runs."""
+    min_item_history: int = Field(default=3, ge=1)
+    """Items with fewer baseline results (new items) are left out of the paired tests."""
+    false_alarms_per_year: float = Field(default=1.0, gt=0, le=365)
+    """The false-page budget, split across detectors and metrics."""
+    budget_scope: Literal["fleet", "route"] = "fleet"
+    """``fleet``: the budget covers every route together, so adding routes adds no
+    pages; ``route``: each (route, eval set) gets the whole budget."""
+    multiplicity: Literal["bh", "bonferroni"] = "bh"
+    """How a fleet budget is shared across routes: Benjamini-Hochberg or Bonferroni."""
+    min_effect: float = Field(default=0.02, ge=0, le=1)
+    """A quality or error finding also needs a drop at least this large (0..1 of score),
+    so a significant but trivial drop on a large eval set does not page."""
+    design_drop: float = Field(default=0.05, gt=0, le=0.5)
+    """The drop the weighted paired test is tuned to catch (0..1 of pass rate)."""
+    cusum_k: float = Field(default=0.5, gt=0, le=3)
+    """CUSUM allowance in standard deviations of the per-run statistic."""
+    critical_runs: int = Field(default=2, ge=1, le=30)
+    """A ``critical: true`` item failing in this many runs in a row pages on its own."""
+    recover_runs: int = Field(default=3, ge=1, le=60)
+    """Healthy runs in a row that resolve an open incident."""
+    min_relative_change: float = Field(default=0.25, ge=0)
+    """Latency p95 and cost per call must rise by at least this share to page."""
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> Detection:
         if self.min_baseline_runs > self.baseline_runs:
             raise ValueError(
                 f"min_baseline_runs ({self.min_baseline_runs}) is larger than "
+                f"baseline_runs ({self.baseline_runs})"
+            )
+        if self.min_item_history > self.baseline_runs:
+            raise ValueError(
+                f"min_item_history ({self.min_item_history}) is larger than "
                 f"baseline_runs ({self.baseline_runs})"
             )
         return self

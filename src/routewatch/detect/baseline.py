@@ -1,0 +1,116 @@
+"""PURE: what a run is compared with: the route's own recent runs and each item's history.
+
+The store hands over the runs before today's, newest first, as ``RunRecord`` values.
+``select_baseline`` keeps the last ``baseline_runs`` of them that were not inside an
+incident on the metric and not ``judge_suspect``, skipping the most recent
+``guard_runs`` so a slow drop is not absorbed. Items are paired by content hash, so an
+item keeps its history across eval-set versions while new items start empty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from routewatch.config import Detection
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ItemOutcome:
+    """One item in one run."""
+
+    item_hash: str
+    item_id: str
+    weight: float = 1.0
+    critical: bool = False
+    score: float | None
+    """Mean of the samples the route answered and something scored; None when none."""
+    passed: bool | None
+    samples_scored: int
+    samples_passed: int
+    samples_errored: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunRecord:
+    """One completed run as detection sees it."""
+
+    run_id: int
+    at: datetime
+    items: Mapping[str, ItemOutcome]
+    """By item hash."""
+    results_total: int
+    errors_total: int
+    p95_latency_ms: float | None = None
+    cost_usd: float | None = None
+    judge_suspect: bool = False
+    incident_metrics: frozenset[str] = frozenset()
+    """Metrics that had an open incident during this run: left out of their baselines."""
+    cusum: float = 0.0
+    """The quality CUSUM after this run."""
+
+    @property
+    def cost_per_call(self) -> float | None:
+        """Cost per result: comparable across eval-set versions of different sizes."""
+        if self.cost_usd is None or self.results_total == 0:
+            return None
+        return self.cost_usd / self.results_total
+
+
+@dataclass(slots=True)
+class ItemHistory:
+    """One item's outcomes over the baseline runs."""
+
+    passes: int = 0
+    """Scored samples that passed."""
+    trials: int = 0
+    """Scored samples."""
+    runs: int = 0
+    """Baseline runs in which the item was scored."""
+    scores: list[float] = field(default_factory=list)
+    """The item's score in each of those runs."""
+
+
+def select_baseline(
+    history: Sequence[RunRecord], metric: str, settings: Detection
+) -> list[RunRecord]:
+    """The baseline runs for ``metric``: newest first, guard band skipped.
+
+    Args:
+        history: Completed runs before today's, newest first.
+        metric: Runs with an open incident on this metric are left out.
+        settings: ``baseline_runs``, ``min_baseline_runs`` and ``guard_runs``.
+
+    Returns:
+        Up to ``baseline_runs`` runs; fewer than ``min_baseline_runs`` means "unknown".
+        The guard band shrinks while history is short, so a new route leaves
+        ``unknown`` after ``min_baseline_runs`` runs rather than after ``+ guard_runs``.
+    """
+    eligible = [r for r in history if not r.judge_suspect and metric not in r.incident_metrics]
+    skip = min(settings.guard_runs, max(0, len(eligible) - settings.min_baseline_runs))
+    return eligible[skip : skip + settings.baseline_runs]
+
+
+def item_histories(runs: Sequence[RunRecord]) -> dict[str, ItemHistory]:
+    """Per item hash, its passes, trials and scores over ``runs``."""
+    out: dict[str, ItemHistory] = {}
+    for run in runs:
+        for key, item in run.items.items():
+            if item.samples_scored == 0 or item.score is None:
+                continue
+            h = out.setdefault(key, ItemHistory())
+            h.passes += item.samples_passed
+            h.trials += item.samples_scored
+            h.runs += 1
+            h.scores.append(item.score)
+    return out
+
+
+def weighted_score(items: Sequence[ItemOutcome]) -> float | None:
+    """The weight-averaged score of the scored ``items``; None when none is scored."""
+    scored = [i for i in items if i.score is not None]
+    total = sum(i.weight for i in scored)
+    if total <= 0:
+        return None
+    return sum(i.weight * (i.score or 0.0) for i in scored) / total

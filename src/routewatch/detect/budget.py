@@ -1,0 +1,71 @@
+"""PURE: the false-alarm budget, split across detectors, metrics and routes.
+
+``detection.false_alarms_per_year`` is turned into a per-cycle probability, then split
+with Bonferroni shares between the detectors of one route (valid under any dependence)
+and across routes by Bonferroni or Benjamini-Hochberg, so adding routes or metrics does
+not add pages (STATISTICS.md 3.7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+
+DAYS_PER_YEAR = 365.0
+
+
+class Detector(StrEnum):
+    """Who raised a finding; the ``detector`` field of incidents and webhooks."""
+
+    sigma = "sigma"
+    cet = "paired-count"
+    cetw = "paired-weighted"
+    graded = "paired-graded"
+    cusum = "cusum"
+    errors = "error-rate"
+    latency = "latency-p95"
+    cost = "cost"
+    critical = "critical-item"
+
+
+SHARES: Mapping[Detector, float] = {
+    Detector.cet: 0.20,
+    Detector.cetw: 0.30,
+    Detector.cusum: 0.25,
+    Detector.errors: 0.15,
+    Detector.latency: 0.05,
+    Detector.cost: 0.05,
+}
+"""Bonferroni shares of a route's per-cycle budget. The weighted test gets more than
+the count test: broken items are the usual LLM regression. When graded scores are
+tested too, it takes half of the count test's share."""
+
+
+def cycle_alpha(false_alarms_per_year: float, cycle_days: float) -> float:
+    """The per-cycle false-alarm probability for a yearly budget and a cycle length."""
+    return min(0.5, false_alarms_per_year * cycle_days / DAYS_PER_YEAR)
+
+
+def shares(graded: bool) -> dict[Detector, float]:
+    """The detector shares, with the graded test split off the count test's share."""
+    out = dict(SHARES)
+    if graded:
+        out[Detector.graded] = out[Detector.cet] / 2
+        out[Detector.cet] /= 2
+    return out
+
+
+def bh_cutoff(p_values: Sequence[float], q: float, tests: int) -> float | None:
+    """Benjamini-Hochberg: the largest ``p_(k)`` with ``p_(k) <= k q / tests``.
+
+    ``tests`` may exceed ``len(p_values)``: routes that did not run this cycle count as
+    tests that found nothing, which keeps the procedure valid and conservative.
+    Rejected are the p-values ``<=`` the returned cutoff; none when it is None.
+    """
+    if tests < len(p_values):
+        raise ValueError(f"{len(p_values)} p-values but only {tests} tests")
+    cutoff: float | None = None
+    for rank, p in enumerate(sorted(p_values), start=1):
+        if p <= rank * q / tests:
+            cutoff = p
+    return cutoff

@@ -1,0 +1,240 @@
+"""PURE: paired per-item tests of today's run against each item's own history.
+
+The eval set is fixed, so the same items are scored every run and each item can be
+compared with itself. Under "nothing changed" an item's baseline outcomes and today's
+are exchangeable; conditioning on the item's total makes today's outcome a uniform
+draw from them (STATISTICS.md section 3.3). That gives exact tests:
+
+- ``cet``: the count of today's passes against its Poisson-binomial (or, with K samples
+  per item, sum-of-hypergeometric) null. Near-optimal for diffuse drops.
+- ``cetw``: a failure-weighted likelihood ratio for "some items broke", with an exact
+  null computed on an integer lattice. Near-optimal for concentrated drops.
+- ``graded``: today's item scores against uniform picks from each item's own values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats
+
+FloatArray = npt.NDArray[np.float64]
+
+LATTICE_STEPS = 32
+"""Integer steps given to the heaviest item weight in ``cetw``. The statistic is defined
+on the rounded weights and its null is exact for them, so rounding costs a little power
+and never validity; 32 keeps the lattice (and its FFT) to ``32 * n * K`` points."""
+
+GRADED_MC_DRAWS = 40_000
+"""Monte Carlo picks that refine a graded p-value once the normal approximation says it
+is small; the count bounds the p-value's resolution near the paging threshold."""
+GRADED_MC_BELOW = 0.05
+"""Normal-approximation p-values above this are reported as is: far from any threshold."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BinaryTest:
+    """The exact paired test of pass counts."""
+
+    items: int
+    """Items that entered the test (enough history, not errored today)."""
+    p_cet: float
+    """P(passes <= today's) under the null: exact, slightly conservative."""
+    p_mid: float
+    """The mid-p of the same count; the input of the CUSUM."""
+    p_cetw: float
+    """P(weighted failures >= today's) under the null; 1.0 when not computed."""
+    drop: float
+    """Mean over items of (baseline pass rate - today's pass rate): the effect size."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GradedTest:
+    """The paired test of graded item scores."""
+
+    items: int
+    p_value: float
+    drop: float
+    """Mean over items of (baseline mean score - today's score)."""
+
+
+def _as_float(values: object) -> FloatArray:
+    return np.asarray(values, dtype=np.float64)
+
+
+def _hypergeom_pmfs(total: FloatArray, trials: FloatArray, draws: FloatArray) -> FloatArray:
+    """Row i: P(today's passes = j), j = 0..max(draws), under the conditional null."""
+    width = int(draws.max()) + 1
+    j = np.arange(width, dtype=np.float64)
+    pmf = stats.hypergeom.pmf(j[None, :], trials[:, None], total[:, None], draws[:, None]).astype(
+        np.float64
+    )
+    return np.where(j[None, :] <= draws[:, None], np.nan_to_num(pmf), 0.0)
+
+
+def cet(passes: object, trials: object, today: object, samples: object = 1) -> tuple[float, float]:
+    """The conditional exchangeability test of today's pass count.
+
+    Args:
+        passes: Per item, baseline passes ``c_i``.
+        trials: Per item, baseline results ``m_i`` (samples counted one by one).
+        today: Per item, today's passes ``x_i`` (0..samples).
+        samples: Per item (or one for all), today's scored samples ``k_i``.
+
+    Returns:
+        ``(p, mid_p)``: P(Y <= X) and P(Y < X) + P(Y = X) / 2 under the null.
+    """
+    c, m, x = _as_float(passes), _as_float(trials), _as_float(today)
+    k = np.broadcast_to(_as_float(samples), x.shape).astype(np.float64)
+    if x.size == 0:
+        return 1.0, 1.0
+    observed = float(x.sum())
+    if np.all(k == 1):
+        pi = (c + x) / (m + 1.0)
+        cdf = float(stats.poisson_binom.cdf(observed, pi))
+        pmf = float(stats.poisson_binom.pmf(observed, pi))
+        return min(1.0, cdf), min(1.0, max(0.0, cdf - 0.5 * pmf))
+    dist = np.ones(1)
+    for row in _hypergeom_pmfs(c + x, m + k, k):
+        dist = np.convolve(dist, row)
+    at = round(observed)
+    cdf = float(dist[: at + 1].sum())
+    return min(1.0, cdf), min(1.0, max(0.0, cdf - 0.5 * float(dist[at])))
+
+
+def cetw(
+    passes: object,
+    trials: object,
+    today: object,
+    samples: object = 1,
+    *,
+    design_drop: float = 0.05,
+    broken_factor: float = 0.1,
+) -> float:
+    """The failure-weighted conditional test for "some items broke".
+
+    A failure of an item that nearly always passed weighs far more than one more failure
+    of a flaky item: the weights are the log likelihood ratio of "each item broke with
+    probability f, its pass rate times ``broken_factor``" (STATISTICS.md 3.3), with f set
+    so the expected drop is ``design_drop``.
+
+    Returns:
+        P(T >= t) under the null, computed exactly on the lattice of rounded weights.
+    """
+    c, m, x = _as_float(passes), _as_float(trials), _as_float(today)
+    k = np.broadcast_to(_as_float(samples), x.shape).astype(np.float64)
+    if x.size == 0 or m.sum() <= 0:
+        return 1.0
+    pi = (c + x) / (m + k)
+    base_rate = max(float(c.sum() / m.sum()), 1e-9)
+    f = min(0.5, design_drop / ((1.0 - broken_factor) * base_rate))
+    l_pass = math.log1p(f * (broken_factor - 1.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        l_fail = np.log1p(f * ((1.0 - broken_factor * pi) / (1.0 - pi) - 1.0))
+    weight = l_fail - l_pass
+    # Items that all passed or all failed (today included) are fixed by the conditioning.
+    free = (pi > 0) & (pi < 1)
+    if not free.any():
+        return 1.0
+    weight, c, m, x, k = weight[free], c[free], m[free], x[free], k[free]
+    unit = float(weight.max()) / LATTICE_STEPS
+    steps = np.maximum(np.rint(weight / unit), 1.0)
+    observed = int(((k - x) * steps).sum())
+    # Group identical items: same null pmf of today's passes and same weight.
+    keys = np.stack([c + x, m + k, k, steps], axis=1)
+    strata, counts = np.unique(keys, axis=0, return_counts=True)
+    if np.all(strata[:, 2] == 1):
+        share = strata[:, 0] / strata[:, 1]
+        pmfs = np.stack([1.0 - share, share], axis=1)
+    else:
+        pmfs = _hypergeom_pmfs(strata[:, 0], strata[:, 1], strata[:, 2])
+    support = int((counts * strata[:, 2] * strata[:, 3]).sum())
+    size = 1 << max(4, support.bit_length())
+    # The null's characteristic function on the FFT grid: a product over strata of
+    # (sum_f pmf(f) * w^(f * step))^count, with w the size-th roots of unity.
+    roots = np.exp(-2j * np.pi * np.arange(size) / size)
+    j = np.arange(size // 2 + 1)
+    log_cf = np.zeros(j.shape, dtype=np.complex128)
+    zero = np.zeros(j.shape, dtype=bool)
+    for (_, _, draws, step), count, pmf in zip(strata, counts, pmfs, strict=True):
+        cf = np.zeros(j.shape, dtype=np.complex128)
+        for passed, weight in enumerate(pmf):
+            if weight > 0:
+                cf += weight * roots[(j * int((draws - passed) * step)) % size]
+        small = np.abs(cf) < 1e-300
+        zero |= small
+        log_cf += count * np.log(np.where(small, 1.0, cf))
+    cf_total = np.where(zero, 0.0, np.exp(log_cf))
+    dist = np.clip(np.fft.irfft(cf_total, size), 0.0, None)
+    return float(min(1.0, dist[observed:].sum() / dist.sum()))
+
+
+def binary_test(
+    passes: object,
+    trials: object,
+    today: object,
+    samples: object = 1,
+    *,
+    design_drop: float = 0.05,
+    weighted: bool = True,
+) -> BinaryTest:
+    """CET and (unless ``weighted`` is False) CETW on the same items."""
+    c, m, x = _as_float(passes), _as_float(trials), _as_float(today)
+    k = np.broadcast_to(_as_float(samples), x.shape).astype(np.float64)
+    p, mid = cet(c, m, x, k)
+    p_w = cetw(c, m, x, k, design_drop=design_drop) if weighted else 1.0
+    drop = float(np.mean(c / m - x / k)) if x.size else 0.0
+    return BinaryTest(items=int(x.size), p_cet=p, p_mid=mid, p_cetw=p_w, drop=drop)
+
+
+def graded_test(
+    history: list[FloatArray], today: object, *, seed: int = 0, draws: int = GRADED_MC_DRAWS
+) -> GradedTest:
+    """A stratified permutation test of graded scores (STATISTICS.md 3.4).
+
+    ``D = sum_i (y_i - mean_i)`` where ``mean_i`` averages the item's baseline values and
+    today's; under the null today's value is a uniform pick among them. A normal
+    approximation answers when it is far from significance; below ``GRADED_MC_BELOW``
+    a seeded Monte Carlo over the picks gives the reported p-value.
+
+    Args:
+        history: Per item, its baseline scores.
+        today: Per item, today's score.
+        seed: Seeds the Monte Carlo, so a stored p-value can be reproduced.
+        draws: Monte Carlo draws.
+    """
+    y = _as_float(today)
+    if y.size == 0:
+        return GradedTest(items=0, p_value=1.0, drop=0.0)
+    pools = [np.append(h, v) for h, v in zip(history, y, strict=True)]
+    means = np.array([p.mean() for p in pools])
+    variances = np.array([p.var() for p in pools])
+    observed = float((y - means).sum())
+    drop = float(np.mean([h.mean() for h in history]) - y.mean())
+    sd = math.sqrt(float(variances.sum()))
+    if sd <= 1e-12:
+        return GradedTest(items=int(y.size), p_value=1.0, drop=drop)
+    p_normal = float(stats.norm.cdf((observed + 1e-9) / sd))
+    if p_normal > GRADED_MC_BELOW:
+        return GradedTest(items=int(y.size), p_value=p_normal, drop=drop)
+    rng = np.random.default_rng(seed)
+    hits = 0
+    chunk = 2_000
+    for start in range(0, draws, chunk):
+        n = min(chunk, draws - start)
+        total = np.zeros(n)
+        for pool, mean in zip(pools, means, strict=True):
+            total += pool[rng.integers(0, pool.size, n)] - mean
+        hits += int(np.count_nonzero(total <= observed + 1e-9))
+    return GradedTest(items=int(y.size), p_value=(hits + 1) / (draws + 1), drop=drop)
+
+
+def surprise(passes: float, trials: float, failed_today: bool) -> float:
+    """How surprising today's failure of an item is: ``-log(1 - smoothed pass rate)``."""
+    if not failed_today:
+        return 0.0
+    rate = (passes + 0.5) / (trials + 1.0)
+    return -math.log(1.0 - rate)

@@ -1,0 +1,85 @@
+"""PURE: incident state transitions for one (route, eval set), one run at a time.
+
+A finding opens an incident for its metric unless one is open; later bad runs attach
+to it without new alerts; ``recover_runs`` healthy runs in a row resolve it
+(hysteresis, so a route that flaps around its threshold pages once, not daily). The
+store persists the result, with the alert events, in the run's detection transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from routewatch.detect.findings import Candidate
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpenIncident:
+    """An incident that is open before the run."""
+
+    id: int
+    metric: str
+    healthy_streak: int = 0
+    """Healthy runs in a row since the last bad one."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transition:
+    """What one run does to the incidents of its route and eval set."""
+
+    opened: tuple[Candidate, ...] = ()
+    """The first finding of each metric that had no open incident."""
+    attached: tuple[int, ...] = ()
+    """Open incidents this run was bad for (their healthy streak restarts)."""
+    recovering: tuple[tuple[int, int], ...] = ()
+    """``(incident id, new healthy streak)`` for open incidents this run was healthy for."""
+    resolved: tuple[int, ...] = ()
+    """Incidents this run resolved."""
+    in_incident: frozenset[str] = frozenset()
+    """Metrics with an incident open during this run: left out of later baselines."""
+
+
+def advance(
+    open_incidents: Sequence[OpenIncident],
+    findings: Iterable[Candidate],
+    bad_metrics: Iterable[str],
+    *,
+    recover_runs: int,
+    known: bool = True,
+) -> Transition:
+    """The transition a run causes.
+
+    Args:
+        open_incidents: Open incidents before the run, at most one per metric.
+        findings: Candidates that page (``Decision.findings``).
+        bad_metrics: Metrics the run looked bad for (``Decision.bad_metrics``).
+        recover_runs: Healthy runs in a row that resolve an incident.
+        known: False while the baseline is unknown: open incidents are left as they are.
+    """
+    by_metric = {i.metric: i for i in open_incidents}
+    bad = set(bad_metrics)
+    opened: dict[str, Candidate] = {}
+    for f in findings:
+        bad.add(f.metric)
+        if f.metric not in by_metric and f.metric not in opened:
+            opened[f.metric] = f
+    attached, recovering, resolved = [], [], []
+    for incident in open_incidents:
+        if not known:
+            continue
+        if incident.metric in bad:
+            attached.append(incident.id)
+            continue
+        streak = incident.healthy_streak + 1
+        if streak >= recover_runs:
+            resolved.append(incident.id)
+        else:
+            recovering.append((incident.id, streak))
+    return Transition(
+        opened=tuple(opened.values()),
+        attached=tuple(attached),
+        recovering=tuple(recovering),
+        resolved=tuple(resolved),
+        in_incident=frozenset(by_metric) | frozenset(opened),
+    )
