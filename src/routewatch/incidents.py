@@ -38,6 +38,8 @@ class Transition:
     """Incidents this run resolved."""
     in_incident: frozenset[str] = frozenset()
     """Metrics with an incident open during this run: left out of later baselines."""
+    open_after: frozenset[str] = frozenset()
+    """Metrics with an incident still open after this run."""
 
 
 def advance(
@@ -82,4 +84,6 @@ def advance(
         recovering=tuple(recovering),
         resolved=tuple(resolved),
         in_incident=frozenset(by_metric) | frozenset(opened),
+        open_after=frozenset(i.metric for i in open_incidents if i.id not in set(resolved))
+        | frozenset(opened),
     )

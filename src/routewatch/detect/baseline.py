@@ -97,13 +97,16 @@ def item_histories(runs: Sequence[RunRecord]) -> dict[str, ItemHistory]:
     out: dict[str, ItemHistory] = {}
     for run in runs:
         for key, item in run.items.items():
-            if item.samples_scored == 0 or item.score is None:
+            score = item.score
+            if score is None or item.samples_scored == 0:
                 continue
-            h = out.setdefault(key, ItemHistory())
+            h = out.get(key)
+            if h is None:
+                h = out[key] = ItemHistory()
             h.passes += item.samples_passed
             h.trials += item.samples_scored
             h.runs += 1
-            h.scores.append(item.score)
+            h.scores.append(score)
     return out
 
 

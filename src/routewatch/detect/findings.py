@@ -184,7 +184,7 @@ def evaluate(
             [p[1].samples_scored for p in pairs],
             design_drop=settings.design_drop,
         )
-        rule = _sigma(base, pairs, settings)
+        rule = _sigma(base, pairs, settings, graded=graded_scores)
         drop_ok = binary.drop >= settings.min_effect
         worst = _worst_binary(pairs)
         quality = {
@@ -311,6 +311,8 @@ def _sigma(
     base: Sequence[RunRecord],
     pairs: Sequence[tuple[str, ItemOutcome, ItemHistory]],
     settings: Detection,
+    *,
+    graded: bool,
 ) -> SigmaRule:
     """The sigma rule on the paired items, so an eval-set change compares like with like."""
     keys = [key for key, _, _ in pairs]
@@ -320,7 +322,7 @@ def _sigma(
         if (s := weighted_score([run.items[k] for k in keys if k in run.items])) is not None
     ]
     observed = weighted_score([item for _, item, _ in pairs]) or 0.0  # every pair is scored
-    if _graded(pairs):
+    if graded:
         floor = graded_sd_floor([h.scores for _, _, h in pairs])
     else:
         floor = binary_sd_floor([h.passes for _, _, h in pairs], [h.trials for _, _, h in pairs])

@@ -69,8 +69,9 @@ def _hypergeom_pmfs(total: FloatArray, trials: FloatArray, draws: FloatArray) ->
     """Row i: P(today's passes = j), j = 0..max(draws), under the conditional null."""
     width = int(draws.max()) + 1
     j = np.arange(width, dtype=np.float64)
-    pmf = stats.hypergeom.pmf(j[None, :], trials[:, None], total[:, None], draws[:, None]).astype(
-        np.float64
+    pmf = np.asarray(
+        stats.hypergeom.pmf(j[None, :], trials[:, None], total[:, None], draws[:, None]),
+        dtype=np.float64,
     )
     return np.where(j[None, :] <= draws[:, None], np.nan_to_num(pmf), 0.0)
 

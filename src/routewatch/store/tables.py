@@ -340,6 +340,10 @@ class IncidentRow(Base):
     p_value: Mapped[float | None]
     severity: Mapped[str] = mapped_column(String(32))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+    healthy_streak: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    """Healthy runs in a row since the last bad one; ``recover_runs`` of them resolve it."""
+    last_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    """The latest run that was bad for this incident's metric."""
 
 
 class AlertStateRow(Base):
@@ -417,3 +421,55 @@ class SchedulerLeaseRow(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     owner: Mapped[str] = mapped_column(String(200))
     expires_at: Mapped[datetime]
+
+
+class ItemOutcomeRow(Base):
+    """One item's outcome in one run: what the paired tests compare, item by item.
+
+    Written with the run's totals when it completes. ``item_hash`` pairs an item with
+    itself across eval-set versions, so unchanged items keep their history.
+    """
+
+    __tablename__ = "item_outcomes"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    item_hash: Mapped[str] = mapped_column(String(HASH_LENGTH), primary_key=True)
+    item_id: Mapped[str] = mapped_column(String(200))
+    weight: Mapped[float]
+    critical: Mapped[bool]
+    score: Mapped[float | None]
+    passed: Mapped[bool | None]
+    samples_scored: Mapped[int]
+    samples_passed: Mapped[int]
+    samples_errored: Mapped[int]
+
+
+class DetectionRow(Base):
+    """What detection concluded about one completed run, kept for status and the report."""
+
+    __tablename__ = "detections"
+    __table_args__ = (
+        Index("ix_detections_route_eval_set_name_at", "route", "eval_set_name", "at"),
+    )
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    route: Mapped[str] = mapped_column(String(200))
+    eval_set_name: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime]
+    known: Mapped[bool]
+    """False while the baseline has too few runs: the ``unknown`` state."""
+    baseline_runs: Mapped[int]
+    paired_items: Mapped[int]
+    observed: Mapped[float | None]
+    baseline_mean: Mapped[float | None]
+    baseline_sd: Mapped[float | None]
+    lower_limit: Mapped[float | None]
+    """The sigma rule's limit: ``mean - sigma * max(sd, floor)``."""
+    p_value: Mapped[float | None]
+    """The smallest quality p-value (count, weighted or graded test)."""
+    cusum: Mapped[float] = mapped_column(default=0.0, server_default=text("0"))
+    in_incident: Mapped[list[str]] = mapped_column(JSON)
+    """Metrics with an incident open during this run: left out of their baselines."""
+    findings: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    """Every detector's verdict, paging or not."""
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)

@@ -1,0 +1,373 @@
+"""Detection's reads and writes: run histories in, findings, incidents and events out.
+
+``load_history`` turns stored runs into ``detect.RunRecord`` values (newest first).
+``record_detection`` writes what one run's detection concluded in one transaction: the
+``detections`` row, incident changes and the outbox events that announce them, so an
+incident never exists without its alert, nor an alert without its incident. A run is
+detected once: a second call for the same run changes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from routewatch.detect.baseline import ItemOutcome, RunRecord
+from routewatch.detect.findings import Candidate, Decision, Metric
+from routewatch.incidents import OpenIncident, Transition
+from routewatch.store.tables import (
+    DetectionRow,
+    IncidentRow,
+    IncidentStatus,
+    ItemOutcomeRow,
+    OutboxRow,
+    OutboxStatus,
+    RunRow,
+    RunStatus,
+)
+
+HISTORY_SLACK = 60
+"""Runs fetched beyond ``baseline_runs + guard_runs``, so a baseline can reach back past
+runs left out for an open incident; an incident longer than this shrinks the baseline."""
+
+
+def item_outcome_rows(run_id: int, items: Sequence[ItemOutcome]) -> list[dict[str, Any]]:
+    """``item_outcomes`` rows for one run."""
+    return [
+        {
+            "run_id": run_id,
+            "item_hash": i.item_hash,
+            "item_id": i.item_id,
+            "weight": i.weight,
+            "critical": i.critical,
+            "score": i.score,
+            "passed": i.passed,
+            "samples_scored": i.samples_scored,
+            "samples_passed": i.samples_passed,
+            "samples_errored": i.samples_errored,
+        }
+        for i in items
+    ]
+
+
+def load_history(
+    engine: Engine, *, route: str, eval_set_name: str, before: datetime, limit: int
+) -> list[RunRecord]:
+    """Completed runs of (route, eval set) with ``at`` before ``before``, newest first."""
+    with engine.connect() as conn:
+        runs = conn.execute(
+            select(RunRow)
+            .where(
+                RunRow.route == route,
+                RunRow.eval_set_name == eval_set_name,
+                RunRow.status == RunStatus.completed,
+                RunRow.at < before,
+            )
+            .order_by(RunRow.at.desc())
+            .limit(limit)
+        ).scalars()
+        rows = list(runs)
+        return _records(conn, rows)
+
+
+def load_run(engine: Engine, run_id: int) -> RunRecord | None:
+    """One completed run as a ``RunRecord``; None when it is not completed."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(RunRow).where(RunRow.id == run_id, RunRow.status == RunStatus.completed)
+        ).scalar_one_or_none()
+        if row is None:
+            return None
+        return _records(conn, [row])[0]
+
+
+def _records(conn: Connection, rows: Sequence[RunRow]) -> list[RunRecord]:
+    ids = [r.id for r in rows]
+    if not ids:
+        return []
+    items: dict[int, dict[str, ItemOutcome]] = {i: {} for i in ids}
+    for o in conn.execute(select(ItemOutcomeRow).where(ItemOutcomeRow.run_id.in_(ids))).scalars():
+        items[o.run_id][o.item_hash] = ItemOutcome(
+            item_hash=o.item_hash,
+            item_id=o.item_id,
+            weight=o.weight,
+            critical=o.critical,
+            score=o.score,
+            passed=o.passed,
+            samples_scored=o.samples_scored,
+            samples_passed=o.samples_passed,
+            samples_errored=o.samples_errored,
+        )
+    detected = {
+        d.run_id: d
+        for d in conn.execute(
+            select(DetectionRow.run_id, DetectionRow.in_incident, DetectionRow.cusum).where(
+                DetectionRow.run_id.in_(ids)
+            )
+        )
+    }
+    out = []
+    for r in rows:
+        d = detected.get(r.id)
+        out.append(
+            RunRecord(
+                run_id=r.id,
+                at=r.at,
+                items=items[r.id],
+                results_total=r.results_total or 0,
+                errors_total=r.errors_total or 0,
+                p95_latency_ms=r.p95_latency_ms,
+                cost_usd=r.cost_usd,
+                judge_suspect=r.judge_suspect,
+                incident_metrics=frozenset(d.in_incident) if d else frozenset(),
+                cusum=d.cusum if d else 0.0,
+            )
+        )
+    return out
+
+
+def already_detected(engine: Engine, run_id: int) -> bool:
+    """Whether detection has already been recorded for ``run_id``."""
+    with engine.connect() as conn:
+        found = conn.execute(select(DetectionRow.run_id).where(DetectionRow.run_id == run_id))
+        return found.first() is not None
+
+
+def open_incidents(engine: Engine, *, route: str, eval_set_name: str) -> list[OpenIncident]:
+    """The open incidents of (route, eval set), one per metric."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(IncidentRow.id, IncidentRow.metric, IncidentRow.healthy_streak).where(
+                IncidentRow.route == route,
+                IncidentRow.eval_set_name == eval_set_name,
+                IncidentRow.status == IncidentStatus.open,
+            )
+        ).all()
+    return [OpenIncident(id=r.id, metric=r.metric, healthy_streak=r.healthy_streak) for r in rows]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recorded:
+    """What ``record_detection`` wrote."""
+
+    written: bool
+    """False when the run had been detected before: nothing was changed."""
+    opened: tuple[int, ...] = ()
+    resolved: tuple[int, ...] = ()
+    events: int = 0
+
+
+def record_detection(
+    engine: Engine,
+    *,
+    run: RunRecord,
+    route: str,
+    eval_set_name: str,
+    decision: Decision,
+    transition: Transition,
+    targets: Sequence[str],
+    now: datetime,
+) -> Recorded:
+    """Write one run's detection, incident changes and outbox events in one transaction.
+
+    Args:
+        engine: The database.
+        run: The run that was judged.
+        route: Its route.
+        eval_set_name: Its eval set.
+        decision: ``detect.findings.decide``'s verdict on it.
+        transition: ``incidents.advance``'s changes for it.
+        targets: Alert targets (``slack``, ``webhook:0``, ...): one outbox row per event
+            and target.
+        now: Wall-clock time of the write.
+    """
+    ev = decision.evaluation
+    rule = ev.sigma
+    quality_p = [
+        c.p_value for c in ev.candidates if c.metric == Metric.score and c.p_value is not None
+    ]
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                insert(DetectionRow).values(
+                    run_id=run.run_id,
+                    route=route,
+                    eval_set_name=eval_set_name,
+                    at=run.at,
+                    known=ev.known,
+                    baseline_runs=ev.baseline_runs,
+                    paired_items=ev.paired_items,
+                    observed=rule.observed if rule else None,
+                    baseline_mean=rule.mean if rule else None,
+                    baseline_sd=rule.sd if rule else None,
+                    lower_limit=rule.lower_limit if rule else None,
+                    p_value=min(quality_p) if quality_p else None,
+                    cusum=0.0 if Metric.score in transition.open_after else ev.cusum,
+                    in_incident=sorted(transition.in_incident),
+                    findings=[
+                        candidate_json(c, paged=c in decision.findings) for c in ev.candidates
+                    ],
+                    created_at=now,
+                )
+            )
+            opened, events = [], 0
+            for finding in transition.opened:
+                incident_id = conn.execute(
+                    insert(IncidentRow)
+                    .values(
+                        route=route,
+                        eval_set_name=eval_set_name,
+                        metric=finding.metric,
+                        detector=finding.detector.value,
+                        status=IncidentStatus.open,
+                        opened_at=run.at,
+                        opening_run_id=run.run_id,
+                        last_run_id=run.run_id,
+                        observed=finding.observed,
+                        baseline_mean=finding.baseline_mean,
+                        baseline_sd=finding.baseline_sd,
+                        threshold=finding.threshold,
+                        p_value=finding.p_value,
+                        severity="page",
+                        detail={"finding": candidate_json(finding, paged=True)},
+                        healthy_streak=0,
+                    )
+                    .returning(IncidentRow.id)
+                ).scalar_one()
+                opened.append(incident_id)
+                events += _enqueue(
+                    conn,
+                    event_body("incident.opened", route, eval_set_name, run, finding, incident_id),
+                    targets,
+                    now,
+                )
+            for incident_id in transition.attached:
+                conn.execute(
+                    update(IncidentRow)
+                    .where(IncidentRow.id == incident_id)
+                    .values(healthy_streak=0, last_run_id=run.run_id)
+                )
+            for incident_id, streak in transition.recovering:
+                conn.execute(
+                    update(IncidentRow)
+                    .where(IncidentRow.id == incident_id)
+                    .values(healthy_streak=streak)
+                )
+            for incident_id in transition.resolved:
+                row = conn.execute(
+                    select(IncidentRow).where(IncidentRow.id == incident_id)
+                ).scalar_one()
+                conn.execute(
+                    update(IncidentRow)
+                    .where(IncidentRow.id == incident_id)
+                    .values(
+                        status=IncidentStatus.resolved,
+                        resolved_at=run.at,
+                        resolving_run_id=run.run_id,
+                        healthy_streak=row.healthy_streak + 1,
+                    )
+                )
+                current = _current(ev.candidates, row.metric)
+                events += _enqueue(
+                    conn,
+                    {
+                        **event_body(
+                            "incident.resolved", route, eval_set_name, run, current, incident_id
+                        ),
+                        "metric": row.metric,
+                        "detector": row.detector,
+                    },
+                    targets,
+                    now,
+                )
+    except IntegrityError:
+        if already_detected(engine, run.run_id):
+            return Recorded(written=False)
+        raise
+    return Recorded(written=True, opened=tuple(opened), resolved=transition.resolved, events=events)
+
+
+def _current(candidates: Sequence[Candidate], metric: str) -> Candidate | None:
+    """The candidate that best describes ``metric`` on the resolving run."""
+    for c in candidates:
+        if c.metric == metric and c.p_value is not None:
+            return c
+    return next((c for c in candidates if c.metric == metric), None)
+
+
+def candidate_json(c: Candidate, *, paged: bool) -> dict[str, Any]:
+    """A candidate as stored in ``detections.findings`` and incident details."""
+    return {
+        "metric": c.metric,
+        "detector": c.detector.value,
+        "observed": _num(c.observed),
+        "baseline_mean": _num(c.baseline_mean),
+        "baseline_sd": _num(c.baseline_sd),
+        "threshold": _num(c.threshold),
+        "p_value": _num(c.p_value),
+        "fired": c.fired,
+        "effect_ok": c.effect_ok,
+        "pages": c.pages,
+        "paged": paged,
+        "worst_items": [asdict(w) for w in c.worst_items],
+    }
+
+
+def event_body(
+    event: str,
+    route: str,
+    eval_set_name: str,
+    run: RunRecord,
+    finding: Candidate | None,
+    incident_id: int,
+) -> dict[str, Any]:
+    """The webhook body of DESIGN.md for an incident event."""
+    return {
+        "event": event,
+        "id": str(uuid.uuid4()),
+        "at": run.at.isoformat(),
+        "route": route,
+        "eval_set": eval_set_name,
+        "incident_id": incident_id,
+        "metric": finding.metric if finding else None,
+        "observed": _num(finding.observed) if finding else None,
+        "baseline_mean": _num(finding.baseline_mean) if finding else None,
+        "baseline_sd": _num(finding.baseline_sd) if finding else None,
+        "threshold": _num(finding.threshold) if finding else None,
+        "detector": finding.detector.value if finding else None,
+        "p_value": _num(finding.p_value) if finding else None,
+        "run_id": run.run_id,
+        "worst_items": [asdict(w) for w in finding.worst_items] if finding else [],
+    }
+
+
+def _enqueue(
+    conn: Connection, body: Mapping[str, Any], targets: Sequence[str], now: datetime
+) -> int:
+    for target in targets:
+        conn.execute(
+            insert(OutboxRow).values(
+                delivery_id=str(uuid.uuid4()),
+                event=body["event"],
+                target=target,
+                payload=dict(body),
+                created_at=now,
+                status=OutboxStatus.pending,
+                attempts=0,
+                next_attempt_at=now,
+            )
+        )
+    return len(targets)
+
+
+def _num(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
