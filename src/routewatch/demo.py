@@ -14,6 +14,7 @@ from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 from routewatch.clock import Clock
+from routewatch.cycle import completed_runs, detect_cycle
 from routewatch.project import Project, load_project
 from routewatch.runner import RunReport, execute, plan_runs, replay_gc
 from routewatch.scaffold import CONFIG_TEMPLATE, template_text, write_project
@@ -71,7 +72,9 @@ def run_demo(
                     on_day(at)
                 plans = plan_runs(local.config, routes=[], at=at, now=clock.now())
                 with replay_gc():
-                    reports += asyncio.run(execute(local, engine, plans, env=env, clock=clock))
+                    day = asyncio.run(execute(local, engine, plans, env=env, clock=clock))
+                detect_cycle(engine, local.config, completed_runs(day), now=clock.now())
+                reports += day
     finally:
         engine.dispose()
     return DemoResult(config_path=config_path, reports=reports)

@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 from routewatch.checks import run_checks
 from routewatch.clock import Clock
 from routewatch.config import Config, Route
+from routewatch.detect.baseline import ItemOutcome
 from routewatch.errors import RoutewatchError, UsageError
 from routewatch.evalset import EvalSet, Item
 from routewatch.judge.engine import Judgement, JudgeRunner
@@ -37,6 +38,7 @@ from routewatch.scoring import (
     WeightedItem,
     cost_usd,
     item_score,
+    passes,
     stored_sample_score,
     summarize,
 )
@@ -303,6 +305,7 @@ class _Run:
         summary = summarize_run(self.evalset, self.results)
         finish_run(
             self.engine,
+            items=item_outcomes(self.evalset, self.results),
             run_id=claim.run_id,
             owner=self.owner,
             now=self.clock.now(),
@@ -524,8 +527,7 @@ def _judge_for(
     return JudgeRunner(name, judge, pool.client(judge.provider), engine, evalset, clock)
 
 
-def summarize_run(evalset: EvalSet, results: Sequence[StoredResult]) -> RunSummary:
-    """A run's summary from its stored results (checks and judge scores alike)."""
+def _samples_by_item(results: Sequence[StoredResult]) -> dict[str, list[SampleOutcome]]:
     by_item: dict[str, list[SampleOutcome]] = {}
     for r in results:
         by_item.setdefault(r.item_id, []).append(
@@ -533,6 +535,36 @@ def summarize_run(evalset: EvalSet, results: Sequence[StoredResult]) -> RunSumma
                 score=stored_sample_score(r.scores), errored=r.errored, fallback=r.fallback
             )
         )
+    return by_item
+
+
+def item_outcomes(evalset: EvalSet, results: Sequence[StoredResult]) -> list[ItemOutcome]:
+    """Each item's outcome in a run, as detection compares it with the item's history."""
+    by_item = _samples_by_item(results)
+    out = []
+    for item in evalset.items:
+        samples = by_item.get(item.id, [])
+        scored = [s.score for s in samples if not (s.errored or s.fallback) and s.score is not None]
+        summary = item_score(item.id, samples, evalset.pass_threshold)
+        out.append(
+            ItemOutcome(
+                item_hash=item.hash,
+                item_id=item.id,
+                weight=item.weight,
+                critical=item.critical,
+                score=summary.score,
+                passed=summary.passed,
+                samples_scored=len(scored),
+                samples_passed=sum(1 for v in scored if passes(v, evalset.pass_threshold)),
+                samples_errored=summary.samples_errored,
+            )
+        )
+    return out
+
+
+def summarize_run(evalset: EvalSet, results: Sequence[StoredResult]) -> RunSummary:
+    """A run's summary from its stored results (checks and judge scores alike)."""
+    by_item = _samples_by_item(results)
     items = [
         WeightedItem(
             item=item_score(item.id, by_item.get(item.id, []), evalset.pass_threshold),

@@ -8,7 +8,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, text
 from sqlalchemy.orm import Session
 
 from routewatch.errors import DatabaseError
@@ -39,7 +39,7 @@ def test_upgrade_creates_every_table(db_url: str) -> None:
 def test_upgrade_leaves_the_database_at_head(db_url: str) -> None:
     upgrade(db_url)
 
-    assert current_revision(db_url) == head_revision() == "0001"
+    assert current_revision(db_url) == head_revision() == "0002"
 
 
 def test_current_revision_of_an_empty_database_is_none(db_url: str) -> None:
@@ -92,6 +92,60 @@ def test_downgrade_to_base_removes_every_table(db_url: str) -> None:
 
     engine.dispose()
     assert table_names(db_url) == {"alembic_version"}
+
+
+def _alembic(db_url: str, action: str, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(script_location()))
+    engine = create_engine_for(db_url, for_migrations=True)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        getattr(command, action)(config, revision)
+    engine.dispose()
+
+
+def test_upgrade_from_0001_keeps_incidents_and_adds_their_streak(db_url: str) -> None:
+    """Revision 0002 alters ``incidents`` in place (a table rebuild on SQLite)."""
+    _alembic(db_url, "upgrade", "0001")
+    engine = create_engine_for(db_url)
+    with engine.begin() as conn:
+        for statement in [*SEED_0001.split(";"), INCIDENT_0001]:
+            if statement.strip():
+                conn.execute(text(statement))
+
+    upgrade(db_url)
+
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT metric, healthy_streak, last_run_id FROM incidents")).one()
+    engine.dispose()
+    assert tuple(row) == ("score", 0, None)
+    assert current_revision(db_url) == "0002"
+
+
+def test_downgrade_from_0002_to_0001_drops_detection_tables(db_url: str) -> None:
+    upgrade(db_url)
+
+    _alembic(db_url, "downgrade", "0001")
+
+    assert "detections" not in table_names(db_url)
+    assert "item_outcomes" not in table_names(db_url)
+    assert "incidents" in table_names(db_url)
+
+
+SEED_0001 = """
+INSERT INTO eval_sets (id, name, version, scale_min, scale_max, pass_threshold, definition,
+    created_at) VALUES (1, 'faq', 'v', 1, 5, 0.5, '{}', '2026-11-01 00:00:00+00:00');
+INSERT INTO route_snapshots (id, route, provider, model, params, config_hash, first_seen_at)
+    VALUES (1, 'r', 'p', 'm', '{}', 'h', '2026-11-01 00:00:00+00:00');
+INSERT INTO runs (id, route, route_snapshot_id, eval_set_id, eval_set_name, slot_key, at,
+    started_at, status, judge_suspect, partially_judged) VALUES (1, 'r', 1, 1, 'faq', 's',
+    '2026-11-01 00:00:00+00:00', '2026-11-01 00:00:00+00:00', 'completed', false, false);
+"""
+INCIDENT_0001 = """
+INSERT INTO incidents (id, route, eval_set_name, metric, detector, status, opened_at,
+    opening_run_id, observed, severity, detail) VALUES (1, 'r', 'faq', 'score', 'sigma',
+    'open', '2026-11-01 00:00:00+00:00', 1, 0.5, 'page', '{}')
+"""
 
 
 def test_unreachable_server_raises_database_error_without_the_password() -> None:

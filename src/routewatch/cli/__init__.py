@@ -10,21 +10,12 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
-from enum import IntEnum
 
 import click
 
 from routewatch import __version__
+from routewatch.cli.exit_codes import ExitCode
 from routewatch.errors import InputError, RoutewatchError
-
-
-class ExitCode(IntEnum):
-    """Process exit codes; part of the public contract."""
-
-    ok = 0
-    bad_input = 1
-    failure = 2
-    regression = 3
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

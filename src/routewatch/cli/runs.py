@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
+from routewatch.cli.exit_codes import ExitCode
 from routewatch.cli.options import config_option
 from routewatch.cli.table import format_table, num, pct, usd
 from routewatch.clock import SystemClock, parse_instant
+from routewatch.cycle import RunVerdict, completed_runs, detect_cycle
 from routewatch.errors import UsageError
 from routewatch.project import Project, load_project
 from routewatch.runner import RunPlan, RunReport, execute, plan_runs, replay_gc
@@ -40,12 +42,12 @@ from routewatch.store.runs import ClaimOutcome
 @click.option(
     "--fail-on-regression",
     is_flag=True,
-    help="Exit 3 when a regression is found (detection is not built yet).",
+    help="Exit 3 when a run is degraded: a finding paged on it or an incident stays open.",
 )
 def run_command(
     config_path: Path, routes: tuple[str, ...], at: str | None, fail_on_regression: bool
-) -> None:
-    """One cycle now: replay each route's eval sets, score, store, print a summary."""
+) -> int:
+    """One cycle now: replay each route's eval sets, score, store, detect, print a summary."""
     env = dict(os.environ)
     project = load_project(config_path, env)
     try:
@@ -62,13 +64,17 @@ def run_command(
             reports = asyncio.run(
                 execute(project, engine, plans, env=env, clock=clock, on_result=tick)
             )
+        verdicts = detect_cycle(engine, project.config, completed_runs(reports), now=clock.now())
     finally:
         engine.dispose()
     for line in _notes(reports):
         click.echo(line, err=True)
-    click.echo(summary_table(reports))
-    if fail_on_regression:
-        click.echo("note: detection is not built yet, so no regression can be found", err=True)
+    for line in finding_lines(verdicts):
+        click.echo(line, err=True)
+    click.echo(summary_table(reports, {v.run_id: v for v in verdicts}))
+    if fail_on_regression and any(v.state == "degraded" for v in verdicts):
+        return ExitCode.regression
+    return ExitCode.ok
 
 
 def _calls(project: Project, plans: list[RunPlan]) -> int:
@@ -117,15 +123,34 @@ def _notes(reports: list[RunReport]) -> Iterator[str]:
             )
 
 
-def summary_table(reports: list[RunReport]) -> str:
-    """The per-run summary table ``run`` prints."""
+def finding_lines(verdicts: list[RunVerdict]) -> Iterator[str]:
+    """One line per incident opened or resolved, and per finding on an open incident."""
+    for v in verdicts:
+        where = f"{v.route} x {v.eval_set} (run {v.run_id})"
+        for f in v.findings:
+            new = " opened an incident" if v.opened else ""
+            p = f", p = {f.p_value:.2g}" if f.p_value is not None else ""
+            base = f" (baseline {f.baseline_mean:.3f})" if f.baseline_mean is not None else ""
+            yield f"{where}: {f.metric} {f.observed:.3f}{base} by {f.detector.value}{p}{new}"
+        if v.resolved:
+            yield f"{where}: resolved incident(s) {', '.join(map(str, v.resolved))}"
+
+
+def summary_table(
+    reports: list[RunReport], verdicts: Mapping[int, RunVerdict] | None = None
+) -> str:
+    """The per-run summary table ``run`` prints, with each run's detection state."""
+    verdicts = verdicts or {}
     rows = []
     for r in reports:
         s = r.summary
+        verdict = verdicts.get(r.run_id)
+        state = verdict.state if verdict is not None and not verdict.skipped else "-"
         if s is None:
             rows.append(
                 [r.route, r.eval_set, str(r.run_id), f"{r.at:%Y-%m-%d %H:%M}", r.outcome.value]
                 + ["-"] * 10
+                + [state]
             )
             continue
         rows.append(
@@ -145,6 +170,7 @@ def summary_table(reports: list[RunReport]) -> str:
                 usd(s.cost_usd),
                 f"{r.judge_calls}/{r.judge_calls_saved}",
                 usd(r.judge_cost_usd),
+                state,
             ]
         )
     headers = [
@@ -163,5 +189,6 @@ def summary_table(reports: list[RunReport]) -> str:
         "cost",
         "judge calls/saved",
         "judge cost",
+        "state",
     ]
     return format_table(headers, rows)

@@ -29,9 +29,9 @@ class Detector(StrEnum):
 
 
 SHARES: Mapping[Detector, float] = {
-    Detector.cet: 0.20,
+    Detector.cet: 0.25,
     Detector.cetw: 0.30,
-    Detector.cusum: 0.25,
+    Detector.cusum: 0.20,
     Detector.errors: 0.15,
     Detector.latency: 0.05,
     Detector.cost: 0.05,

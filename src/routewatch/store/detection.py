@@ -62,8 +62,8 @@ def load_history(
 ) -> list[RunRecord]:
     """Completed runs of (route, eval set) with ``at`` before ``before``, newest first."""
     with engine.connect() as conn:
-        runs = conn.execute(
-            select(RunRow)
+        rows = conn.execute(
+            select(RunRow.__table__)
             .where(
                 RunRow.route == route,
                 RunRow.eval_set_name == eval_set_name,
@@ -72,8 +72,7 @@ def load_history(
             )
             .order_by(RunRow.at.desc())
             .limit(limit)
-        ).scalars()
-        rows = list(runs)
+        ).all()
         return _records(conn, rows)
 
 
@@ -81,19 +80,22 @@ def load_run(engine: Engine, run_id: int) -> RunRecord | None:
     """One completed run as a ``RunRecord``; None when it is not completed."""
     with engine.connect() as conn:
         row = conn.execute(
-            select(RunRow).where(RunRow.id == run_id, RunRow.status == RunStatus.completed)
-        ).scalar_one_or_none()
+            select(RunRow.__table__).where(
+                RunRow.id == run_id, RunRow.status == RunStatus.completed
+            )
+        ).one_or_none()
         if row is None:
             return None
         return _records(conn, [row])[0]
 
 
-def _records(conn: Connection, rows: Sequence[RunRow]) -> list[RunRecord]:
+def _records(conn: Connection, rows: Sequence[Any]) -> list[RunRecord]:
     ids = [r.id for r in rows]
     if not ids:
         return []
     items: dict[int, dict[str, ItemOutcome]] = {i: {} for i in ids}
-    for o in conn.execute(select(ItemOutcomeRow).where(ItemOutcomeRow.run_id.in_(ids))).scalars():
+    outcomes = select(ItemOutcomeRow.__table__).where(ItemOutcomeRow.run_id.in_(ids))
+    for o in conn.execute(outcomes):
         items[o.run_id][o.item_hash] = ItemOutcome(
             item_hash=o.item_hash,
             item_id=o.item_id,
@@ -262,8 +264,8 @@ def record_detection(
                 )
             for incident_id in transition.resolved:
                 row = conn.execute(
-                    select(IncidentRow).where(IncidentRow.id == incident_id)
-                ).scalar_one()
+                    select(IncidentRow.__table__).where(IncidentRow.id == incident_id)
+                ).one()
                 conn.execute(
                     update(IncidentRow)
                     .where(IncidentRow.id == incident_id)

@@ -21,11 +21,14 @@ from sqlalchemy import Engine, and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from routewatch.config import Route
+from routewatch.detect.baseline import ItemOutcome
 from routewatch.evalset import EvalSet, content_hash
+from routewatch.store.detection import item_outcome_rows
 from routewatch.store.tables import (
     Base,
     EvalItemRow,
     EvalSetRow,
+    ItemOutcomeRow,
     RouteSnapshotRow,
     RunRow,
     RunStatus,
@@ -446,8 +449,9 @@ def finish_run(
     status: RunStatus,
     totals: Mapping[str, Any],
     error_message: str | None = None,
+    items: Sequence[ItemOutcome] = (),
 ) -> None:
-    """Record a run's end and totals; only its owner may.
+    """Record a run's end, totals and item outcomes in one transaction; only its owner may.
 
     Raises:
         LostClaimError: another process owns the run now.
@@ -464,6 +468,8 @@ def finish_run(
                 **totals,
             )
         ).rowcount
+        if done == 1 and items:
+            conn.execute(insert(ItemOutcomeRow), item_outcome_rows(run_id, items))
     if done != 1:
         raise LostClaimError(f"run {run_id} is no longer owned by {owner}")
 

@@ -1,0 +1,174 @@
+"""After a cycle's runs: detect, then record findings, incidents and their alert events.
+
+This is the shell around the pure ``detect`` and ``incidents`` modules. For each
+completed run it loads the route's history, evaluates the run, applies the fleet-wide
+false-alarm budget across the cycle's runs, advances the incidents and writes it all
+(with outbox events) in one transaction per run. Detection of a run happens once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine
+
+from routewatch.config import Config
+from routewatch.cron import parse_cron
+from routewatch.detect.budget import cycle_alpha
+from routewatch.detect.findings import Candidate, Evaluation, decide, evaluate, route_alpha
+from routewatch.incidents import advance
+from routewatch.runner import RunReport
+from routewatch.store.detection import (
+    HISTORY_SLACK,
+    already_detected,
+    load_history,
+    load_run,
+    open_incidents,
+    record_detection,
+)
+from routewatch.store.runs import ClaimOutcome
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompletedRun:
+    """A run to detect on."""
+
+    route: str
+    eval_set: str
+    run_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunVerdict:
+    """What detection concluded about one run, for the ``run`` summary."""
+
+    route: str
+    eval_set: str
+    run_id: int
+    known: bool
+    findings: tuple[Candidate, ...] = ()
+    """Candidates that paged on this run (new or continuing incidents)."""
+    opened: tuple[int, ...] = ()
+    """Incidents this run opened."""
+    resolved: tuple[int, ...] = ()
+    open_metrics: frozenset[str] = frozenset()
+    """Metrics with an incident open after this run."""
+    lower_limit: float | None = None
+    """The sigma rule's lower limit for this run's score."""
+    skipped: bool = False
+    """Detection had already been recorded for this run."""
+
+    @property
+    def state(self) -> str:
+        """``unknown``, ``degraded`` (an open incident) or ``healthy``."""
+        if self.open_metrics:
+            return "degraded"
+        return "healthy" if self.known else "unknown"
+
+
+def completed_runs(reports: Sequence[RunReport]) -> list[CompletedRun]:
+    """The runs of a cycle's reports that detection should look at.
+
+    Runs found already completed are included: if an earlier process stopped between
+    finishing a run and detecting it, this detects it now (and skips it otherwise).
+    """
+    return [
+        CompletedRun(route=r.route, eval_set=r.eval_set, run_id=r.run_id)
+        for r in reports
+        if r.summary is not None or r.outcome is ClaimOutcome.completed
+    ]
+
+
+def alert_targets(config: Config) -> list[str]:
+    """The outbox targets: ``slack`` and ``webhook:<index>``, as configured."""
+    targets = ["slack"] if config.alerts.slack is not None else []
+    return targets + [f"webhook:{i}" for i in range(len(config.alerts.webhooks))]
+
+
+def cycle_days(config: Config, route: str) -> float:
+    """Days between a route's scheduled runs (one when it runs on demand only)."""
+    schedule = config.routes[route].schedule
+    if schedule is None:
+        return 1.0
+    trigger = parse_cron(schedule, config.timezone)
+    start = datetime(2026, 1, 5, tzinfo=trigger.timezone)
+    fires: list[datetime] = []
+    now = start
+    for _ in range(50):
+        nxt = trigger.get_next_fire_time(fires[-1] if fires else None, now)
+        if nxt is None:
+            break
+        fires.append(nxt)
+        now = nxt + timedelta(seconds=1)
+    if len(fires) < 2:
+        return 1.0
+    return float((fires[-1] - fires[0]).total_seconds() / (len(fires) - 1) / 86400.0)
+
+
+def detect_cycle(
+    engine: Engine, config: Config, runs: Sequence[CompletedRun], *, now: datetime
+) -> list[RunVerdict]:
+    """Detect on ``runs`` (one cycle), record the outcome and return a verdict per run."""
+    settings = config.detection
+    tests = sum(len(r.evals) for r in config.routes.values())
+    pending: list[tuple[CompletedRun, Evaluation, float]] = []
+    verdicts: dict[int, RunVerdict] = {}
+    records = {}
+    for run in runs:
+        if already_detected(engine, run.run_id):
+            verdicts[run.run_id] = RunVerdict(
+                route=run.route, eval_set=run.eval_set, run_id=run.run_id, known=True, skipped=True
+            )
+            continue
+        record = load_run(engine, run.run_id)
+        if record is None:
+            continue
+        records[run.run_id] = record
+        history = load_history(
+            engine,
+            route=run.route,
+            eval_set_name=run.eval_set,
+            before=record.at,
+            limit=settings.baseline_runs + settings.guard_runs + HISTORY_SLACK,
+        )
+        alpha = cycle_alpha(settings.false_alarms_per_year, cycle_days(config, run.route))
+        evaluation = evaluate(
+            record, history, settings, alpha_route=route_alpha(settings, alpha, tests)
+        )
+        pending.append((run, evaluation, alpha))
+    for alpha in sorted({a for _, _, a in pending}):
+        group = [(run, ev) for run, ev, a in pending if a == alpha]
+        decisions = decide([ev for _, ev in group], settings, alpha_cycle=alpha, tests=tests)
+        for (run, ev), decision in zip(group, decisions, strict=True):
+            transition = advance(
+                open_incidents(engine, route=run.route, eval_set_name=run.eval_set),
+                decision.findings,
+                decision.bad_metrics,
+                recover_runs=settings.recover_runs,
+                known=ev.known,
+            )
+            recorded = record_detection(
+                engine,
+                run=records[run.run_id],
+                route=run.route,
+                eval_set_name=run.eval_set,
+                decision=decision,
+                transition=transition,
+                targets=alert_targets(config),
+                now=now,
+            )
+            verdicts[run.run_id] = RunVerdict(
+                route=run.route,
+                eval_set=run.eval_set,
+                run_id=run.run_id,
+                known=ev.known,
+                findings=decision.findings,
+                opened=recorded.opened,
+                resolved=recorded.resolved,
+                open_metrics=transition.open_after,
+                lower_limit=ev.sigma.lower_limit if ev.sigma else None,
+                skipped=not recorded.written,
+            )
+    return [verdicts[r.run_id] for r in runs if r.run_id in verdicts]
