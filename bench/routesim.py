@@ -61,7 +61,8 @@ def diffuse(p: np.ndarray, drop: float) -> np.ndarray:
 
     if gap(30.0) < 0:
         return np.zeros_like(p)
-    return 1 / (1 + np.exp(-(logit - optimize.brentq(gap, 0.0, 30.0))))
+    shifted: np.ndarray = 1 / (1 + np.exp(-(logit - optimize.brentq(gap, 0.0, 30.0))))
+    return shifted
 
 
 def record(

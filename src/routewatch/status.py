@@ -8,17 +8,20 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine
 
 from routewatch.config import Config
 from routewatch.store.queries import (
+    DetectionFacts,
+    IncidentFacts,
     RunFacts,
     completed_run_counts,
+    latest_detections,
     latest_policy_versions,
     latest_runs,
+    open_incidents_by_route,
 )
 
 ERRORING_RATE = 0.5
@@ -69,16 +72,46 @@ class LastRun(_Body):
 
 
 class Baseline(_Body):
-    """The route's baseline (filled in by detection)."""
+    """The baseline the route's newest detected run was compared with."""
 
     runs: int
-    """Runs in the baseline."""
+    """Runs in the baseline (fewer than ``min_baseline_runs``: still learning)."""
     mean: float | None
-    """Mean run score."""
+    """Mean run score over the paired items; null while learning."""
     sd: float | None
-    """Standard deviation of run scores."""
+    """Standard deviation of those run scores."""
     lower_limit: float | None
-    """``mean - sigma * sd``: the score below which the simple rule fires."""
+    """``mean - sigma * max(sd, floor)``: the score below which the simple rule fires."""
+
+
+class OpenIncident(_Body):
+    """An open incident of a route (the newest, when there are several)."""
+
+    id: int
+    """Incident id."""
+    eval_set: str
+    """Eval set it was found on."""
+    metric: str
+    """``score``, ``error_rate``, ``p95_latency_ms``, ``cost_per_call_usd`` or
+    ``critical:<item id>``."""
+    detector: str
+    """The detector that opened it."""
+    opened_at: datetime
+    """Logical time of the run that opened it."""
+    opening_run_id: int
+    """The run that opened it."""
+    observed: float
+    """The metric on that run."""
+    baseline_mean: float | None
+    """The metric's baseline then."""
+    threshold: float | None
+    """The detector's threshold (a p-value level, a lower limit, a count)."""
+    p_value: float | None
+    """The test's p-value, for p-valued detectors."""
+    healthy_streak: int
+    """Healthy runs in a row since the last bad one (``recover_runs`` resolve it)."""
+    others_open: int
+    """Further open incidents of the route (other metrics or eval sets)."""
 
 
 class RouteStatus(_Body):
@@ -92,8 +125,8 @@ class RouteStatus(_Body):
     """The newest finished run, if any."""
     baseline: Baseline | None
     """Null until detection has a baseline."""
-    open_incident: dict[str, Any] | None
-    """The open incident, if any."""
+    open_incident: OpenIncident | None
+    """The newest open incident, if any."""
 
 
 class PolicyStatus(_Body):
@@ -120,17 +153,28 @@ class StatusBody(_Body):
     """Every configured policy."""
 
 
-def route_state(last: RunFacts | None, completed_runs: int, min_baseline_runs: int) -> RouteState:
-    """Name a route's state from its newest run and how much history it has.
+def route_state(
+    last: RunFacts | None,
+    completed_runs: int,
+    min_baseline_runs: int,
+    *,
+    open_incidents: int = 0,
+    baseline_known: bool = True,
+) -> RouteState:
+    """Name a route's state from its newest run, its history and its open incidents.
 
     ``completed_runs`` is the fewest completed runs of any of the route's eval sets:
-    every set needs its own baseline before the route can be called healthy.
+    every set needs its own baseline before the route can be called healthy. A route
+    whose calls mostly fail is ``erroring`` before anything else; one with an open
+    incident is ``degraded``.
     """
     if last is None:
         return RouteState.unknown
     if last.status == "failed" or (last.error_rate or 0.0) >= ERRORING_RATE:
         return RouteState.erroring
-    if completed_runs < min_baseline_runs:
+    if open_incidents:
+        return RouteState.degraded
+    if completed_runs < min_baseline_runs or not baseline_known:
         return RouteState.unknown
     return RouteState.healthy
 
@@ -141,6 +185,8 @@ def build_status(engine: Engine, config: Config) -> StatusBody:
     last = latest_runs(engine, names)
     counts = completed_run_counts(engine, names)
     versions = latest_policy_versions(engine)
+    detections = latest_detections(engine, names)
+    incidents = open_incidents_by_route(engine, names)
     routes = [
         RouteStatus(
             route=name,
@@ -148,10 +194,12 @@ def build_status(engine: Engine, config: Config) -> StatusBody:
                 last.get(name),
                 min(counts.get((name, e), 0) for e in config.routes[name].evals),
                 config.detection.min_baseline_runs,
+                open_incidents=len(incidents.get(name, [])),
+                baseline_known=name not in detections or detections[name].known,
             ),
             last_run=_last_run(last.get(name)),
-            baseline=None,
-            open_incident=None,
+            baseline=_baseline(detections.get(name)),
+            open_incident=_incident(incidents.get(name, [])),
         )
         for name in names
     ]
@@ -166,6 +214,37 @@ def build_status(engine: Engine, config: Config) -> StatusBody:
         for name, policy in config.policies.items()
     ]
     return StatusBody(routes=routes, policies=policies)
+
+
+def _baseline(detection: DetectionFacts | None) -> Baseline | None:
+    if detection is None:
+        return None
+    return Baseline(
+        runs=detection.baseline_runs,
+        mean=detection.mean,
+        sd=detection.sd,
+        lower_limit=detection.lower_limit,
+    )
+
+
+def _incident(incidents: list[IncidentFacts]) -> OpenIncident | None:
+    if not incidents:
+        return None
+    newest = incidents[0]
+    return OpenIncident(
+        id=newest.id,
+        eval_set=newest.eval_set,
+        metric=newest.metric,
+        detector=newest.detector,
+        opened_at=newest.opened_at,
+        opening_run_id=newest.opening_run_id,
+        observed=newest.observed,
+        baseline_mean=newest.baseline_mean,
+        threshold=newest.threshold,
+        p_value=newest.p_value,
+        healthy_streak=newest.healthy_streak,
+        others_open=len(incidents) - 1,
+    )
 
 
 def _last_run(run: RunFacts | None) -> LastRun | None:

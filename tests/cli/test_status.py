@@ -46,7 +46,7 @@ def test_status_has_the_design_shape_and_names_each_state(
         "idle": {"model": "perfect"},
     }
     config = write_project(tmp_path, sim, routes)
-    for day in range(1, 6):
+    for day in range(1, 7):
         run(
             [
                 "run",
@@ -66,7 +66,7 @@ def test_status_has_the_design_shape_and_names_each_state(
     by_route = {r["route"]: r for r in body["routes"]}
     assert set(by_route["good"]) == {"route", "state", "last_run", "baseline", "open_incident"}
     assert set(by_route["good"]["last_run"]) >= LAST_RUN_KEYS
-    assert by_route["good"]["last_run"]["at"] == "2026-11-05T06:00:00Z"
+    assert by_route["good"]["last_run"]["at"] == "2026-11-06T06:00:00Z"
     assert (by_route["good"]["state"], by_route["broken"]["state"], by_route["idle"]["state"]) == (
         "healthy",
         "erroring",

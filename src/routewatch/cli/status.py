@@ -10,7 +10,7 @@ import click
 from routewatch.cli.options import config_option
 from routewatch.cli.table import format_table, num, pct, usd
 from routewatch.config import load_config
-from routewatch.status import StatusBody, build_status
+from routewatch.status import RouteStatus, StatusBody, build_status
 from routewatch.store.migrate import open_database
 
 
@@ -43,10 +43,24 @@ def status_table(body: StatusBody) -> str:
                 pct(last.error_rate) if last else "-",
                 num(last.p95_latency_ms, " ms") if last else "-",
                 usd(last.cost_usd) if last else "-",
+                num(r.baseline.lower_limit, digits=3) if r.baseline else "-",
+                _incident_text(r),
             ]
         )
     text = format_table(
-        ["route", "state", "last run", "score", "pass", "errors", "p95", "cost"], rows
+        [
+            "route",
+            "state",
+            "last run",
+            "score",
+            "pass",
+            "errors",
+            "p95",
+            "cost",
+            "lower limit",
+            "open incident",
+        ],
+        rows,
     )
     if body.policies:
         text += "\n\n" + format_table(
@@ -54,3 +68,11 @@ def status_table(body: StatusBody) -> str:
             [[p.name, p.mode, " > ".join(p.active_chain), str(p.version)] for p in body.policies],
         )
     return text
+
+
+def _incident_text(route: RouteStatus) -> str:
+    incident = route.open_incident
+    if incident is None:
+        return "-"
+    more = f" (+{incident.others_open} more)" if incident.others_open else ""
+    return f"#{incident.id} {incident.metric} since {incident.opened_at:%Y-%m-%d}{more}"

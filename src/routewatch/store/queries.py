@@ -12,7 +12,14 @@ from datetime import datetime
 
 from sqlalchemy import Engine, func, select
 
-from routewatch.store.tables import PolicyVersionRow, RunRow, RunStatus
+from routewatch.store.tables import (
+    DetectionRow,
+    IncidentRow,
+    IncidentStatus,
+    PolicyVersionRow,
+    RunRow,
+    RunStatus,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,3 +117,89 @@ def latest_policy_versions(engine: Engine) -> dict[str, PolicyVersion]:
             r.policy: PolicyVersion(policy=r.policy, version=r.version, chain=list(r.chain))
             for r in conn.execute(query)
         }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DetectionFacts:
+    """What detection concluded about a route's newest detected run."""
+
+    run_id: int
+    eval_set: str
+    known: bool
+    baseline_runs: int
+    mean: float | None
+    sd: float | None
+    lower_limit: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IncidentFacts:
+    """An open incident, as ``status`` shows it."""
+
+    id: int
+    route: str
+    eval_set: str
+    metric: str
+    detector: str
+    opened_at: datetime
+    opening_run_id: int
+    observed: float
+    baseline_mean: float | None
+    threshold: float | None
+    p_value: float | None
+    healthy_streak: int
+
+
+def latest_detections(engine: Engine, routes: Sequence[str]) -> dict[str, DetectionFacts]:
+    """The newest detection (by logical time) of each route, any eval set."""
+    out: dict[str, DetectionFacts] = {}
+    with engine.connect() as conn:
+        for route in routes:
+            row = conn.execute(
+                select(DetectionRow.__table__)
+                .where(DetectionRow.route == route)
+                .order_by(DetectionRow.at.desc(), DetectionRow.run_id.desc())
+                .limit(1)
+            ).first()
+            if row is not None:
+                out[route] = DetectionFacts(
+                    run_id=row.run_id,
+                    eval_set=row.eval_set_name,
+                    known=row.known,
+                    baseline_runs=row.baseline_runs,
+                    mean=row.baseline_mean,
+                    sd=row.baseline_sd,
+                    lower_limit=row.lower_limit,
+                )
+    return out
+
+
+def open_incidents_by_route(
+    engine: Engine, routes: Sequence[str]
+) -> dict[str, list[IncidentFacts]]:
+    """Each route's open incidents, newest first."""
+    query = (
+        select(IncidentRow.__table__)
+        .where(IncidentRow.route.in_(routes), IncidentRow.status == IncidentStatus.open)
+        .order_by(IncidentRow.opened_at.desc(), IncidentRow.id.desc())
+    )
+    out: dict[str, list[IncidentFacts]] = {}
+    with engine.connect() as conn:
+        for r in conn.execute(query):
+            out.setdefault(r.route, []).append(
+                IncidentFacts(
+                    id=r.id,
+                    route=r.route,
+                    eval_set=r.eval_set_name,
+                    metric=r.metric,
+                    detector=r.detector,
+                    opened_at=r.opened_at,
+                    opening_run_id=r.opening_run_id,
+                    observed=r.observed,
+                    baseline_mean=r.baseline_mean,
+                    threshold=r.threshold,
+                    p_value=r.p_value,
+                    healthy_streak=r.healthy_streak,
+                )
+            )
+    return out

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from routewatch.detect.paired import binary_test, cet, cetw, graded_test
+
+
+def test_cet_with_one_baseline_run_is_the_exact_mcnemar_test() -> None:
+    """With B = 1 only discordant items are free: a binomial on pass->fail vs fail->pass."""
+    base = np.array([1] * 30 + [0] * 5 + [1] * 6 + [0] * 2)
+    today = np.array([1] * 30 + [0] * 5 + [0] * 6 + [1] * 2)
+
+    p, _ = cet(base, np.ones_like(base), today)
+
+    mcnemar = stats.binomtest(6, 8, 0.5, alternative="greater").pvalue
+    assert p == pytest.approx(mcnemar)
+
+
+def _null_runs(rng: np.random.Generator, runs: int, n: int = 60, b: int = 14):
+    for _ in range(runs):
+        p = rng.beta(0.85, 0.15, n)
+        hist = rng.random((b + 1, n)) < p
+        yield hist[:b].sum(0), np.full(n, b), hist[b].astype(float)
+
+
+def test_cet_and_cetw_p_values_are_super_uniform_on_stable_routes() -> None:
+    rng = np.random.default_rng(7)
+    tests = [binary_test(c, m, x) for c, m, x in _null_runs(rng, 1500)]
+    se = (0.05 * 0.95 / len(tests)) ** 0.5
+
+    assert np.mean([t.p_cet <= 0.05 for t in tests]) <= 0.05 + 3 * se
+    assert np.mean([t.p_cetw <= 0.05 for t in tests]) <= 0.05 + 3 * se
+
+
+def test_cetw_matches_a_monte_carlo_of_its_null() -> None:
+    rng = np.random.default_rng(3)
+    c, m, x = next(_null_runs(rng, 1, n=80))
+    x[:4] = 0  # a few items break
+    pi = (c + x) / (m + 1)
+    free = (pi > 0) & (pi < 1)
+
+    p = cetw(c, m, x)
+
+    # Monte Carlo of the same lattice statistic: redraw today's outcomes given totals.
+    draws = rng.random((100_000, free.sum())) < pi[free]
+    exact_t = _lattice_t(c, m, x)
+    sim_t = np.array([_lattice_t(c, m, _fill(x, free, d)) for d in draws[:4000]])
+    assert p == pytest.approx(np.mean(sim_t >= exact_t - 1e-9), abs=0.02)
+
+
+def _fill(x: np.ndarray, free: np.ndarray, draw: np.ndarray) -> np.ndarray:
+    out = x.copy()
+    out[free] = draw
+    return out
+
+
+def _lattice_t(c: np.ndarray, m: np.ndarray, x_null: np.ndarray) -> float:
+    # Recompute the failure-weighted statistic with the weights of the observed run.
+    return float(((1 - x_null) * _weights(c, m, x_null)).sum())
+
+
+def _weights(c, m, x):
+    return np.where((c + x) / (m + 1) < 1, -np.log1p(-(c + 0.5) / (m + 1)), 0.0)
+
+
+def test_a_failure_of_a_reliable_item_weighs_more_than_of_a_flaky_one() -> None:
+    trials = np.full(100, 14)
+    passes = np.where(np.arange(100) < 50, 14, 7)  # 50 reliable items, 50 coin flips
+    usual = np.where(np.arange(100) < 50, 1.0, np.arange(100) % 2)  # flaky: half pass
+    reliable_fail = usual.copy()
+    reliable_fail[:3] = 0
+    flaky_fail = usual.copy()
+    flaky_fail[[51, 53, 55]] = 0
+
+    assert cetw(passes, trials, reliable_fail) < 0.01
+    assert cetw(passes, trials, flaky_fail) > 0.1
+
+
+def test_k_samples_per_item_use_the_hypergeometric_null() -> None:
+    """Two samples per item: pass counts 0..2 today against 28 baseline samples."""
+    rng = np.random.default_rng(5)
+    p = rng.beta(0.85, 0.15, 40)
+    c = rng.binomial(28, p)
+    today = rng.binomial(2, p)
+    today[:5] = 0
+
+    p_drop, _ = cet(c, np.full(40, 28), today, 2)
+    p_same, _ = cet(c, np.full(40, 28), rng.binomial(2, p), 2)
+
+    assert p_drop < 0.05 < p_same
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_item_order_does_not_change_the_p_values(data: st.DataObject) -> None:
+    n = data.draw(st.integers(5, 40))
+    c = np.array(data.draw(st.lists(st.integers(0, 10), min_size=n, max_size=n)))
+    x = np.array(data.draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)))
+    order = np.array(data.draw(st.permutations(range(n))))
+    m = np.full(n, 10)
+
+    a, b = binary_test(c, m, x), binary_test(c[order], m[order], x[order])
+
+    assert (a.p_cet, a.p_cetw) == pytest.approx((b.p_cet, b.p_cetw), rel=1e-6)
+
+
+def test_graded_test_finds_a_drop_and_not_noise() -> None:
+    rng = np.random.default_rng(9)
+    means = rng.uniform(0.5, 0.9, 80)
+    history = [np.clip(mu + rng.normal(0, 0.05, 14), 0, 1) for mu in means]
+
+    dropped = graded_test(history, np.clip(means - 0.1, 0, 1), seed=1)
+    same = graded_test(history, np.clip(means + rng.normal(0, 0.05, 80), 0, 1), seed=1)
+
+    assert dropped.p_value < 0.001
+    assert dropped.drop == pytest.approx(0.1, abs=0.02)
+    assert same.p_value > 0.01

@@ -1,0 +1,152 @@
+"""Detection after each cycle, end to end: simulator -> run -> incidents -> outbox -> status."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from routewatch.cli import run
+from runner_project import faq_simulator, rows, write_project
+
+WEBHOOK_SECRET = "s3cret-webhook-value"
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[str]:
+    """A simulator of our own: these tests change a model's quality through its admin API."""
+    folder = tmp_path / "sim"
+    folder.mkdir()
+    with faq_simulator(folder) as url:
+        yield url
+
+
+def project(tmp_path: Path, sim: str, db_url: str | None = None) -> Path:
+    path = write_project(tmp_path, sim, {"faq-bot": {"model": "perfect"}}, database_url=db_url)
+    config = yaml.safe_load(path.read_text())
+    config["alerts"] = {
+        "webhooks": [{"url": "http://127.0.0.1:9/hook", "secret_env": "RW_TEST_HOOK_SECRET"}]
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def day(config: Path, n: int, *extra: str) -> int:
+    return run(["run", "-c", str(config), "--at", f"2026-11-{n:02d}T06:00:00Z", *extra])
+
+
+def test_a_drop_opens_one_incident_with_its_event_and_status_shows_it(
+    tmp_path: Path, sim: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RW_TEST_HOOK_SECRET", WEBHOOK_SECRET)
+    config = project(tmp_path, sim)
+    db = f"sqlite:///{tmp_path / 'rw.db'}"
+    for n in range(1, 7):
+        assert day(config, n, "--fail-on-regression") == 0
+    httpx.patch(f"{sim}/admin/models/perfect", json={"quality": 0.0}).raise_for_status()
+    capsys.readouterr()
+
+    assert day(config, 7, "--fail-on-regression") == 3
+
+    out = capsys.readouterr()
+    assert "opened an incident" in out.err
+    incidents = rows(db, "incidents")
+    assert [(i["metric"], i["status"]) for i in incidents] == [("score", "open")]
+    outbox = rows(db, "outbox")
+    assert [(o["event"], o["target"]) for o in outbox] == [("incident.opened", "webhook:0")]
+    body = outbox[0]["payload"]
+    assert set(body) >= {
+        "event",
+        "id",
+        "at",
+        "route",
+        "eval_set",
+        "metric",
+        "observed",
+        "baseline_mean",
+        "baseline_sd",
+        "threshold",
+        "detector",
+        "p_value",
+        "run_id",
+        "worst_items",
+    }
+    assert body["route"] == "faq-bot"
+    assert body["observed"] < body["baseline_mean"]
+    assert body["worst_items"]
+    assert WEBHOOK_SECRET not in json.dumps(
+        [rows(db, t) for t in ("outbox", "incidents", "detections")], default=str
+    )
+    assert run(["status", "-c", str(config), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)["routes"][0]
+    assert status["state"] == "degraded"
+    assert status["open_incident"]["metric"] == "score"
+    # 6 earlier runs: 5 in the baseline, the newest held back as a (shrunk) guard band.
+    assert status["baseline"]["runs"] == 5
+    assert status["baseline"]["lower_limit"] is not None
+
+
+def test_further_bad_runs_attach_and_recovery_resolves_after_recover_runs(
+    tmp_path: Path, sim: str
+) -> None:
+    config = project(tmp_path, sim)
+    db = f"sqlite:///{tmp_path / 'rw.db'}"
+    for n in range(1, 7):
+        day(config, n)
+    httpx.patch(f"{sim}/admin/models/perfect", json={"quality": 0.0}).raise_for_status()
+    for n in (7, 8, 9):
+        day(config, n)
+    httpx.patch(f"{sim}/admin/models/perfect", json={"quality": 1.0}).raise_for_status()
+    for n in (10, 11):
+        day(config, n)
+    still_open = {i["metric"]: i["status"] for i in rows(db, "incidents")}
+
+    day(config, 12)
+
+    # The quality drop, and the critical item that failed on two runs in a row.
+    incidents = {i["metric"]: i for i in rows(db, "incidents")}
+    assert still_open == {"score": "open", "critical:refund-window": "open"}
+    assert {m: i["status"] for m, i in incidents.items()} == dict.fromkeys(still_open, "resolved")
+    assert incidents["score"]["last_run_id"] == 9
+    events = sorted(
+        (o["event"], o["payload"]["metric"], o["payload"]["run_id"]) for o in rows(db, "outbox")
+    )
+    assert events == [
+        ("incident.opened", "critical:refund-window", 8),
+        ("incident.opened", "score", 7),
+        ("incident.resolved", "critical:refund-window", 12),
+        ("incident.resolved", "score", 12),
+    ]
+    detections = {d["run_id"]: d for d in rows(db, "detections")}
+    assert all("score" in detections[r]["in_incident"] for r in (7, 8, 9, 10, 11, 12))
+
+
+def test_repeating_a_slot_detects_nothing_twice(tmp_path: Path, sim: str) -> None:
+    config = project(tmp_path, sim)
+    db = f"sqlite:///{tmp_path / 'rw.db'}"
+    for n in range(1, 7):
+        day(config, n)
+    httpx.patch(f"{sim}/admin/models/perfect", json={"quality": 0.0}).raise_for_status()
+    day(config, 7)
+
+    assert day(config, 7, "--fail-on-regression") == 0
+
+    assert len(rows(db, "incidents")) == 1
+    assert len(rows(db, "outbox")) == 1
+    assert len(rows(db, "detections")) == 7
+
+
+def test_detection_works_on_postgresql_too(tmp_path: Path, sim: str, pg_url: str) -> None:
+    config = project(tmp_path, sim, pg_url)
+    for n in range(1, 7):
+        day(config, n)
+    httpx.patch(f"{sim}/admin/models/perfect", json={"quality": 0.0}).raise_for_status()
+
+    assert day(config, 7, "--fail-on-regression") == 3
+
+    assert [i["metric"] for i in rows(pg_url, "incidents")] == ["score"]
+    assert len(rows(pg_url, "item_outcomes")) == 7 * 6
