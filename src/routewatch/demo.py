@@ -24,7 +24,7 @@ from routewatch.sim.server import serve_in_thread
 from routewatch.store.migrate import open_database
 
 SCENARIO_TEMPLATE = "demo-scenario.yaml"
-DEFAULT_DAYS = 7
+DEFAULT_DAYS = 14
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

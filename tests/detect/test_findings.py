@@ -173,3 +173,20 @@ def test_bonferroni_across_routes_is_stricter_than_one_route_alone() -> None:
 
     assert one.findings
     assert not [f for f in many.findings if f.p_value is not None]
+
+
+def test_a_judge_suspect_run_raises_no_quality_finding_and_keeps_the_cusum() -> None:
+    rng = np.random.default_rng(11)
+    p = near_det()
+    past = history(p, 21, rng)
+    past[0] = replace(past[0], cusum=2.5)
+    today = p.copy()
+    today[1:20] = 0
+    suspect = replace(record(22, today.astype(int), 1), judge_suspect=True)
+
+    ev, decision = judged(suspect, past)
+
+    assert ev.known
+    assert ev.paired_items == 0
+    assert ev.cusum == 2.5
+    assert decision.findings == ()

@@ -164,7 +164,8 @@ def evaluate(
     pairs = [
         (key, item, hist[key])
         for key, item in sorted(today.items.items())
-        if item.samples_scored > 0
+        if not today.judge_suspect  # its judged scores are not to be trusted
+        and item.samples_scored > 0
         and item.score is not None
         and key in hist
         and hist[key].runs >= settings.min_item_history
@@ -172,7 +173,7 @@ def evaluate(
     candidates: list[Candidate] = []
     binary = graded = None
     rule = None
-    c_now = 0.0
+    c_now = history[0].cusum if history and today.judge_suspect else 0.0
     h = None
     if pairs:
         graded_scores = _graded(pairs)
