@@ -5,7 +5,7 @@ through the real, pure detection code (``routewatch.detect``), beside two yardst
 the plain 2-sigma rule on a 14-run baseline, and an oracle that knows every item's true
 baseline pass probability and the shape of the drop, but not which items break.
 
-    python bench/detection.py            # the full table (about 10 minutes on 2 cores)
+    python bench/detection.py            # the full table (about 14 minutes on 2 cores)
     python bench/detection.py --quick    # fewer seeds, a smoke run
 
 Targets (issue 5) are checked at the end; the exit status is 1 when one is missed.
