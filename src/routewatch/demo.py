@@ -2,7 +2,7 @@
 
 Writes a project (``routewatch init``'s files plus a simulator scenario) into a
 folder, serves the built-in simulator on a free loopback port, points the
-project's providers at it and backfills a week of daily runs into SQLite.
+project's providers at it and backfills two weeks of daily runs into SQLite, detecting on each day.
 """
 
 from __future__ import annotations

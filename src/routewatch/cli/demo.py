@@ -1,4 +1,4 @@
-"""``routewatch demo``: a week of runs against the built-in simulator, no keys needed."""
+"""``routewatch demo``: two weeks of runs against the built-in simulator, no keys needed."""
 
 from __future__ import annotations
 

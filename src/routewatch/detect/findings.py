@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 import numpy as np
@@ -188,35 +188,36 @@ def evaluate(
         rule = _sigma(base, pairs, settings, graded=graded_scores)
         drop_ok = binary.drop >= settings.min_effect
         worst = _worst_binary(pairs)
-        quality = {
-            "metric": Metric.score,
-            "observed": rule.observed,
-            "baseline_mean": rule.mean,
-            "baseline_sd": rule.sd,
-            "worst_items": worst,
-        }
+        # Every quality candidate describes the same run against the same baseline.
+        quality = Candidate(
+            metric=Metric.score,
+            detector=Detector.sigma,
+            observed=rule.observed,
+            baseline_mean=rule.mean,
+            baseline_sd=rule.sd,
+            worst_items=worst,
+        )
         candidates.append(
-            Candidate(
-                detector=Detector.sigma,
+            replace(
+                quality,
                 threshold=rule.lower_limit,
                 fired=rule.fired,
                 effect_ok=rule.mean - rule.observed >= settings.min_effect,
                 still_bad=rule.fired,
                 pages=settings.method == "sigma",
-                **quality,  # type: ignore[arg-type]
             )
         )
         if settings.method == "paired":
             for detector, p in ((Detector.cet, binary.p_cet), (Detector.cetw, binary.p_cetw)):
                 candidates.append(
-                    Candidate(
+                    replace(
+                        quality,
                         detector=detector,
                         p_value=p,
                         share=budget[detector],
                         threshold=budget[detector] * alpha_route,
                         effect_ok=drop_ok,
                         still_bad=drop_ok and p <= STILL_BAD_ALPHA,
-                        **quality,  # type: ignore[arg-type]
                     )
                 )
             if graded_scores:
@@ -227,26 +228,27 @@ def evaluate(
                 )
                 graded_ok = graded.drop >= settings.min_effect
                 candidates.append(
-                    Candidate(
+                    replace(
+                        quality,
                         detector=Detector.graded,
                         p_value=graded.p_value,
                         share=budget[Detector.graded],
                         threshold=budget[Detector.graded] * alpha_route,
                         effect_ok=graded_ok,
                         still_bad=graded_ok and graded.p_value <= STILL_BAD_ALPHA,
-                        **{**quality, "worst_items": _worst_graded(pairs)},  # type: ignore[arg-type]
+                        worst_items=_worst_graded(pairs),
                     )
                 )
             previous = history[0].cusum if history else 0.0
             c_now = cusum.step(previous, binary.p_mid, settings.cusum_k)
             h = cusum.threshold(1.0 / (budget[Detector.cusum] * alpha_route))
             candidates.append(
-                Candidate(
+                replace(
+                    quality,
                     detector=Detector.cusum,
                     threshold=h,
                     fired=c_now > h,
                     effect_ok=drop_ok or rule.mean - rule.observed >= settings.min_effect,
-                    **{**quality, "observed": rule.observed},  # type: ignore[arg-type]
                 )
             )
         candidates.extend(_critical(today, history, settings))
