@@ -9,6 +9,8 @@ is what ``routewatch db upgrade``, ``run`` and the daemon call at start. Failure
 from __future__ import annotations
 
 import re
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -195,6 +197,30 @@ def _connection(url: str, *, for_migrations: bool = False) -> Iterator[Connectio
         engine.dispose()
 
 
+def _enable_wal(cursor: Any) -> None:
+    """Switch a SQLite file to WAL (a lasting setting of the file), waiting out other writers.
+
+    Changing the journal mode needs the file to itself, and SQLite answers "database is
+    locked" at once, without its busy handler, while another process holds it (two
+    ``alembic upgrade`` started together on a new file). WAL persists, so only the first
+    connection to a file ever has to switch; later ones find it already set.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.01
+    while True:
+        try:
+            (mode,) = cursor.execute("PRAGMA journal_mode").fetchone()
+            if str(mode).lower() in ("wal", "memory"):
+                return
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
 def _configure_sqlite(engine: Engine, *, for_migrations: bool) -> None:
     def on_connect(dbapi_connection: Any, connection_record: Any) -> None:
         if for_migrations:
@@ -203,7 +229,7 @@ def _configure_sqlite(engine: Engine, *, for_migrations: bool) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA foreign_keys = {'OFF' if for_migrations else 'ON'}")
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _enable_wal(cursor)
         cursor.close()
 
     def on_begin(connection: Connection) -> None:
