@@ -174,6 +174,21 @@ class WebhookAlert(_Model):
     """Name of the environment variable holding the HMAC signing secret."""
 
 
+class Delivery(_Model):
+    """How the outbox retries a receiver that is down."""
+
+    backoff_initial_s: float = Field(default=30.0, gt=0)
+    """Wait before the second attempt; it doubles (with jitter) after each failure."""
+    backoff_max_s: float = Field(default=1800.0, gt=0)
+    """Longest wait between two attempts."""
+    give_up_hours: float = Field(default=72.0, gt=0)
+    """An event still undelivered this long after it was raised is marked dead."""
+    run_wait_s: float = Field(default=20.0, ge=0)
+    """How long ``routewatch run`` keeps delivering pending events before it exits."""
+    timeout_s: float = Field(default=10.0, gt=0)
+    """Time limit of one delivery attempt."""
+
+
 class Alerts(_Model):
     """Where incidents and policy changes are announced."""
 
@@ -181,26 +196,41 @@ class Alerts(_Model):
     """Slack alerts; omit for none."""
     webhooks: list[WebhookAlert] = Field(default_factory=list)
     """Generic signed webhooks."""
+    renotify_hours: float | None = Field(default=None, gt=0)
+    """Remind every this many hours while an incident stays open; omit for no reminders."""
+    delivery: Delivery = Field(default_factory=Delivery)
+    """Retries of undelivered events."""
+
+
+PublisherType = Literal["json", "litellm", "litellm-api", "openrouter"]
 
 
 class Publisher(_Model):
     """Where a policy's active chain is written when it changes."""
 
-    type: Literal["json", "litellm", "http"]
-    """``json``: the policy JSON file; ``litellm``: a LiteLLM proxy config; ``http``: POST."""
+    type: PublisherType
+    """``json``: the policy JSON file; ``litellm``: a LiteLLM proxy config file;
+    ``litellm-api``: a LiteLLM proxy's ``POST /fallback``; ``openrouter``: a JSON file with
+    the ``models`` array of an OpenRouter request."""
     path: str | None = None
-    """File to write (``json``, ``litellm``); relative to the config file's folder."""
+    """File to write (``json``, ``litellm``, ``openrouter``); relative to the config file."""
     url: str | None = None
-    """Endpoint to POST the policy JSON to (``http``); ``${VAR}`` expands."""
-    token_env: str | None = None
-    """Name of the environment variable holding a bearer token for ``http``."""
+    """The LiteLLM proxy's base URL (``litellm-api``); ``${VAR}`` expands."""
+    api_key_env: str | None = None
+    """Name of the environment variable holding the LiteLLM admin key (``litellm-api``)."""
+    group: str | None = None
+    """LiteLLM model group that clients send for this policy (``litellm``: set as an alias
+    of the active head; ``litellm-api``: the model whose fallbacks are set). Default: the
+    policy's name for ``litellm``, the first configured route's model for ``litellm-api``."""
 
     @model_validator(mode="after")
     def _target_matches_type(self) -> Publisher:
-        if self.type in ("json", "litellm") and not self.path:
+        if self.type in ("json", "litellm", "openrouter") and not self.path:
             raise ValueError(f"a {self.type} publisher needs `path`")
-        if self.type == "http" and not self.url:
-            raise ValueError("an http publisher needs `url`")
+        if self.type == "litellm-api" and not self.url:
+            raise ValueError("a litellm-api publisher needs `url`")
+        if self.type == "litellm-api" and not self.api_key_env:
+            raise ValueError("a litellm-api publisher needs `api_key_env`")
         return self
 
 
@@ -469,7 +499,7 @@ def check_references(config: Config, lines: LineMap) -> list[Problem]:
             if pub.url is not None:
                 _check_http_url(pub.url, ("policies", name, "publish", i, "url"), lines, problems)
             _check_env_name(
-                pub.token_env, ("policies", name, "publish", i, "token_env"), lines, problems
+                pub.api_key_env, ("policies", name, "publish", i, "api_key_env"), lines, problems
             )
     if config.alerts.slack is not None:
         _check_env_name(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 
 from routewatch.config import Config
 from routewatch.cron import parse_cron
@@ -29,6 +30,9 @@ from routewatch.store.detection import (
     record_detection,
 )
 from routewatch.store.runs import ClaimOutcome
+
+WRITE_ATTEMPTS = 3
+"""Tries at writing one run's detection when a concurrent writer got there first."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,6 +118,7 @@ def detect_cycle(
     settings = config.detection
     tests = sum(len(r.evals) for r in config.routes.values())
     pending: list[tuple[CompletedRun, Evaluation, float]] = []
+    drift: set[int] = set()
     verdicts: dict[int, RunVerdict] = {}
     records = {}
     for run in runs:
@@ -133,6 +138,8 @@ def detect_cycle(
             before=record.at,
             limit=settings.baseline_runs + settings.guard_runs + HISTORY_SLACK,
         )
+        if record.judge_suspect and not (history and history[0].judge_suspect):
+            drift.add(run.run_id)
         alpha = cycle_alpha(settings.false_alarms_per_year, cycle_days(config, run.route))
         evaluation = evaluate(
             record, history, settings, alpha_route=route_alpha(settings, alpha, tests)
@@ -142,23 +149,34 @@ def detect_cycle(
         group = [(run, ev) for run, ev, a in pending if a == alpha]
         decisions = decide([ev for _, ev in group], settings, alpha_cycle=alpha, tests=tests)
         for (run, ev), decision in zip(group, decisions, strict=True):
-            transition = advance(
-                open_incidents(engine, route=run.route, eval_set_name=run.eval_set),
-                decision.findings,
-                decision.bad_metrics,
-                recover_runs=settings.recover_runs,
-                known=ev.known,
-            )
-            recorded = record_detection(
-                engine,
-                run=records[run.run_id],
-                route=run.route,
-                eval_set_name=run.eval_set,
-                decision=decision,
-                transition=transition,
-                targets=alert_targets(config),
-                now=now,
-            )
+            for attempt in range(WRITE_ATTEMPTS):
+                transition = advance(
+                    open_incidents(engine, route=run.route, eval_set_name=run.eval_set),
+                    decision.findings,
+                    decision.bad_metrics,
+                    recover_runs=settings.recover_runs,
+                    known=ev.known,
+                )
+                try:
+                    recorded = record_detection(
+                        engine,
+                        run=records[run.run_id],
+                        route=run.route,
+                        eval_set_name=run.eval_set,
+                        decision=decision,
+                        transition=transition,
+                        targets=alert_targets(config),
+                        now=now,
+                        policies=config.policies,
+                        renotify_hours=config.alerts.renotify_hours,
+                        judge_drift=run.run_id in drift,
+                    )
+                    break
+                except IntegrityError:
+                    # Another process wrote the same policy version or incident first:
+                    # read the state again and decide once more.
+                    if attempt == WRITE_ATTEMPTS - 1:
+                        raise
             verdicts[run.run_id] = RunVerdict(
                 route=run.route,
                 eval_set=run.eval_set,

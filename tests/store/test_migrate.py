@@ -39,7 +39,7 @@ def test_upgrade_creates_every_table(db_url: str) -> None:
 def test_upgrade_leaves_the_database_at_head(db_url: str) -> None:
     upgrade(db_url)
 
-    assert current_revision(db_url) == head_revision() == "0002"
+    assert current_revision(db_url) == head_revision() == "0003"
 
 
 def test_current_revision_of_an_empty_database_is_none(db_url: str) -> None:
@@ -105,7 +105,7 @@ def _alembic(db_url: str, action: str, revision: str) -> None:
 
 
 def test_upgrade_from_0001_keeps_incidents_and_adds_their_streak(db_url: str) -> None:
-    """Revision 0002 alters ``incidents`` in place (a table rebuild on SQLite)."""
+    """Revisions 0002 and 0003 alter ``incidents`` in place (a table rebuild on SQLite)."""
     _alembic(db_url, "upgrade", "0001")
     engine = create_engine_for(db_url)
     with engine.begin() as conn:
@@ -116,10 +116,13 @@ def test_upgrade_from_0001_keeps_incidents_and_adds_their_streak(db_url: str) ->
     upgrade(db_url)
 
     with engine.connect() as conn:
-        row = conn.execute(text("SELECT metric, healthy_streak, last_run_id FROM incidents")).one()
+        row = conn.execute(
+            text("SELECT metric, healthy_streak, last_run_id, notified_at FROM incidents")
+        ).one()
     engine.dispose()
-    assert tuple(row) == ("score", 0, None)
-    assert current_revision(db_url) == "0002"
+    assert tuple(row[:3]) == ("score", 0, None)
+    assert row.notified_at is not None, "an open incident counts as notified when it opened"
+    assert current_revision(db_url) == head_revision()
 
 
 def test_downgrade_from_0002_to_0001_drops_detection_tables(db_url: str) -> None:

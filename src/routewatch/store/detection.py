@@ -19,16 +19,22 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from routewatch.config import Policy
 from routewatch.detect.baseline import ItemOutcome, RunRecord
 from routewatch.detect.findings import Candidate, Decision, Metric
 from routewatch.incidents import OpenIncident, Transition
+from routewatch.policy.engine import action_sentence, decide_chain
+from routewatch.store.outbox import enqueue
+from routewatch.store.policies import policies_of, reconcile, troubles
 from routewatch.store.tables import (
+    CanaryResultRow,
     DetectionRow,
+    EvalItemRow,
+    EvalSetRow,
     IncidentRow,
     IncidentStatus,
     ItemOutcomeRow,
-    OutboxRow,
-    OutboxStatus,
+    ResultRow,
     RunRow,
     RunStatus,
 )
@@ -176,6 +182,9 @@ def record_detection(
     transition: Transition,
     targets: Sequence[str],
     now: datetime,
+    policies: Mapping[str, Policy] | None = None,
+    renotify_hours: float | None = None,
+    judge_drift: bool = False,
 ) -> Recorded:
     """Write one run's detection, incident changes and outbox events in one transaction.
 
@@ -189,6 +198,10 @@ def record_detection(
         targets: Alert targets (``slack``, ``webhook:0``, ...): one outbox row per event
             and target.
         now: Wall-clock time of the write.
+        policies: The configured policies; those whose chain holds ``route`` are
+            reconciled in the same transaction, unless the run is ``judge_suspect``.
+        renotify_hours: Remind of an incident still open this long after the last notice.
+        judge_drift: Raise ``judge.drift`` (the run is the first ``judge_suspect`` one).
     """
     ev = decision.evaluation
     rule = ev.sigma
@@ -219,7 +232,8 @@ def record_detection(
                     created_at=now,
                 )
             )
-            opened, events = [], 0
+            opened: list[int] = []
+            bodies: list[dict[str, Any]] = []
             for finding in transition.opened:
                 incident_id = conn.execute(
                     insert(IncidentRow)
@@ -240,15 +254,13 @@ def record_detection(
                         severity="page",
                         detail={"finding": candidate_json(finding, paged=True)},
                         healthy_streak=0,
+                        notified_at=run.at,
                     )
                     .returning(IncidentRow.id)
                 ).scalar_one()
                 opened.append(incident_id)
-                events += _enqueue(
-                    conn,
-                    event_body("incident.opened", route, eval_set_name, run, finding, incident_id),
-                    targets,
-                    now,
+                bodies.append(
+                    event_body("incident.opened", route, eval_set_name, run, finding, incident_id)
                 )
             for incident_id in transition.attached:
                 conn.execute(
@@ -256,6 +268,8 @@ def record_detection(
                     .where(IncidentRow.id == incident_id)
                     .values(healthy_streak=0, last_run_id=run.run_id)
                 )
+            if renotify_hours is not None:
+                bodies += _reminders(conn, route, eval_set_name, run, ev.candidates, renotify_hours)
             for incident_id, streak in transition.recovering:
                 conn.execute(
                     update(IncidentRow)
@@ -277,17 +291,26 @@ def record_detection(
                     )
                 )
                 current = _current(ev.candidates, row.metric)
-                events += _enqueue(
-                    conn,
+                bodies.append(
                     {
                         **event_body(
                             "incident.resolved", route, eval_set_name, run, current, incident_id
                         ),
                         "metric": row.metric,
                         "detector": row.detector,
-                    },
-                    targets,
-                    now,
+                    }
+                )
+            actions: list[dict[str, Any]] = []
+            if policies and not run.judge_suspect:
+                actions = _apply_policies(conn, route, run, policies, targets)
+            events = 0
+            for body in bodies:
+                body["worst_items"] = evidence(conn, run.run_id, body["worst_items"])
+                body["policy_actions"] = actions
+                events += enqueue(conn, body, targets, now)
+            if judge_drift:
+                events += enqueue(
+                    conn, judge_drift_body(conn, route, eval_set_name, run), targets, now
                 )
     except IntegrityError:
         if already_detected(engine, run.run_id):
@@ -350,26 +373,179 @@ def event_body(
     }
 
 
-def _enqueue(
-    conn: Connection, body: Mapping[str, Any], targets: Sequence[str], now: datetime
-) -> int:
-    for target in targets:
-        conn.execute(
-            insert(OutboxRow).values(
-                delivery_id=str(uuid.uuid4()),
-                event=body["event"],
-                target=target,
-                payload=dict(body),
-                created_at=now,
-                status=OutboxStatus.pending,
-                attempts=0,
-                next_attempt_at=now,
-            )
-        )
-    return len(targets)
-
-
 def _num(value: float | None) -> float | None:
     if value is None or not math.isfinite(value):
         return None
     return float(value)
+
+
+EXCERPT_CHARS = 500
+"""Evidence kept per text in an event; alerts shorten it further for their medium."""
+
+
+def evidence(
+    conn: Connection, run_id: int, worst: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """``worst_items`` with each item's input, reference and this run's output (first sample)."""
+    ids = [w["item_id"] for w in worst]
+    if not ids:
+        return []
+    run = conn.execute(select(RunRow.eval_set_id).where(RunRow.id == run_id)).one()
+    items = {
+        r.item_id: r.definition
+        for r in conn.execute(
+            select(EvalItemRow.item_id, EvalItemRow.definition).where(
+                EvalItemRow.eval_set_id == run.eval_set_id, EvalItemRow.item_id.in_(ids)
+            )
+        )
+    }
+    outputs: dict[str, str | None] = {}
+    for r in conn.execute(
+        select(ResultRow.item_id, ResultRow.output, ResultRow.error_class)
+        .where(ResultRow.run_id == run_id, ResultRow.item_id.in_(ids))
+        .order_by(ResultRow.sample)
+    ):
+        outputs.setdefault(r.item_id, r.output if r.output is not None else r.error_class)
+    return [
+        {
+            **w,
+            "input": _clip(_input_text(items.get(w["item_id"]))),
+            "reference": _clip((items.get(w["item_id"]) or {}).get("reference")),
+            "output": _clip(outputs.get(w["item_id"])),
+        }
+        for w in worst
+    ]
+
+
+def _input_text(definition: Mapping[str, Any] | None) -> str | None:
+    if not definition:
+        return None
+    if definition.get("input") is not None:
+        return str(definition["input"])
+    messages = definition.get("messages") or []
+    users = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    return str(users[-1]) if users else None
+
+
+def _clip(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value)
+    return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…"
+
+
+def _apply_policies(
+    conn: Connection,
+    route: str,
+    run: RunRecord,
+    policies: Mapping[str, Policy],
+    targets: Sequence[str],
+) -> list[dict[str, Any]]:
+    """Reconcile the route's policies; what each did, for the incident events."""
+    actions = []
+    for name in policies_of(route, policies):
+        policy = policies[name]
+        done = reconcile(
+            conn,
+            name=name,
+            policy=policy,
+            alert_targets=targets,
+            now=run.at,
+            actor="routewatch",
+            route=route,
+            run_id=run.run_id,
+            incident_id=_incident_behind(conn, route),
+        )
+        auto = policy.mode == "auto"
+        decision = done.decision
+        if not auto:
+            decision = decide_chain(
+                policy.chain, troubles(conn, policy.chain), auto=True, pins=decision.pins
+            )
+        actions.append(
+            {
+                "policy": name,
+                "mode": policy.mode,
+                "action": action_sentence(route, done.before, decision, auto=auto),
+                "version": done.version,
+            }
+        )
+    return actions
+
+
+def _incident_behind(conn: Connection, route: str) -> int | None:
+    """The route's oldest open incident, named as the cause of a policy change."""
+    return conn.execute(
+        select(IncidentRow.id)
+        .where(IncidentRow.route == route, IncidentRow.status == IncidentStatus.open)
+        .order_by(IncidentRow.opened_at, IncidentRow.id)
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def _reminders(
+    conn: Connection,
+    route: str,
+    eval_set_name: str,
+    run: RunRecord,
+    candidates: Sequence[Candidate],
+    renotify_hours: float,
+) -> list[dict[str, Any]]:
+    """``incident.reminder`` for open incidents last notified ``renotify_hours`` ago or more."""
+    out = []
+    rows = conn.execute(
+        select(IncidentRow.__table__).where(
+            IncidentRow.route == route,
+            IncidentRow.eval_set_name == eval_set_name,
+            IncidentRow.status == IncidentStatus.open,
+        )
+    ).all()
+    for row in rows:
+        last = row.notified_at or row.opened_at
+        if (run.at - last).total_seconds() < renotify_hours * 3600:
+            continue
+        conn.execute(update(IncidentRow).where(IncidentRow.id == row.id).values(notified_at=run.at))
+        body = event_body(
+            "incident.reminder",
+            route,
+            eval_set_name,
+            run,
+            _current(candidates, row.metric),
+            row.id,
+        )
+        body.update(
+            metric=row.metric,
+            detector=row.detector,
+            open_hours=round((run.at - row.opened_at).total_seconds() / 3600, 1),
+        )
+        out.append(body)
+    return out
+
+
+def judge_drift_body(
+    conn: Connection, route: str, eval_set_name: str, run: RunRecord
+) -> dict[str, Any]:
+    """The ``judge.drift`` event of a run whose canaries moved."""
+    canaries = [
+        {"criterion": r.criterion, "expected": r.expected, "got": r.observed}
+        for r in conn.execute(
+            select(CanaryResultRow.__table__)
+            .where(CanaryResultRow.run_id == run.run_id)
+            .order_by(CanaryResultRow.canary_index, CanaryResultRow.criterion)
+        )
+    ]
+    judge = conn.execute(
+        select(EvalSetRow.judge)
+        .join(RunRow, RunRow.eval_set_id == EvalSetRow.id)
+        .where(RunRow.id == run.run_id)
+    ).scalar_one_or_none()
+    return {
+        "event": "judge.drift",
+        "id": str(uuid.uuid4()),
+        "at": run.at.isoformat(),
+        "route": route,
+        "eval_set": eval_set_name,
+        "run_id": run.run_id,
+        "judge": judge,
+        "canaries": canaries,
+    }

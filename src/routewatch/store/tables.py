@@ -344,6 +344,8 @@ class IncidentRow(Base):
     """Healthy runs in a row since the last bad one; ``recover_runs`` of them resolve it."""
     last_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
     """The latest run that was bad for this incident's metric."""
+    notified_at: Mapped[datetime | None]
+    """When people were last told (opened, or reminded); ``renotify_hours`` counts from it."""
 
 
 class AlertStateRow(Base):

@@ -1,0 +1,261 @@
+"""Policy versions: the active chains, stored, changed with their events in one transaction.
+
+``reconcile`` is the shell around ``policy.engine.decide_chain``: it reads the open
+incidents of a policy's routes and the newest version, and when the decision differs it
+writes a new version row, a ``policy.changed`` event for every alert target and one
+``policy.publish`` message per publisher, all in the caller's transaction. The decision is
+state-based, so a reconcile that did not happen (a crash, a ``judge_suspect`` run) is made
+up by the next one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, select
+
+from routewatch.config import Policy
+from routewatch.policy.engine import Demotion, PolicyDecision, Trouble, decide_chain, moves_traffic
+from routewatch.store.outbox import enqueue
+from routewatch.store.tables import IncidentRow, IncidentStatus, PolicyVersionRow
+
+PUBLISH_EVENT = "policy.publish"
+"""The outbox event of a publisher target; it carries the policy and version only."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredVersion:
+    """One stored version of a policy."""
+
+    policy: str
+    version: int
+    chain: tuple[str, ...]
+    pins: tuple[str, ...] | None
+    demoted: tuple[Demotion, ...]
+    actor: str
+    reason: str
+    incident_id: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reconciled:
+    """What ``reconcile`` found and did."""
+
+    policy: str
+    before: tuple[str, ...]
+    """The active chain before (the configured chain when no version existed)."""
+    decision: PolicyDecision
+    version: int | None
+    """The new version, or None when nothing changed."""
+
+
+def publish_targets(name: str, policy: Policy) -> list[str]:
+    """Outbox targets of a policy's publishers: ``publish:<policy>:<index>``."""
+    return [f"publish:{name}:{i}" for i in range(len(policy.publish))]
+
+
+def _version(row: Any) -> StoredVersion:
+    return StoredVersion(
+        policy=row.policy,
+        version=row.version,
+        chain=tuple(row.chain),
+        pins=None if row.pins is None else tuple(row.pins),
+        demoted=tuple(
+            Demotion(
+                route=d["route"],
+                since=datetime.fromisoformat(d["since"]),
+                reason=d["reason"],
+                incident_id=d.get("incident_id"),
+            )
+            for d in row.demoted
+        ),
+        actor=row.actor,
+        reason=row.reason,
+        incident_id=row.incident_id,
+        created_at=row.created_at,
+    )
+
+
+def latest_version(conn: Connection, policy: str) -> StoredVersion | None:
+    """The newest version of ``policy``, if any."""
+    row = conn.execute(
+        select(PolicyVersionRow.__table__)
+        .where(PolicyVersionRow.policy == policy)
+        .order_by(PolicyVersionRow.version.desc())
+        .limit(1)
+    ).one_or_none()
+    return None if row is None else _version(row)
+
+
+def version_history(engine: Engine, policy: str, *, limit: int = 20) -> list[StoredVersion]:
+    """The newest ``limit`` versions of ``policy``, newest first."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(PolicyVersionRow.__table__)
+            .where(PolicyVersionRow.policy == policy)
+            .order_by(PolicyVersionRow.version.desc())
+            .limit(limit)
+        ).all()
+    return [_version(r) for r in rows]
+
+
+def troubles(conn: Connection, routes: Sequence[str]) -> list[Trouble]:
+    """Open incidents on ``routes`` whose metric moves traffic."""
+    rows = conn.execute(
+        select(IncidentRow.__table__).where(
+            IncidentRow.route.in_(list(routes)), IncidentRow.status == IncidentStatus.open
+        )
+    ).all()
+    return [
+        Trouble(
+            route=r.route,
+            incident_id=r.id,
+            metric=r.metric,
+            since=r.opened_at,
+            drop=_drop(r.metric, r.observed, r.baseline_mean),
+        )
+        for r in rows
+        if moves_traffic(r.metric)
+    ]
+
+
+def _drop(metric: str, observed: float, baseline: float | None) -> float:
+    if baseline is None:
+        return 0.0
+    if metric == "error_rate":
+        return max(0.0, observed - baseline)
+    return max(0.0, (baseline - observed) / baseline) if baseline > 0 else 0.0
+
+
+_UNCHANGED: Any = object()
+
+
+def reconcile(
+    conn: Connection,
+    *,
+    name: str,
+    policy: Policy,
+    alert_targets: Sequence[str],
+    now: datetime,
+    actor: str,
+    reason: str | None = None,
+    incident_id: int | None = None,
+    route: str | None = None,
+    run_id: int | None = None,
+    pins: Sequence[str] | None = _UNCHANGED,
+) -> Reconciled:
+    """Bring ``policy``'s stored version up to date with its routes' incidents and pins.
+
+    Args:
+        conn: The caller's transaction; the version, its event and publish messages are
+            written in it.
+        name: The policy's name.
+        policy: Its configuration.
+        alert_targets: Where ``policy.changed`` goes.
+        now: The time of the change (a run's logical time, or the clock).
+        actor: Who changes it: ``routewatch`` (detection) or ``cli`` / ``api`` (by hand).
+        reason: Why, in words; derived from the change when omitted.
+        incident_id: The incident behind the change, if one.
+        route: The route whose run triggered the change, for the event.
+        run_id: That run.
+        pins: New pins (a list to pin, None to unpin); omitted: keep the stored ones.
+    """
+    latest = latest_version(conn, name)
+    stored_pins = latest.pins if latest else None
+    new_pins = stored_pins if pins is _UNCHANGED else (tuple(pins) if pins else None)
+    decision = decide_chain(
+        policy.chain,
+        troubles(conn, policy.chain),
+        auto=policy.mode == "auto",
+        pins=new_pins,
+    )
+    before = latest.chain if latest else tuple(policy.chain)
+    if latest is not None and decision.same_as(
+        latest.chain, [d.route for d in latest.demoted], latest.pins
+    ):
+        return Reconciled(policy=name, before=before, decision=decision, version=None)
+    version = (latest.version if latest else 0) + 1
+    why = reason or _reason(before, decision, first=latest is None)
+    conn.execute(
+        insert(PolicyVersionRow).values(
+            policy=name,
+            version=version,
+            chain=list(decision.chain),
+            pins=None if decision.pins is None else list(decision.pins),
+            demoted=[demotion_json(d) for d in decision.demoted],
+            actor=actor,
+            reason=why,
+            incident_id=incident_id,
+            created_at=now,
+        )
+    )
+    if latest is not None:
+        enqueue(
+            conn,
+            {
+                "event": "policy.changed",
+                "id": str(uuid.uuid4()),
+                "at": now.isoformat(),
+                "route": route,
+                "eval_set": None,
+                "run_id": run_id,
+                "policy": name,
+                "mode": policy.mode,
+                "version": version,
+                "chain": list(decision.chain),
+                "previous_chain": list(before),
+                "demoted": [demotion_json(d) for d in decision.demoted],
+                "pins": None if decision.pins is None else list(decision.pins),
+                "actor": actor,
+                "reason": why,
+                "incident_id": incident_id,
+                "all_degraded": decision.all_degraded,
+                "severity": "critical" if decision.all_degraded else "info",
+            },
+            alert_targets,
+            now,
+        )
+    enqueue(
+        conn,
+        {"event": PUBLISH_EVENT, "policy": name, "version": version},
+        publish_targets(name, policy),
+        now,
+    )
+    return Reconciled(policy=name, before=before, decision=decision, version=version)
+
+
+def demotion_json(d: Demotion) -> dict[str, Any]:
+    """A demotion as stored and published (the policy JSON file's ``demoted`` entries)."""
+    return {
+        "route": d.route,
+        "since": d.since.isoformat(),
+        "reason": d.reason,
+        "incident_id": d.incident_id,
+    }
+
+
+def _reason(before: Sequence[str], decision: PolicyDecision, *, first: bool) -> str:
+    if first:
+        return "first version, from the configured chain"
+    if decision.pins is not None:
+        return f"pinned by hand to {' → '.join(decision.pins)}"
+    dropped = [r for r in before if r not in decision.chain]
+    back = [r for r in decision.chain if r not in before]
+    parts = []
+    if dropped:
+        parts.append("demoted " + ", ".join(dropped))
+    if back:
+        parts.append("restored " + ", ".join(back))
+    if decision.all_degraded:
+        parts.append(f"every route is degraded; kept {decision.kept}")
+    return "; ".join(parts) or "chain changed"
+
+
+def policies_of(route: str, policies: Mapping[str, Policy]) -> list[str]:
+    """Names of the policies whose configured chain includes ``route``."""
+    return [name for name, p in policies.items() if route in p.chain]
