@@ -201,6 +201,12 @@ class Alerts(_Model):
     delivery: Delivery = Field(default_factory=Delivery)
     """Retries of undelivered events."""
 
+    def targets(self) -> list[str]:
+        """Outbox targets of every event: ``slack`` and ``webhook:<index>``, as configured."""
+        return (["slack"] if self.slack is not None else []) + [
+            f"webhook:{i}" for i in range(len(self.webhooks))
+        ]
+
 
 PublisherType = Literal["json", "litellm", "litellm-api", "openrouter"]
 

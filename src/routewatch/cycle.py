@@ -63,6 +63,8 @@ class RunVerdict:
     """The sigma rule's lower limit for this run's score."""
     skipped: bool = False
     """Detection had already been recorded for this run."""
+    policy_notes: tuple[str, ...] = ()
+    """Fallback-policy changes made or suggested on this run, in words."""
 
     @property
     def state(self) -> str:
@@ -83,12 +85,6 @@ def completed_runs(reports: Sequence[RunReport]) -> list[CompletedRun]:
         for r in reports
         if r.summary is not None or r.outcome is ClaimOutcome.completed
     ]
-
-
-def alert_targets(config: Config) -> list[str]:
-    """The outbox targets: ``slack`` and ``webhook:<index>``, as configured."""
-    targets = ["slack"] if config.alerts.slack is not None else []
-    return targets + [f"webhook:{i}" for i in range(len(config.alerts.webhooks))]
 
 
 def cycle_days(config: Config, route: str) -> float:
@@ -165,7 +161,7 @@ def detect_cycle(
                         eval_set_name=run.eval_set,
                         decision=decision,
                         transition=transition,
-                        targets=alert_targets(config),
+                        targets=config.alerts.targets(),
                         now=now,
                         policies=config.policies,
                         renotify_hours=config.alerts.renotify_hours,
@@ -188,5 +184,6 @@ def detect_cycle(
                 open_metrics=transition.open_after,
                 lower_limit=ev.sigma.lower_limit if ev.sigma else None,
                 skipped=not recorded.written,
+                policy_notes=recorded.policy_notes,
             )
     return [verdicts[r.run_id] for r in runs if r.run_id in verdicts]

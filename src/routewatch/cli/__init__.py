@@ -67,7 +67,7 @@ def run(argv: list[str] | None = None) -> int:
     return int(result) if isinstance(result, int) else ExitCode.ok
 
 
-from routewatch.cli import db, demo, pending, project, runs, sim, status  # noqa: E402
+from routewatch.cli import db, demo, pending, policy, project, runs, sim, status  # noqa: E402
 
 cli.add_command(project.init)
 cli.add_command(project.validate)
@@ -76,5 +76,6 @@ cli.add_command(sim.sim)
 cli.add_command(runs.run_command)
 cli.add_command(status.status_command)
 cli.add_command(demo.demo_command)
+cli.add_command(policy.policy)
 for command in pending.COMMANDS:
     cli.add_command(command)

@@ -39,24 +39,6 @@ serve = click.Command(
     help="(not built yet) Run the daemon: schedules and the HTTP server.",
     params=[config_param()],
 )
-policy = click.Group("policy", help="(not built yet) Read and steer fallback policies by hand.")
-for _name, _help in (
-    ("show", "Configured chain, active chain, pins and history."),
-    ("pin", "Pin a policy's chain to the given routes."),
-    ("unpin", "Return a policy to its automatic chain."),
-    ("export", "Print the active chain (--format json|litellm)."),
-):
-    _params: list[click.Parameter] = [config_param()]
-    if _name != "show":
-        _params.append(click.Argument(["name"]))
-    if _name == "pin":
-        _params.append(click.Argument(["routes"], nargs=-1, required=True))
-    if _name == "export":
-        _params.append(click.Option(["--format"], type=click.Choice(["json", "litellm"])))
-    policy.add_command(
-        click.Command(_name, callback=_not_built(f"policy {_name}"), help=_help, params=_params)
-    )
-
 judge = click.Group("judge", help="(not built yet) The judge's own quality.")
 judge.add_command(
     click.Command(
@@ -70,4 +52,4 @@ judge.add_command(
     )
 )
 
-COMMANDS: list[click.Command] = [report, policy, judge, serve]
+COMMANDS: list[click.Command] = [report, judge, serve]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from routewatch.alerts.dispatch import Dispatcher, DispatchReport
 from routewatch.cli.exit_codes import ExitCode
 from routewatch.cli.options import config_option
 from routewatch.cli.table import format_table, num, pct, usd
@@ -65,11 +66,16 @@ def run_command(
                 execute(project, engine, plans, env=env, clock=clock, on_result=tick)
             )
         verdicts = detect_cycle(engine, project.config, completed_runs(reports), now=clock.now())
+        delivery = Dispatcher(engine, project.config, env).drain(
+            project.config.alerts.delivery.run_wait_s
+        )
     finally:
         engine.dispose()
     for line in _notes(reports):
         click.echo(line, err=True)
     for line in finding_lines(verdicts):
+        click.echo(line, err=True)
+    for line in delivery_lines(delivery):
         click.echo(line, err=True)
     click.echo(summary_table(reports, {v.run_id: v for v in verdicts}))
     if fail_on_regression and any(v.state == "degraded" for v in verdicts):
@@ -134,6 +140,28 @@ def finding_lines(verdicts: list[RunVerdict]) -> Iterator[str]:
             yield f"{where}: {f.metric} {f.observed:.3f}{base} by {f.detector.value}{p}{new}"
         if v.resolved:
             yield f"{where}: resolved incident(s) {', '.join(map(str, v.resolved))}"
+        for note in v.policy_notes:
+            yield f"{where}: {note}"
+
+
+def delivery_lines(report: DispatchReport) -> Iterator[str]:
+    """What the outbox delivery before exit did, when there was anything to deliver."""
+    backlog = report.backlog
+    if backlog is None or not (report.delivered or report.failed or report.dead or backlog.pending):
+        return
+    line = f"alerts and publishers: {report.delivered} delivered"
+    if backlog.pending:
+        when = (
+            f"{backlog.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC" if backlog.next_attempt_at else "-"
+        )
+        line += (
+            f", {backlog.pending} pending (next attempt {when}; the next run or the daemon retries)"
+        )
+    if report.dead:
+        line += f", {report.dead} given up"
+    yield line
+    for error in dict.fromkeys(report.errors):
+        yield f"  failed: {error}"
 
 
 def summary_table(

@@ -170,6 +170,9 @@ class Recorded:
     opened: tuple[int, ...] = ()
     resolved: tuple[int, ...] = ()
     events: int = 0
+    policy_notes: tuple[str, ...] = ()
+    """Policy changes made (``auto``) or suggested (``suggest``, when an incident opened or
+    resolved), one sentence each, prefixed with the policy's name."""
 
 
 def record_detection(
@@ -316,7 +319,18 @@ def record_detection(
         if already_detected(engine, run.run_id):
             return Recorded(written=False)
         raise
-    return Recorded(written=True, opened=tuple(opened), resolved=transition.resolved, events=events)
+    notes = tuple(
+        f"policy {a['policy']}: {a['action']}"
+        for a in actions
+        if a["version"] is not None or (a["mode"] == "suggest" and (opened or transition.resolved))
+    )
+    return Recorded(
+        written=True,
+        opened=tuple(opened),
+        resolved=transition.resolved,
+        events=events,
+        policy_notes=notes,
+    )
 
 
 def _current(candidates: Sequence[Candidate], metric: str) -> Candidate | None:

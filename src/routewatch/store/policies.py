@@ -194,7 +194,8 @@ def reconcile(
             created_at=now,
         )
     )
-    if latest is not None:
+    # The first version of an untouched configured chain is no news; any other change is.
+    if latest is not None or decision.pins is not None or decision.chain != tuple(policy.chain):
         enqueue(
             conn,
             {

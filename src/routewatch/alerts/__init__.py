@@ -1,0 +1,1 @@
+"""Alert delivery: events, the outbox dispatcher, Slack and signed webhooks."""

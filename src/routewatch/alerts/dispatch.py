@@ -1,0 +1,256 @@
+"""The outbox dispatcher: delivers pending messages to Slack, webhooks and publishers.
+
+Each pass claims the due messages (a lease, so two dispatchers never send one message at
+once and a dispatcher that dies mid-delivery only delays it), sends each, logs the
+attempt and either marks it delivered or schedules the next try with exponential backoff
+and jitter; a message older than ``alerts.delivery.give_up_hours`` is marked dead. A
+receiver that is down for hours therefore gets every event once it is back, each with its
+own stable ``X-Routewatch-Delivery`` id. ``routewatch run`` drains the outbox for a bounded
+time before it exits; the daemon runs passes continuously.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine
+
+from routewatch.alerts.slack import send_slack, slack_message
+from routewatch.alerts.webhook import SendResult, send_webhook
+from routewatch.config import Config, secret
+from routewatch.errors import RoutewatchError
+from routewatch.policy.publishers import PolicyState, PublishError, describe, publish
+from routewatch.store.outbox import Backlog, Message, backlog, backoff_s, claim_due, enqueue
+from routewatch.store.outbox import record_attempt as _record
+from routewatch.store.policies import PUBLISH_EVENT, latest_version
+
+log = logging.getLogger("routewatch.alerts")
+
+PUBLISH_ALERT_AFTER = 3
+"""Failed attempts of a publisher after which people are told (once) that it is failing."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class DispatchReport:
+    """What passes of the dispatcher did."""
+
+    delivered: int = 0
+    failed: int = 0
+    """Attempts that failed and will be retried."""
+    dead: int = 0
+    backlog: Backlog | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+class Dispatcher:
+    """Delivers outbox messages for one configuration.
+
+    Args:
+        engine: The database holding the outbox.
+        config: Alert targets, policies and delivery settings.
+        env: Where secrets are read from, at the moment they are needed.
+        now: The clock (wall time: deliveries happen in real time, also during backfills).
+        rng: Jitter source.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        config: Config,
+        env: Mapping[str, str],
+        *,
+        now: Callable[[], datetime] = _utcnow,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.engine = engine
+        self.config = config
+        self.env = env
+        self.now = now
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        settings = config.alerts.delivery
+        self.lease_s = max(60.0, 4 * settings.timeout_s)
+
+    def deliver_due(self, report: DispatchReport | None = None) -> DispatchReport:
+        """One pass: deliver every message that is due now."""
+        report = report or DispatchReport()
+        while True:
+            messages = claim_due(self.engine, now=self.now(), lease_s=self.lease_s)
+            if not messages:
+                break
+            for message in messages:
+                self._deliver(message, report)
+        report.backlog = backlog(self.engine)
+        return report
+
+    def drain(self, wait_s: float) -> DispatchReport:
+        """Deliver until nothing is due within ``wait_s`` seconds from now, or that time ends."""
+        deadline = time.monotonic() + wait_s
+        report = DispatchReport()
+        while True:
+            self.deliver_due(report)
+            pending = report.backlog
+            if pending is None or pending.pending == 0 or pending.next_attempt_at is None:
+                return report
+            wait = (pending.next_attempt_at - self.now()).total_seconds()
+            left = deadline - time.monotonic()
+            if wait > left:
+                return report
+            time.sleep(max(0.0, min(wait, left)) + 0.01)
+
+    def _deliver(self, message: Message, report: DispatchReport) -> None:
+        started = time.monotonic()
+        try:
+            result = self._send(message)
+        except RoutewatchError as exc:
+            result = SendResult(ok=False, error=str(exc))
+        duration_ms = (time.monotonic() - started) * 1000
+        now = self.now()
+        retry_at = None
+        if not result.ok:
+            settings = self.config.alerts.delivery
+            give_up = message.created_at + timedelta(hours=settings.give_up_hours)
+            wait = backoff_s(
+                message.attempts,
+                initial_s=settings.backoff_initial_s,
+                max_s=settings.backoff_max_s,
+                rng=self.rng,
+            )
+            if now + timedelta(seconds=wait) <= give_up:
+                retry_at = now + timedelta(seconds=wait)
+        status = _record(
+            self.engine,
+            message,
+            ok=result.ok,
+            status_code=result.status_code,
+            error=result.error,
+            duration_ms=duration_ms,
+            now=now,
+            retry_at=retry_at,
+        )
+        if result.ok:
+            report.delivered += 1
+            log.info("delivered %s to %s (%s)", message.event, message.target, message.delivery_id)
+            return
+        report.errors.append(f"{message.target}: {result.error}")
+        if status == "dead":
+            report.dead += 1
+            log.error(
+                "gave up delivering %s to %s after %d attempts: %s",
+                message.event,
+                message.target,
+                message.attempts,
+                result.error,
+            )
+        else:
+            report.failed += 1
+            log.warning(
+                "delivering %s to %s failed (attempt %d, next at %s): %s",
+                message.event,
+                message.target,
+                message.attempts,
+                retry_at.isoformat() if retry_at else "-",
+                result.error,
+            )
+        if message.event == PUBLISH_EVENT and (
+            message.attempts == PUBLISH_ALERT_AFTER or status == "dead"
+        ):
+            self._publish_failed(message, result.error or "failed")
+
+    def _send(self, message: Message) -> SendResult:
+        kind, _, rest = message.target.partition(":")
+        settings = self.config.alerts.delivery
+        if kind == "slack":
+            slack = self.config.alerts.slack
+            if slack is None:
+                return SendResult(ok=False, error="Slack is no longer configured")
+            url = secret(slack.webhook_url_env, self.env, needed_for="Slack alerts")
+            sent = send_slack(
+                url,
+                slack_message(message.payload),
+                timeout_s=settings.timeout_s,
+                delivery_id=message.delivery_id,
+            )
+            return SendResult(ok=sent.ok, status_code=sent.status_code, error=sent.error)
+        if kind == "webhook":
+            hooks = self.config.alerts.webhooks
+            index = int(rest) if rest.isdigit() else len(hooks)
+            if index >= len(hooks):
+                return SendResult(ok=False, error=f"webhook {rest} is no longer configured")
+            hook = hooks[index]
+            key = (
+                secret(hook.secret_env, self.env, needed_for="signing webhooks")
+                if hook.secret_env
+                else None
+            )
+            return send_webhook(
+                hook.url,
+                message.payload,
+                delivery_id=message.delivery_id,
+                secret=key,
+                timeout_s=settings.timeout_s,
+            )
+        if kind == "publish":
+            return self._publish(rest)
+        return SendResult(ok=False, error=f"unknown target {message.target!r}")
+
+    def _publish(self, rest: str) -> SendResult:
+        name, _, index_text = rest.rpartition(":")
+        policy = self.config.policies.get(name)
+        index = int(index_text) if index_text.isdigit() else -1
+        if policy is None or not 0 <= index < len(policy.publish):
+            return SendResult(ok=False, error=f"publisher {rest} is no longer configured")
+        with self.engine.connect() as conn:
+            stored = latest_version(conn, name)
+        if stored is None:
+            return SendResult(ok=False, error=f"policy {name} has no version yet")
+        # Always the newest version: an older message delivered late must not roll back.
+        state = PolicyState(
+            policy=name,
+            version=stored.version,
+            updated_at=stored.created_at,
+            chain=stored.chain,
+            configured_chain=tuple(policy.chain),
+            demoted=stored.demoted,
+            models={r: route.model for r, route in self.config.routes.items()},
+        )
+        publisher = policy.publish[index]
+        try:
+            publish(publisher, state, env=self.env, timeout_s=self.config.alerts.delivery.timeout_s)
+        except (PublishError, RoutewatchError) as exc:
+            return SendResult(ok=False, error=f"{describe(publisher)}: {exc}")
+        return SendResult(ok=True)
+
+    def _publish_failed(self, message: Message, error: str) -> None:
+        name, _, index_text = message.target.removeprefix("publish:").rpartition(":")
+        policy = self.config.policies.get(name)
+        index = int(index_text) if index_text.isdigit() else -1
+        label = (
+            describe(policy.publish[index])
+            if policy and 0 <= index < len(policy.publish)
+            else message.target
+        )
+        now = self.now()
+        body = {
+            "event": "policy.publish_failed",
+            "id": str(uuid.uuid4()),
+            "at": now.isoformat(),
+            "route": None,
+            "eval_set": None,
+            "policy": name,
+            "version": message.payload.get("version"),
+            "publisher": label,
+            "error": error[:300],
+            "attempts": message.attempts,
+        }
+        with self.engine.begin() as conn:
+            enqueue(conn, body, self.config.alerts.targets(), now)

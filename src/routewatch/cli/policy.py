@@ -1,0 +1,123 @@
+"""``routewatch policy show|pin|unpin|export``: read and steer fallback policies by hand."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+from sqlalchemy import Engine
+
+from routewatch.alerts.dispatch import Dispatcher
+from routewatch.cli.options import config_option
+from routewatch.cli.runs import delivery_lines
+from routewatch.cli.table import format_table
+from routewatch.config import Config, load_config
+from routewatch.policy import manage
+from routewatch.store.migrate import open_database
+from routewatch.store.policies import Reconciled
+
+
+@click.group("policy")
+def policy() -> None:
+    """Read and steer fallback policies by hand."""
+
+
+@policy.command("show")
+@config_option
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+def show_command(config_path: Path, names: tuple[str, ...]) -> None:
+    """Configured chain, active chain, pins and history of each policy (or of NAME)."""
+    config = load_config(config_path, dict(os.environ))
+    engine = open_database(config.database_url)
+    try:
+        views = manage.show(engine, config, names)
+    finally:
+        engine.dispose()
+    if not views:
+        click.echo("no policies configured (add `policies:` to routewatch.yaml)")
+    for i, v in enumerate(views):
+        if i:
+            click.echo()
+        click.echo(f"policy {v.name} ({v.mode} mode), version {v.version}")
+        click.echo(f"  configured: {' → '.join(v.configured_chain)}")
+        click.echo(f"  active:     {' → '.join(v.active_chain)}")
+        click.echo(f"  pinned:     {' → '.join(v.pins) if v.pins else 'no'}")
+        if v.history:
+            rows = [
+                [
+                    str(h.version),
+                    f"{h.created_at:%Y-%m-%d %H:%M}",
+                    " → ".join(h.chain),
+                    h.actor,
+                    f"#{h.incident_id}" if h.incident_id else "-",
+                    h.reason,
+                ]
+                for h in v.history
+            ]
+            table = format_table(["version", "at (UTC)", "chain", "by", "incident", "why"], rows)
+            click.echo("  " + table.replace("\n", "\n  "))
+
+
+@policy.command("pin")
+@config_option
+@click.argument("name")
+@click.argument("routes", nargs=-1, required=True, metavar="ROUTE...")
+def pin_command(config_path: Path, name: str, routes: tuple[str, ...]) -> None:
+    """Pin policy NAME's active chain to ROUTE... until `unpin`."""
+    config = load_config(config_path, dict(os.environ))
+    engine = open_database(config.database_url)
+    try:
+        done = manage.pin(engine, config, name, list(routes))
+        _report(engine, config, done)
+    finally:
+        engine.dispose()
+
+
+@policy.command("unpin")
+@config_option
+@click.argument("name")
+def unpin_command(config_path: Path, name: str) -> None:
+    """Return policy NAME to its automatic chain."""
+    config = load_config(config_path, dict(os.environ))
+    engine = open_database(config.database_url)
+    try:
+        done = manage.unpin(engine, config, name)
+        _report(engine, config, done)
+    finally:
+        engine.dispose()
+
+
+@policy.command("export")
+@config_option
+@click.argument("name")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "litellm"]),
+    default="json",
+    show_default=True,
+    help="json: the policy file; litellm: a router_settings block for a LiteLLM proxy.",
+)
+def export_command(config_path: Path, name: str, fmt: str) -> None:
+    """Print policy NAME's active chain."""
+    config = load_config(config_path, dict(os.environ))
+    engine = open_database(config.database_url)
+    try:
+        click.echo(manage.export(engine, config, name, fmt))
+    finally:
+        engine.dispose()
+
+
+def _report(engine: Engine, config: Config, done: Reconciled) -> None:
+    if done.version is None:
+        click.echo(f"policy {done.policy}: nothing changed; active chain {_chain(done)}")
+        return
+    click.echo(f"policy {done.policy}: version {done.version}, active chain {_chain(done)}")
+    delivery = Dispatcher(engine, config, dict(os.environ)).drain(config.alerts.delivery.run_wait_s)
+    for line in delivery_lines(delivery):
+        click.echo(line, err=True)
+
+
+def _chain(done: Reconciled) -> str:
+    return " → ".join(done.decision.chain)

@@ -1,0 +1,158 @@
+"""Policies by hand: show, pin, unpin and export, shared by the CLI and the daemon.
+
+A pin replaces the automatic chain until it is removed; both are policy versions written
+with their ``policy.changed`` event and publisher messages in one transaction, like the
+automatic changes (``store.policies.reconcile``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import yaml
+from sqlalchemy import Engine
+
+from routewatch.config import Config, Policy
+from routewatch.errors import UsageError
+from routewatch.policy.publishers import PolicyState, policy_json
+from routewatch.store.policies import (
+    Reconciled,
+    StoredVersion,
+    latest_version,
+    reconcile,
+    version_history,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyView:
+    """A policy as ``policy show`` prints it."""
+
+    name: str
+    mode: str
+    configured_chain: tuple[str, ...]
+    active_chain: tuple[str, ...]
+    pins: tuple[str, ...] | None
+    version: int
+    """0 until the first version is recorded (the first run of a route of its chain)."""
+    history: tuple[StoredVersion, ...]
+
+
+def _policy(config: Config, name: str) -> Policy:
+    if name not in config.policies:
+        known = ", ".join(sorted(config.policies)) or "none configured"
+        raise UsageError(f"unknown policy {name!r}; known: {known}")
+    return config.policies[name]
+
+
+def show(engine: Engine, config: Config, names: Sequence[str] = ()) -> list[PolicyView]:
+    """Configured and active chain, pins, version and recent history of each policy."""
+    for name in names:
+        _policy(config, name)
+    views = []
+    for name, policy in config.policies.items():
+        if names and name not in names:
+            continue
+        history = version_history(engine, name)
+        latest = history[0] if history else None
+        views.append(
+            PolicyView(
+                name=name,
+                mode=policy.mode,
+                configured_chain=tuple(policy.chain),
+                active_chain=latest.chain if latest else tuple(policy.chain),
+                pins=latest.pins if latest else None,
+                version=latest.version if latest else 0,
+                history=tuple(history),
+            )
+        )
+    return views
+
+
+def pin(
+    engine: Engine,
+    config: Config,
+    name: str,
+    routes: Sequence[str],
+    *,
+    actor: str = "cli",
+    now: datetime | None = None,
+) -> Reconciled:
+    """Pin ``name``'s active chain to ``routes`` (configured routes, in order, no repeats)."""
+    policy = _policy(config, name)
+    if not routes:
+        raise UsageError("pin needs at least one route")
+    unknown = [r for r in routes if r not in config.routes]
+    if unknown:
+        raise UsageError(
+            f"unknown route(s) {', '.join(unknown)}; known: {', '.join(sorted(config.routes))}"
+        )
+    if len(set(routes)) != len(routes):
+        raise UsageError("a route appears twice in the pinned chain")
+    with engine.begin() as conn:
+        return reconcile(
+            conn,
+            name=name,
+            policy=policy,
+            alert_targets=config.alerts.targets(),
+            now=now or datetime.now(UTC),
+            actor=actor,
+            reason=f"pinned by hand ({actor}) to {' → '.join(routes)}",
+            pins=list(routes),
+        )
+
+
+def unpin(
+    engine: Engine, config: Config, name: str, *, actor: str = "cli", now: datetime | None = None
+) -> Reconciled:
+    """Return ``name`` to its automatic chain."""
+    policy = _policy(config, name)
+    with engine.begin() as conn:
+        return reconcile(
+            conn,
+            name=name,
+            policy=policy,
+            alert_targets=config.alerts.targets(),
+            now=now or datetime.now(UTC),
+            actor=actor,
+            reason=f"unpinned by hand ({actor}); the automatic chain applies",
+            pins=None,
+        )
+
+
+def state(engine: Engine, config: Config, name: str) -> PolicyState:
+    """The policy's active chain as publishers see it (the configured chain at version 0)."""
+    policy = _policy(config, name)
+    with engine.connect() as conn:
+        latest = latest_version(conn, name)
+    return PolicyState(
+        policy=name,
+        version=latest.version if latest else 0,
+        updated_at=latest.created_at if latest else datetime.now(UTC),
+        chain=latest.chain if latest else tuple(policy.chain),
+        configured_chain=tuple(policy.chain),
+        demoted=latest.demoted if latest else (),
+        models={r: route.model for r, route in config.routes.items()},
+    )
+
+
+def export(engine: Engine, config: Config, name: str, fmt: str) -> str:
+    """The active chain as the policy JSON file, or as a LiteLLM ``router_settings`` block."""
+    current = state(engine, config, name)
+    if fmt == "json":
+        return json.dumps(policy_json(current), indent=2)
+    if fmt == "litellm":
+        models = list(dict.fromkeys(current.models[r] for r in current.chain))
+        publishers = [p for p in config.policies[name].publish if p.type == "litellm"]
+        group = (publishers[0].group if publishers else None) or name
+        block = {
+            "router_settings": {
+                "fallbacks": [{models[0]: models[1:]}],
+                "model_group_alias": {group: models[0]},
+            }
+        }
+        return yaml.safe_dump(block, sort_keys=False, allow_unicode=True).rstrip()
+    raise UsageError(f"unknown format {fmt!r}; use json or litellm")
