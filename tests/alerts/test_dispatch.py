@@ -1,0 +1,291 @@
+"""The outbox dispatcher against local receivers: signatures, retries, restarts, leases."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sqlalchemy import Engine
+
+from receivers import Receiver, receiver
+from routewatch.alerts.dispatch import Dispatcher
+from routewatch.alerts.webhook import verify
+from routewatch.config import Config, load_config
+from routewatch.store.migrate import open_database
+from routewatch.store.outbox import claim_due, enqueue
+from routewatch.store.policies import reconcile
+from runner_project import rows
+
+SECRET = "whsec-0123456789-never-printed"
+SLACK_TOKEN = "T0SECRET/B0SECRET/XXXXslacktoken"
+FAST = {"backoff_initial_s": 0.05, "backoff_max_s": 0.1, "timeout_s": 2, "run_wait_s": 1}
+
+
+def write_config(tmp_path: Path, db_url: str, hook: str, **extra: Any) -> Path:
+    config = {
+        "database_url": db_url,
+        "alerts": {
+            "webhooks": [{"url": f"{hook}/hook", "secret_env": "RW_TEST_SECRET"}],
+            "delivery": FAST,
+        },
+        **extra,
+    }
+    path = tmp_path / "routewatch.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def hook() -> Iterator[Receiver]:
+    with receiver() as r:
+        yield r
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    monkeypatch.setenv("RW_TEST_SECRET", SECRET)
+    return {"RW_TEST_SECRET": SECRET}
+
+
+def load(path: Path, env: dict[str, str]) -> tuple[Config, Engine]:
+    config = load_config(path, env)
+    return config, open_database(config.database_url)
+
+
+def event(n: int) -> dict[str, Any]:
+    return {
+        "event": "incident.opened",
+        "id": str(uuid.uuid4()),
+        "at": "2026-11-07T06:00:00+00:00",
+        "route": "chat-flash",
+        "eval_set": "faq",
+        "metric": "score",
+        "observed": 0.5 + n / 100,
+        "worst_items": [],
+    }
+
+
+def raise_events(engine: Engine, config: Config, count: int) -> None:
+    with engine.begin() as conn:
+        for n in range(count):
+            enqueue(conn, event(n), config.alerts.targets(), datetime.now(UTC))
+
+
+def test_deliveries_are_signed_and_carry_a_stable_id(
+    tmp_path: Path, db_url: str, hook: Receiver, env: dict[str, str]
+) -> None:
+    config, engine = load(write_config(tmp_path, db_url, hook.url), env)
+    raise_events(engine, config, 2)
+
+    report = Dispatcher(engine, config, env).deliver_due()
+
+    assert report.delivered == 2
+    outbox = {o["delivery_id"]: o for o in rows(db_url, "outbox")}
+    assert len(hook.requests) == 2
+    for r in hook.requests:
+        expected = "sha256=" + hmac.new(SECRET.encode(), r.body, hashlib.sha256).hexdigest()
+        assert r.headers["x-routewatch-signature"] == expected
+        assert verify(r.body, r.headers["x-routewatch-signature"], SECRET)
+        assert not verify(r.body + b" ", r.headers["x-routewatch-signature"], SECRET)
+        assert r.headers["x-routewatch-event"] == "incident.opened"
+        row = outbox[r.headers["x-routewatch-delivery"]]
+        assert r.json() == row["payload"]
+        assert row["status"] == "delivered"
+    attempts = rows(db_url, "delivery_attempts")
+    assert [a["status_code"] for a in attempts] == [200, 200]
+    engine.dispose()
+
+
+DRAIN = """
+import os, sys
+from routewatch.alerts.dispatch import Dispatcher
+from routewatch.config import load_config
+from routewatch.store.migrate import open_database
+from pathlib import Path
+config = load_config(Path(sys.argv[1]), dict(os.environ))
+engine = open_database(config.database_url)
+report = Dispatcher(engine, config, dict(os.environ)).drain(float(sys.argv[2]))
+print(report.delivered, report.failed, report.backlog.pending)
+"""
+
+
+def drain_in_a_new_process(config: Path, wait_s: float) -> list[int]:
+    done = subprocess.run(
+        [sys.executable, "-c", DRAIN, str(config), str(wait_s)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert SECRET not in done.stdout + done.stderr
+    return [int(x) for x in done.stdout.split()]
+
+
+def test_a_receiver_down_across_a_restart_gets_each_event_exactly_once(
+    tmp_path: Path, db_url: str, hook: Receiver, env: dict[str, str]
+) -> None:
+    path = write_config(tmp_path, db_url, hook.url)
+    config, engine = load(path, env)
+    raise_events(engine, config, 3)
+    hook.fail_next = 10**6
+
+    delivered, failed, pending = drain_in_a_new_process(path, 0.5)
+
+    assert (delivered, pending) == (0, 3)
+    assert failed >= 6, "each event was retried with backoff while the receiver was down"
+    hook.fail_next = 0
+
+    delivered, failed, pending = drain_in_a_new_process(path, 2.0)
+
+    assert (delivered, pending) == (3, 0)
+    ids = [r.headers["x-routewatch-delivery"] for r in hook.delivered()]
+    assert sorted(ids) == sorted(o["delivery_id"] for o in rows(db_url, "outbox"))
+    codes = [a["status_code"] for a in rows(db_url, "delivery_attempts")]
+    assert codes.count(200) == 3
+    assert codes.count(503) == hook.refused
+    engine.dispose()
+
+
+def test_a_dispatcher_that_died_mid_delivery_loses_nothing(
+    tmp_path: Path, db_url: str, hook: Receiver, env: dict[str, str]
+) -> None:
+    config, engine = load(write_config(tmp_path, db_url, hook.url), env)
+    raise_events(engine, config, 1)
+    now = datetime.now(UTC)
+    # A dispatcher claims the message and dies before sending it.
+    assert len(claim_due(engine, now=now, lease_s=60)) == 1
+
+    early = Dispatcher(engine, config, env, now=lambda: now + timedelta(seconds=30))
+    assert early.deliver_due().delivered == 0, "the lease still holds"
+    late = Dispatcher(engine, config, env, now=lambda: now + timedelta(seconds=61))
+    assert late.deliver_due().delivered == 1
+    assert late.deliver_due().delivered == 0
+
+    assert len(hook.delivered()) == 1
+    engine.dispose()
+
+
+def test_two_dispatchers_at_once_deliver_each_message_once(
+    tmp_path: Path, db_url: str, hook: Receiver, env: dict[str, str]
+) -> None:
+    config, engine = load(write_config(tmp_path, db_url, hook.url), env)
+    raise_events(engine, config, 30)
+    dispatchers = [Dispatcher(engine, config, env) for _ in range(2)]
+    threads = [threading.Thread(target=d.deliver_due) for d in dispatchers]
+
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    ids = [r.headers["x-routewatch-delivery"] for r in hook.delivered()]
+    assert len(ids) == len(set(ids)) == 30
+    engine.dispose()
+
+
+def test_an_event_undelivered_past_give_up_is_marked_dead(
+    tmp_path: Path, db_url: str, hook: Receiver, env: dict[str, str]
+) -> None:
+    config, engine = load(write_config(tmp_path, db_url, hook.url), env)
+    raise_events(engine, config, 1)
+    hook.fail_next = 10**6
+    later = datetime.now(UTC) + timedelta(hours=config.alerts.delivery.give_up_hours)
+
+    report = Dispatcher(engine, config, env, now=lambda: later).deliver_due()
+
+    assert (report.dead, report.delivered) == (1, 0)
+    (row,) = rows(db_url, "outbox")
+    assert row["status"] == "dead"
+    assert "503" in row["last_error"]
+    engine.dispose()
+
+
+def test_a_failing_publisher_is_retried_and_alerted_once(
+    tmp_path: Path, db_url: str, hook: Receiver, env: dict[str, str]
+) -> None:
+    blocker = tmp_path / "policy"
+    blocker.write_text("a file where the folder should be")
+    path = write_config(
+        tmp_path,
+        db_url,
+        hook.url,
+        providers={"p": {"base_url": "http://127.0.0.1:9/v1"}},
+        routes={n: {"provider": "p", "model": f"m-{n}", "evals": ["faq"]} for n in ("a", "b")},
+        policies={
+            "chat": {"chain": ["a", "b"], "publish": [{"type": "json", "path": "policy/chat.json"}]}
+        },
+    )
+    config, engine = load(path, env)
+    with engine.begin() as conn:
+        reconcile(
+            conn,
+            name="chat",
+            policy=config.policies["chat"],
+            alert_targets=config.alerts.targets(),
+            now=datetime.now(UTC),
+            actor="test",
+        )
+    clock = [datetime.now(UTC)]
+    dispatcher = Dispatcher(engine, config, env, now=lambda: clock[0])
+
+    for _ in range(5):
+        dispatcher.deliver_due()
+        clock[0] += timedelta(seconds=1)
+
+    alerts = [r.json() for r in hook.delivered()]
+    assert [a["event"] for a in alerts] == ["policy.publish_failed"]
+    assert alerts[0]["policy"] == "chat"
+    assert "policy/chat.json" in alerts[0]["publisher"]
+    blocker.unlink()
+    dispatcher.deliver_due()
+    assert json.loads((tmp_path / "policy" / "chat.json").read_text())["chain"] == ["a", "b"]
+    engine.dispose()
+
+
+def test_secrets_never_reach_the_database_or_the_logs(
+    tmp_path: Path,
+    db_url: str,
+    hook: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    env = {"RW_TEST_SECRET": SECRET, "RW_SLACK_URL": f"{hook.url}/services/{SLACK_TOKEN}"}
+    path = write_config(tmp_path, db_url, hook.url)
+    data = yaml.safe_load(path.read_text())
+    data["alerts"]["slack"] = {"webhook_url_env": "RW_SLACK_URL"}
+    path.write_text(yaml.safe_dump(data))
+    config, engine = load(path, env)
+    raise_events(engine, config, 1)
+    caplog.set_level(logging.DEBUG)
+    hook.fail_next = 2
+
+    first = Dispatcher(engine, config, env).deliver_due()
+    second = Dispatcher(engine, config, env, now=lambda: datetime.now(UTC) + timedelta(minutes=5))
+    second.deliver_due()
+
+    assert first.failed >= 1
+    assert hook.refused == 2
+    slack = [r for r in hook.delivered() if "XXXXslacktoken" in r.path]
+    assert len(slack) == 1
+    assert slack[0].json()["blocks"], "Slack got a Block Kit message"
+    stored = json.dumps(
+        [rows(db_url, t) for t in ("outbox", "delivery_attempts", "policy_versions")],
+        default=str,
+    )
+    for secret in (SECRET, SLACK_TOKEN, "XXXXslacktoken"):
+        assert secret not in stored
+        assert secret not in caplog.text
+        assert all(secret not in e for e in first.errors)
+    engine.dispose()
