@@ -304,13 +304,16 @@ def record_detection(
                     }
                 )
             actions: list[dict[str, Any]] = []
+            policy_events: list[tuple[dict[str, Any], list[str]]] = []
             if policies and not run.judge_suspect:
-                actions = _apply_policies(conn, route, run, policies, targets)
+                actions = _apply_policies(conn, route, run, policies, targets, policy_events)
             events = 0
             for body in bodies:
                 body["worst_items"] = evidence(conn, run.run_id, body["worst_items"])
                 body["policy_actions"] = actions
                 events += enqueue(conn, body, targets, now)
+            for body, to in policy_events:
+                events += enqueue(conn, body, to, now)
             if judge_drift:
                 events += enqueue(
                     conn, judge_drift_body(conn, route, eval_set_name, run), targets, now
@@ -454,6 +457,7 @@ def _apply_policies(
     run: RunRecord,
     policies: Mapping[str, Policy],
     targets: Sequence[str],
+    deferred: list[tuple[dict[str, Any], list[str]]],
 ) -> list[dict[str, Any]]:
     """Reconcile the route's policies; what each did, for the incident events."""
     actions = []
@@ -469,6 +473,7 @@ def _apply_policies(
             route=route,
             run_id=run.run_id,
             incident_id=_incident_behind(conn, route),
+            deferred=deferred,
         )
         auto = policy.mode == "auto"
         decision = done.decision

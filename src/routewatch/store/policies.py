@@ -148,6 +148,7 @@ def reconcile(
     route: str | None = None,
     run_id: int | None = None,
     pins: Sequence[str] | None = _UNCHANGED,
+    deferred: list[tuple[dict[str, Any], list[str]]] | None = None,
 ) -> Reconciled:
     """Bring ``policy``'s stored version up to date with its routes' incidents and pins.
 
@@ -164,6 +165,8 @@ def reconcile(
         route: The route whose run triggered the change, for the event.
         run_id: That run.
         pins: New pins (a list to pin, None to unpin); omitted: keep the stored ones.
+        deferred: When given, events are appended here (body, targets) for the caller to
+            enqueue later in the same transaction, so they follow the caller's own events.
     """
     latest = latest_version(conn, name)
     stored_pins = latest.pins if latest else None
@@ -180,6 +183,7 @@ def reconcile(
     ):
         return Reconciled(policy=name, before=before, decision=decision, version=None)
     version = (latest.version if latest else 0) + 1
+    outbox: list[tuple[dict[str, Any], list[str]]] = []
     why = reason or _reason(before, decision, first=latest is None)
     conn.execute(
         insert(PolicyVersionRow).values(
@@ -196,37 +200,42 @@ def reconcile(
     )
     # The first version of an untouched configured chain is no news; any other change is.
     if latest is not None or decision.pins is not None or decision.chain != tuple(policy.chain):
-        enqueue(
-            conn,
-            {
-                "event": "policy.changed",
-                "id": str(uuid.uuid4()),
-                "at": now.isoformat(),
-                "route": route,
-                "eval_set": None,
-                "run_id": run_id,
-                "policy": name,
-                "mode": policy.mode,
-                "version": version,
-                "chain": list(decision.chain),
-                "previous_chain": list(before),
-                "demoted": [demotion_json(d) for d in decision.demoted],
-                "pins": None if decision.pins is None else list(decision.pins),
-                "actor": actor,
-                "reason": why,
-                "incident_id": incident_id,
-                "all_degraded": decision.all_degraded,
-                "severity": "critical" if decision.all_degraded else "info",
-            },
-            alert_targets,
-            now,
+        outbox.append(
+            (
+                {
+                    "event": "policy.changed",
+                    "id": str(uuid.uuid4()),
+                    "at": now.isoformat(),
+                    "route": route,
+                    "eval_set": None,
+                    "run_id": run_id,
+                    "policy": name,
+                    "mode": policy.mode,
+                    "version": version,
+                    "chain": list(decision.chain),
+                    "previous_chain": list(before),
+                    "demoted": [demotion_json(d) for d in decision.demoted],
+                    "pins": None if decision.pins is None else list(decision.pins),
+                    "actor": actor,
+                    "reason": why,
+                    "incident_id": incident_id,
+                    "all_degraded": decision.all_degraded,
+                    "severity": "critical" if decision.all_degraded else "info",
+                },
+                list(alert_targets),
+            )
         )
-    enqueue(
-        conn,
-        {"event": PUBLISH_EVENT, "policy": name, "version": version},
-        publish_targets(name, policy),
-        now,
+    outbox.append(
+        (
+            {"event": PUBLISH_EVENT, "policy": name, "version": version},
+            publish_targets(name, policy),
+        )
     )
+    if deferred is None:
+        for body, targets in outbox:
+            enqueue(conn, body, targets, now)
+    else:
+        deferred.extend(outbox)
     return Reconciled(policy=name, before=before, decision=decision, version=version)
 
 
