@@ -221,3 +221,29 @@ def test_when_every_route_degrades_the_least_bad_one_stays_and_the_event_is_crit
     assert changed[-1]["all_degraded"] is True
     assert changed[-1]["severity"] == "critical"
     assert changed[-1]["chain"] == ["mid"]
+
+
+def test_a_long_incident_reminds_every_renotify_hours_and_never_on_each_bad_run(
+    tmp_path: Path, sim: str, hook: Receiver
+) -> None:
+    config = project(tmp_path, sim, hook, "auto", f"sqlite:///{tmp_path / 'rw.db'}")
+    data = yaml.safe_load(config.read_text())
+    data["alerts"]["renotify_hours"] = 48
+    config.write_text(yaml.safe_dump(data))
+    for n in range(1, 7):
+        day(config, n)
+    set_quality(sim, "cheap-m", 0.0)
+
+    for n in range(7, 12):
+        day(config, n)
+
+    incident_events = [
+        (e["event"], e["at"][:10], e["metric"])
+        for e in events(hook)
+        if e["event"].startswith("incident.") and e["metric"] == "score"
+    ]
+    assert incident_events == [
+        ("incident.opened", "2026-11-07", "score"),
+        ("incident.reminder", "2026-11-09", "score"),
+        ("incident.reminder", "2026-11-11", "score"),
+    ]

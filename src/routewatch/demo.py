@@ -2,19 +2,21 @@
 
 Writes a project (``routewatch init``'s files plus a simulator scenario) into a
 folder, serves the built-in simulator on a free loopback port, points the
-project's providers at it and backfills two weeks of daily runs into SQLite, detecting on each day.
+project's providers at it and backfills two weeks of daily runs into SQLite, detecting on
+each day, applying the fallback policy and writing its file.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
+from routewatch.alerts.dispatch import Dispatcher
 from routewatch.clock import Clock
-from routewatch.cycle import completed_runs, detect_cycle
+from routewatch.cycle import RunVerdict, completed_runs, detect_cycle
 from routewatch.project import Project, load_project
 from routewatch.runner import RunReport, execute, plan_runs, replay_gc
 from routewatch.scaffold import CONFIG_TEMPLATE, template_text, write_project
@@ -33,6 +35,8 @@ class DemoResult:
 
     config_path: Path
     reports: list[RunReport]
+    verdicts: list[RunVerdict] = field(default_factory=list)
+    """Detection's verdict on each run, in order."""
 
 
 def run_demo(
@@ -63,6 +67,7 @@ def run_demo(
         for n in reversed(range(days))
     ]
     reports: list[RunReport] = []
+    verdicts: list[RunVerdict] = []
     engine = open_database(project.config.database_url)
     try:
         with serve_in_thread(create_app(scenario, project.eval_sets)) as url:
@@ -73,11 +78,13 @@ def run_demo(
                 plans = plan_runs(local.config, routes=[], at=at, now=clock.now())
                 with replay_gc():
                     day = asyncio.run(execute(local, engine, plans, env=env, clock=clock))
-                detect_cycle(engine, local.config, completed_runs(day), now=clock.now())
+                verdicts += detect_cycle(engine, local.config, completed_runs(day), now=clock.now())
+                # Publishers write the policy files; alert targets, if configured, get theirs.
+                Dispatcher(engine, local.config, env).deliver_due()
                 reports += day
     finally:
         engine.dispose()
-    return DemoResult(config_path=config_path, reports=reports)
+    return DemoResult(config_path=config_path, reports=reports, verdicts=verdicts)
 
 
 def _pointed_at(project: Project, base_url: str) -> Project:

@@ -113,6 +113,9 @@ class Dispatcher:
             result = self._send(message)
         except RoutewatchError as exc:
             result = SendResult(ok=False, error=str(exc))
+        except Exception as exc:  # one bad message must not stop the others
+            log.exception("delivering %s to %s raised", message.event, message.target)
+            result = SendResult(ok=False, error=f"internal error: {type(exc).__name__}")
         duration_ms = (time.monotonic() - started) * 1000
         now = self.now()
         retry_at = None

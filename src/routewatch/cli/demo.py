@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from routewatch.cli.runs import summary_table
+from routewatch.cli.runs import finding_lines, summary_table
 from routewatch.cli.status import status_table
 from routewatch.clock import SystemClock
 from routewatch.config import load_config
@@ -36,7 +36,8 @@ from routewatch.store.migrate import open_database
 def demo_command(directory: Path, days: int) -> None:
     """Keyless demo: serve the simulator and backfill daily runs of three routes.
 
-    Detection, alerts, fallback changes and the report join the demo as they are built.
+    Each day is detected on and the fallback policy applied (its file written under
+    policy/); the report joins the demo when it is built.
     """
     env = dict(os.environ)
 
@@ -44,7 +45,9 @@ def demo_command(directory: Path, days: int) -> None:
         click.echo(f"replaying {at:%Y-%m-%d %H:%M} UTC", err=True)
 
     result = run_demo(directory, env=env, clock=SystemClock(), days=days, on_day=on_day)
-    click.echo(summary_table(result.reports))
+    click.echo(summary_table(result.reports, {v.run_id: v for v in result.verdicts}))
+    for line in finding_lines(result.verdicts):
+        click.echo(line)
     config = load_config(result.config_path, {})
     engine = open_database(config.database_url)
     try:

@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from routewatch.config import Detection
+if TYPE_CHECKING:  # config imports sqlalchemy and apscheduler; detect stays pure
+    from routewatch.config import Detection
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,11 +14,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats
 
-from routewatch.config import Detection
 from routewatch.detect import cusum, paired
 from routewatch.detect.baseline import (
     ItemHistory,
@@ -37,6 +37,9 @@ from routewatch.detect.sigma import (
     log_rule,
     sigma_rule,
 )
+
+if TYPE_CHECKING:  # config imports sqlalchemy and apscheduler; detect stays pure
+    from routewatch.config import Detection
 
 
 class Metric(StrEnum):

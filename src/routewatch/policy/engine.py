@@ -130,10 +130,10 @@ def _reason(t: Trouble) -> str:
 def action_sentence(
     route: str, before: Sequence[str], decision: PolicyDecision, *, auto: bool
 ) -> str:
-    """What a policy did about ``route``, in words; in ``suggest`` mode, what it would do.
+    """What a policy did, in words; in ``suggest`` mode, what it would have done.
 
     Args:
-        route: The route whose incident is being announced.
+        route: The route whose run led to the decision; named first when it moved.
         before: The active chain before this decision.
         decision: The decision (in ``suggest`` mode: the one ``auto`` mode would take).
         auto: Whether the decision was applied.
@@ -148,8 +148,17 @@ def action_sentence(
         )
     if list(before) == list(decision.chain):
         return f"no change; active chain {after}" if auto else "suggest mode: no change suggested"
-    if route in before and route not in decision.chain:
-        return f"{prefix}demoted {route}; active chain {after}"
-    if route not in before and route in decision.chain:
-        return f"{prefix}restored {route}; active chain {after}"
-    return f"{prefix}set the active chain to {after}"
+
+    def first(names: list[str]) -> list[str]:
+        return sorted(names, key=lambda r: r != route)
+
+    dropped = first([r for r in before if r not in decision.chain])
+    back = first([r for r in decision.chain if r not in before])
+    parts = []
+    if dropped:
+        parts.append(f"demoted {', '.join(dropped)}")
+    if back:
+        parts.append(f"restored {', '.join(back)}")
+    if not parts:
+        parts.append("reordered the chain")
+    return f"{prefix}{' and '.join(parts)}; active chain {after}"

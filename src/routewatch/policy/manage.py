@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 
 from routewatch.config import Config, Policy
 from routewatch.errors import UsageError
+from routewatch.policy.engine import PolicyDecision
 from routewatch.policy.publishers import PolicyState, policy_json
 from routewatch.store.policies import (
     Reconciled,
@@ -108,9 +109,17 @@ def pin(
 def unpin(
     engine: Engine, config: Config, name: str, *, actor: str = "cli", now: datetime | None = None
 ) -> Reconciled:
-    """Return ``name`` to its automatic chain."""
+    """Return ``name`` to its automatic chain; nothing happens when it is not pinned."""
     policy = _policy(config, name)
     with engine.begin() as conn:
+        latest = latest_version(conn, name)
+        if latest is None or latest.pins is None:
+            return Reconciled(
+                policy=name,
+                before=latest.chain if latest else tuple(policy.chain),
+                decision=PolicyDecision(chain=latest.chain if latest else tuple(policy.chain)),
+                version=None,
+            )
         return reconcile(
             conn,
             name=name,

@@ -306,7 +306,9 @@ def record_detection(
             actions: list[dict[str, Any]] = []
             policy_events: list[tuple[dict[str, Any], list[str]]] = []
             if policies and not run.judge_suspect:
-                actions = _apply_policies(conn, route, run, policies, targets, policy_events)
+                actions = _apply_policies(
+                    conn, route, run, policies, targets, policy_events, transition.resolved
+                )
             events = 0
             for body in bodies:
                 body["worst_items"] = evidence(conn, run.run_id, body["worst_items"])
@@ -325,7 +327,7 @@ def record_detection(
     notes = tuple(
         f"policy {a['policy']}: {a['action']}"
         for a in actions
-        if a["version"] is not None or (a["mode"] == "suggest" and (opened or transition.resolved))
+        if a["changed"] or (a["mode"] == "suggest" and (opened or transition.resolved))
     )
     return Recorded(
         written=True,
@@ -458,6 +460,7 @@ def _apply_policies(
     policies: Mapping[str, Policy],
     targets: Sequence[str],
     deferred: list[tuple[dict[str, Any], list[str]]],
+    resolved: Sequence[int],
 ) -> list[dict[str, Any]]:
     """Reconcile the route's policies; what each did, for the incident events."""
     actions = []
@@ -472,7 +475,7 @@ def _apply_policies(
             actor="routewatch",
             route=route,
             run_id=run.run_id,
-            incident_id=_incident_behind(conn, route),
+            incident_id=resolved[0] if resolved else None,
             deferred=deferred,
         )
         auto = policy.mode == "auto"
@@ -487,19 +490,10 @@ def _apply_policies(
                 "mode": policy.mode,
                 "action": action_sentence(route, done.before, decision, auto=auto),
                 "version": done.version,
+                "changed": done.version is not None and done.before != done.decision.chain,
             }
         )
     return actions
-
-
-def _incident_behind(conn: Connection, route: str) -> int | None:
-    """The route's oldest open incident, named as the cause of a policy change."""
-    return conn.execute(
-        select(IncidentRow.id)
-        .where(IncidentRow.route == route, IncidentRow.status == IncidentStatus.open)
-        .order_by(IncidentRow.opened_at, IncidentRow.id)
-        .limit(1)
-    ).scalar_one_or_none()
 
 
 def _reminders(

@@ -183,6 +183,10 @@ def reconcile(
     ):
         return Reconciled(policy=name, before=before, decision=decision, version=None)
     version = (latest.version if latest else 0) + 1
+    if incident_id is None:
+        # The incident behind a demotion is the demoted route's, whichever run decided it.
+        fresh = [d for d in decision.demoted if d.route in before]
+        incident_id = fresh[0].incident_id if fresh else None
     outbox: list[tuple[dict[str, Any], list[str]]] = []
     why = reason or _reason(before, decision, first=latest is None)
     conn.execute(

@@ -1,0 +1,355 @@
+"""`routewatch policy show|pin|unpin|export` on a project on disk, SQLite and PostgreSQL.
+
+No simulator: these commands never call a route. A local receiver stands in for the
+webhook; the publishers write real files next to the config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from routewatch.alerts.webhook import verify
+from routewatch.cli import run
+from runner_project import rows, write_project
+
+SECRET = "whsec-policy-test-7f3a9c"
+SECRET_VAR = "RW_TEST_POLICY_HOOK_SECRET"
+ROUTES = {name: {"model": f"model-{name}"} for name in ("a", "b", "c")}
+
+
+@dataclass
+class Hook:
+    """What the webhook receiver got: lower-cased headers and the raw body per request."""
+
+    url: str = ""
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for _, body in self.requests]
+
+
+@pytest.fixture
+def hook() -> Iterator[Hook]:
+    record = Hook()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            record.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    record.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01})
+    thread.start()
+    try:
+        yield record
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def write_config(root: Path, database_url: str, hook_url: str) -> Path:
+    path = write_project(root, "http://127.0.0.1:9", ROUTES, database_url=database_url)
+    body = yaml.safe_load(path.read_text())
+    body["policies"] = {
+        "chat": {
+            "chain": ["a", "b", "c"],
+            "mode": "auto",
+            "publish": [
+                {"type": "json", "path": "policy/chat.json"},
+                {"type": "openrouter", "path": "policy/or.json"},
+            ],
+        }
+    }
+    body["alerts"] = {"webhooks": [{"url": hook_url, "secret_env": SECRET_VAR}]}
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_VAR, SECRET)
+    monkeypatch.delenv("ROUTEWATCH_DATABASE_URL", raising=False)
+
+
+@pytest.fixture
+def config(tmp_path: Path, db_url: str, hook: Hook) -> Path:
+    """The project on SQLite and on PostgreSQL."""
+    return write_config(tmp_path, db_url, hook.url)
+
+
+@pytest.fixture
+def sqlite_config(tmp_path: Path, hook: Hook) -> Path:
+    """The project on SQLite only: input errors are refused before anything is written."""
+    return write_config(tmp_path, f"sqlite:///{tmp_path / 'rw.db'}", hook.url)
+
+
+def policy(config: Path, command: str, *args: str) -> int:
+    return run(["policy", command, "-c", str(config), *args])
+
+
+def published(config: Path, name: str) -> Any:
+    return json.loads((config.parent / "policy" / name).read_text())
+
+
+def test_show_before_any_change_is_version_0_on_the_configured_chain(
+    config: Path, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert policy(config, "show") == 0
+
+    out = capsys.readouterr().out
+    assert out.splitlines() == [
+        "policy chat (auto mode), version 0",
+        "  configured: a → b → c",
+        "  active:     a → b → c",
+        "  pinned:     no",
+    ]
+    assert rows(db_url, "policy_versions") == []
+
+
+def test_pin_prints_the_version_and_publishes_both_files(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert policy(config, "pin", "chat", "b", "a") == 0
+
+    out = capsys.readouterr()
+    assert out.out == "policy chat: version 1, active chain b → a\n"
+    assert "3 delivered" in out.err
+    assert published(config, "chat.json")["chain"] == ["b", "a"]
+    assert published(config, "chat.json")["version"] == 1
+    assert published(config, "or.json") == {"models": ["model-b", "model-a"]}
+
+
+def test_pin_sends_one_signed_policy_changed_event(config: Path, db_url: str, hook: Hook) -> None:
+    assert policy(config, "pin", "chat", "b", "a") == 0
+
+    [(headers, body)] = hook.requests
+    [message] = [m for m in rows(db_url, "outbox") if m["target"] == "webhook:0"]
+    assert headers["x-routewatch-event"] == "policy.changed"
+    assert headers["x-routewatch-delivery"] == message["delivery_id"]
+    assert message["status"] == "delivered"
+    header = headers["x-routewatch-signature"]
+    assert verify(body, header, SECRET)
+    assert header == "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    event = json.loads(body)
+    assert event["event"] == "policy.changed"
+    assert (event["policy"], event["version"], event["actor"]) == ("chat", 1, "cli")
+    assert (event["chain"], event["previous_chain"]) == (["b", "a"], ["a", "b", "c"])
+    assert event["pins"] == ["b", "a"]
+
+
+def test_show_after_a_pin_prints_the_pins_and_the_history(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy(config, "pin", "chat", "b", "a")
+    capsys.readouterr()
+
+    assert policy(config, "show", "chat") == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:4] == [
+        "policy chat (auto mode), version 1",
+        "  configured: a → b → c",
+        "  active:     b → a",
+        "  pinned:     b → a",
+    ]
+    history = [line.split() for line in lines[4:]]
+    assert history[0][:6] == ["version", "at", "(UTC)", "chain", "by", "incident"]
+    assert [row[0] for row in history[1:]] == ["1"]
+    assert "pinned by hand (cli) to b → a" in lines[-1]
+
+
+def test_show_after_pin_and_unpin_lists_both_versions_newest_first(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy(config, "pin", "chat", "b", "a")
+    policy(config, "unpin", "chat")
+    capsys.readouterr()
+
+    assert policy(config, "show") == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "policy chat (auto mode), version 2"
+    assert lines[2:4] == ["  active:     a → b → c", "  pinned:     no"]
+    versions = [line.split()[0] for line in lines[5:]]
+    assert versions == ["2", "1"]
+    assert "unpinned by hand (cli)" in lines[5]
+    assert "pinned by hand (cli) to b → a" in lines[6]
+
+
+def test_export_json_is_the_published_policy_file(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy(config, "pin", "chat", "b", "a")
+    capsys.readouterr()
+
+    assert policy(config, "export", "chat", "--format", "json") == 0
+
+    exported = json.loads(capsys.readouterr().out)
+    assert set(exported) == {"policy", "version", "updated_at", "chain", "demoted"}
+    assert (exported["chain"], exported["demoted"]) == (["b", "a"], [])
+    assert exported == published(config, "chat.json")
+
+
+def test_export_before_any_change_is_the_configured_chain_at_version_0(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert policy(config, "export", "chat") == 0
+
+    exported = json.loads(capsys.readouterr().out)
+    assert (exported["version"], exported["chain"]) == (0, ["a", "b", "c"])
+
+
+def test_export_litellm_is_a_router_settings_block_for_the_pinned_chain(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy(config, "pin", "chat", "b", "a")
+    capsys.readouterr()
+
+    assert policy(config, "export", "chat", "--format", "litellm") == 0
+
+    assert yaml.safe_load(capsys.readouterr().out) == {
+        "router_settings": {
+            "fallbacks": [{"model-b": ["model-a"]}],
+            "model_group_alias": {"chat": "model-b"},
+        }
+    }
+
+
+def test_unpin_returns_to_the_configured_chain_and_republishes(
+    config: Path, hook: Hook, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy(config, "pin", "chat", "b", "a")
+    capsys.readouterr()
+
+    assert policy(config, "unpin", "chat") == 0
+
+    assert capsys.readouterr().out == "policy chat: version 2, active chain a → b → c\n"
+    assert published(config, "chat.json")["chain"] == ["a", "b", "c"]
+    assert published(config, "chat.json")["version"] == 2
+    assert published(config, "or.json") == {"models": ["model-a", "model-b", "model-c"]}
+    event = hook.events()[-1]
+    assert (event["version"], event["pins"]) == (2, None)
+    assert (event["chain"], event["previous_chain"]) == (["a", "b", "c"], ["b", "a"])
+
+
+def test_a_second_unpin_changes_nothing_and_sends_nothing(
+    config: Path, db_url: str, hook: Hook, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy(config, "pin", "chat", "b", "a")
+    policy(config, "unpin", "chat")
+    outbox = len(rows(db_url, "outbox"))
+    capsys.readouterr()
+
+    assert policy(config, "unpin", "chat") == 0
+
+    out = capsys.readouterr()
+    assert out.out == "policy chat: nothing changed; active chain a → b → c\n"
+    assert out.err == ""
+    assert len(hook.requests) == 2
+    assert len(rows(db_url, "outbox")) == outbox
+    assert [v["version"] for v in rows(db_url, "policy_versions")] == [1, 2]
+
+
+def test_pinning_the_same_chain_again_changes_nothing(
+    config: Path, hook: Hook, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy(config, "pin", "chat", "b", "a")
+    capsys.readouterr()
+
+    assert policy(config, "pin", "chat", "b", "a") == 0
+
+    assert capsys.readouterr().out == "policy chat: nothing changed; active chain b → a\n"
+    assert len(hook.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["show", "nope"], "unknown policy 'nope'; known: chat"),
+        (["pin", "nope", "a"], "unknown policy 'nope'; known: chat"),
+        (["unpin", "nope"], "unknown policy 'nope'; known: chat"),
+        (["export", "nope"], "unknown policy 'nope'; known: chat"),
+        (["pin", "chat", "a", "x", "y"], "unknown route(s) x, y; known: a, b, c"),
+        (["pin", "chat", "b", "a", "b"], "a route appears twice"),
+        (["pin", "chat"], "Missing argument 'ROUTE...'"),
+        (["export", "chat", "--format", "yaml"], "'yaml' is not one of"),
+    ],
+    ids=[
+        "show-policy",
+        "pin-policy",
+        "unpin-policy",
+        "export-policy",
+        "route",
+        "repeat",
+        "no-route",
+        "format",
+    ],
+)
+def test_bad_input_exits_1_naming_the_problem_and_changes_nothing(
+    sqlite_config: Path,
+    hook: Hook,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    message: str,
+) -> None:
+    assert policy(sqlite_config, *args) == 1
+
+    out = capsys.readouterr()
+    assert message in out.err
+    assert out.out == ""
+    assert hook.requests == []
+    assert not (sqlite_config.parent / "policy").exists()
+
+
+def test_no_secret_reaches_the_output_or_the_database(
+    config: Path, db_url: str, hook: Hook, capsys: pytest.CaptureFixture[str]
+) -> None:
+    commands = (["pin", "chat", "c"], ["pin", "chat", "zz"], ["show"], ["unpin", "chat"])
+
+    codes = [policy(config, *args) for args in commands]
+
+    out = capsys.readouterr()
+    tables = [rows(db_url, t) for t in ("outbox", "delivery_attempts", "policy_versions")]
+    assert codes == [0, 1, 0, 0]
+    assert all(tables)
+    assert [v["version"] for v in tables[2]] == [1, 2]
+    assert len(hook.requests) == 2
+    assert SECRET not in out.out + out.err
+    assert SECRET not in json.dumps(tables, default=str)
+
+
+def test_status_json_shows_the_pinned_chain(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy(config, "pin", "chat", "b", "a")
+    capsys.readouterr()
+
+    assert run(["status", "-c", str(config), "--json"]) == 0
+
+    assert json.loads(capsys.readouterr().out)["policies"] == [
+        {
+            "name": "chat",
+            "mode": "auto",
+            "configured_chain": ["a", "b", "c"],
+            "active_chain": ["b", "a"],
+            "version": 1,
+        }
+    ]
