@@ -198,6 +198,9 @@ class Alerts(_Model):
     """Generic signed webhooks."""
     renotify_hours: float | None = Field(default=None, gt=0)
     """Remind every this many hours while an incident stays open; omit for no reminders."""
+    no_data_hours: float = Field(default=6.0, gt=0)
+    """A scheduled run not completed this many hours after its slot raises ``route.no_data``
+    (checked by the daemon)."""
     delivery: Delivery = Field(default_factory=Delivery)
     """Retries of undelivered events."""
 

@@ -9,6 +9,7 @@ the daemon both build triggers here.
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
@@ -94,3 +95,17 @@ def _day(token: str) -> int:
     if token in _NAMES:
         return _NAMES.index(token)
     raise ValueError(f"day-of-week {token!r} is not a number 0-7 or a name sun..sat")
+
+
+def last_fire_at_or_before(trigger: CronTrigger, moment: datetime) -> datetime | None:
+    """The trigger's newest fire time at or before ``moment`` (aware), within 400 days."""
+    for window in (timedelta(hours=2), timedelta(days=2), timedelta(days=35), timedelta(days=400)):
+        start = moment - window
+        last: datetime | None = None
+        fire: datetime | None = trigger.get_next_fire_time(None, start)
+        while fire is not None and fire <= moment:
+            last = fire
+            fire = trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
+        if last is not None:
+            return last
+    return None

@@ -17,14 +17,8 @@ import pytest
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from routewatch.alerts.slack import (
-    DELIVERY_HEADER,
-    SlackResult,
-    escape_mrkdwn,
-    excerpt,
-    send_slack,
-    slack_message,
-)
+from routewatch.alerts.slack import DELIVERY_HEADER, SlackResult, send_slack
+from routewatch.alerts.slack_blocks import escape_mrkdwn, excerpt, slack_message
 
 
 def _text(max_length: int) -> dict[str, Any]:

@@ -21,7 +21,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
 
-from routewatch.alerts.slack import send_slack, slack_message
+from routewatch.alerts.slack import send_slack
+from routewatch.alerts.slack_blocks import slack_message
 from routewatch.alerts.webhook import SendResult, send_webhook
 from routewatch.config import Config, secret
 from routewatch.errors import RoutewatchError

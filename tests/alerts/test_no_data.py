@@ -1,0 +1,118 @@
+"""NO_DATA: a scheduled run that did not complete in time alerts once, and so does its return."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import yaml
+from sqlalchemy import Engine, insert
+
+from routewatch.config import load_config
+from routewatch.cron import last_fire_at_or_before, parse_cron
+from routewatch.store.migrate import open_database
+from routewatch.store.nodata import check_no_data
+from routewatch.store.tables import EvalSetRow, RouteSnapshotRow, RunRow, RunStatus
+from runner_project import rows
+
+GRACE = timedelta(hours=6)
+
+
+def test_last_fire_is_the_newest_slot_not_after_the_moment() -> None:
+    daily = parse_cron("0 6 * * *", "Europe/Berlin")
+    moment = datetime(2026, 11, 10, 4, 59, tzinfo=UTC)  # 05:59 in Berlin
+
+    assert last_fire_at_or_before(daily, moment) == datetime(2026, 11, 9, 5, 0, tzinfo=UTC)
+    assert last_fire_at_or_before(daily, moment + timedelta(minutes=1)) == moment.replace(
+        minute=0
+    ).replace(hour=5)
+    weekly = parse_cron("0 8 * * mon")
+    assert last_fire_at_or_before(weekly, datetime(2026, 11, 29, tzinfo=UTC)) == datetime(
+        2026, 11, 23, 8, 0, tzinfo=UTC
+    )
+
+
+def write(tmp_path: Path, db_url: str) -> Path:
+    path = tmp_path / "routewatch.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "database_url": db_url,
+                "providers": {"p": {"base_url": "http://127.0.0.1:9/v1"}},
+                "routes": {
+                    "nightly": {
+                        "provider": "p",
+                        "model": "m",
+                        "evals": ["faq"],
+                        "schedule": "0 6 * * *",
+                    },
+                    "by-hand": {"provider": "p", "model": "m", "evals": ["faq"]},
+                },
+                "alerts": {"webhooks": [{"url": "http://127.0.0.1:9/hook"}]},
+            }
+        )
+    )
+    return path
+
+
+def add_run(engine: Engine, at: datetime) -> None:
+    with engine.begin() as conn:
+        eval_set = conn.execute(
+            insert(EvalSetRow)
+            .values(
+                name="faq",
+                version=f"v{at:%j%H}",
+                scale_min=1,
+                scale_max=5,
+                pass_threshold=0.7,
+                definition={},
+                created_at=at,
+            )
+            .returning(EvalSetRow.id)
+        ).scalar_one()
+        snapshot = conn.execute(
+            insert(RouteSnapshotRow)
+            .values(
+                route="nightly",
+                provider="p",
+                model="m",
+                params={},
+                config_hash=f"h{at:%j%H}",
+                first_seen_at=at,
+            )
+            .returning(RouteSnapshotRow.id)
+        ).scalar_one()
+        conn.execute(
+            insert(RunRow).values(
+                route="nightly",
+                route_snapshot_id=snapshot,
+                eval_set_id=eval_set,
+                eval_set_name="faq",
+                slot_key=f"nightly/faq/{at.isoformat()}",
+                at=at,
+                started_at=at,
+                status=RunStatus.completed,
+            )
+        )
+
+
+def test_a_missed_slot_alerts_once_and_the_next_run_clears_it(tmp_path: Path, db_url: str) -> None:
+    config = load_config(write(tmp_path, db_url), {})
+    engine = open_database(config.database_url)
+    day = datetime(2026, 11, 10, tzinfo=UTC)
+    add_run(engine, day.replace(hour=6))
+
+    def check(at: datetime) -> list[tuple[str, bool]]:
+        states = check_no_data(engine, config, now=at, grace=GRACE, targets=config.alerts.targets())
+        return [(s.state.value, s.changed) for s in states]
+
+    assert check(day + timedelta(hours=13)) == [("ok", False)]
+    assert check(day + timedelta(days=1, hours=11)) == [("ok", False)], "within the grace"
+    assert check(day + timedelta(days=1, hours=13)) == [("no_data", True)]
+    assert check(day + timedelta(days=1, hours=20)) == [("no_data", False)], "told once"
+    add_run(engine, day + timedelta(days=1, hours=6))
+    assert check(day + timedelta(days=1, hours=21)) == [("ok", True)]
+
+    events = [(o["event"], o["payload"]["route"]) for o in rows(db_url, "outbox")]
+    assert events == [("route.no_data", "nightly"), ("route.data_resumed", "nightly")]
+    engine.dispose()
