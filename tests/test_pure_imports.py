@@ -8,7 +8,14 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "routewatch"
 PURE = [
     PACKAGE / name
-    for name in ("checks.py", "scoring.py", "incidents.py", "policy/engine.py", "report/svg.py")
+    for name in (
+        "checks.py",
+        "scoring.py",
+        "incidents.py",
+        "policy/engine.py",
+        "alerts/slack_blocks.py",
+        "report/svg.py",
+    )
 ] + sorted((PACKAGE / "detect").glob("**/*.py"))
 FORBIDDEN = (
     *("sqlalchemy", "httpx", "apscheduler", "aiohttp", "starlette", "uvicorn"),
