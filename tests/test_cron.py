@@ -72,3 +72,13 @@ def test_an_instant_without_offset_is_read_in_the_given_zone() -> None:
     assert parse_instant("2026-11-20T06:00Z", "Europe/Berlin") == datetime(
         2026, 11, 20, 6, 0, tzinfo=UTC
     )
+
+
+def test_a_sixth_leading_field_sets_seconds() -> None:
+    trigger = parse_cron("*/10 * * * * *")
+    start = datetime(2026, 11, 23, 6, 0, 1, tzinfo=UTC)
+
+    first = trigger.get_next_fire_time(None, start)
+
+    assert first == datetime(2026, 11, 23, 6, 0, 10, tzinfo=UTC)
+    assert parse_cron("0 6 * * *").get_next_fire_time(None, start).second == 0

@@ -29,7 +29,9 @@ def project(tmp_path: Path, sim: str, db_url: str | None = None) -> Path:
     path = write_project(tmp_path, sim, {"faq-bot": {"model": "perfect"}}, database_url=db_url)
     config = yaml.safe_load(path.read_text())
     config["alerts"] = {
-        "webhooks": [{"url": "http://127.0.0.1:9/hook", "secret_env": "RW_TEST_HOOK_SECRET"}]
+        "webhooks": [{"url": "http://127.0.0.1:9/hook", "secret_env": "RW_TEST_HOOK_SECRET"}],
+        # Nothing listens there: don't let each run wait for a retry.
+        "delivery": {"run_wait_s": 0},
     }
     path.write_text(yaml.safe_dump(config))
     return path

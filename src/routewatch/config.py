@@ -263,6 +263,17 @@ class Reports(_Model):
     """Cron expression in ``timezone`` for writing the report in the daemon."""
 
 
+class Scheduler(_Model):
+    """How the daemon keeps its schedules."""
+
+    misfire_grace_s: float = Field(default=3600.0, gt=0)
+    """A slot missed by less than this (the daemon was down or busy) still runs, once."""
+    dispatch_every_s: float = Field(default=5.0, gt=0)
+    """How often the daemon delivers pending alerts and publisher writes."""
+    stop_timeout_s: float = Field(default=60.0, ge=0)
+    """On SIGTERM, runs in flight get this long to finish; then they are left resumable."""
+
+
 class Server(_Model):
     """The daemon's HTTP surface."""
 
@@ -297,6 +308,8 @@ class Config(_Model):
     """Fallback chains, by name."""
     reports: Reports = Field(default_factory=Reports)
     """The weekly report."""
+    scheduler: Scheduler = Field(default_factory=Scheduler)
+    """The daemon's schedules."""
     server: Server = Field(default_factory=Server)
     """The daemon's HTTP server."""
 

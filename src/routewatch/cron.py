@@ -32,7 +32,8 @@ def parse_cron(expr: str, timezone: str = "UTC") -> CronTrigger:
 
     Args:
         expr: ``minute hour day month day-of-week``; weekdays 0-7 (0 and 7 are
-            Sunday) or names ``sun``..``sat``.
+            Sunday) or names ``sun``..``sat``. A sixth, leading field sets seconds
+            (``*/10 * * * * *``: every ten seconds), for tests and demos.
         timezone: IANA zone name the expression's times are in.
 
     Raises:
@@ -40,9 +41,13 @@ def parse_cron(expr: str, timezone: str = "UTC") -> CronTrigger:
     """
     text = _MACROS.get(expr.strip().lower(), expr.strip())
     fields = text.split()
+    second = "0"
+    if len(fields) == 6:
+        second, *fields = fields
     if len(fields) != 5:
         raise ValueError(
-            f"cron {expr!r} needs 5 fields (minute hour day month day-of-week), got {len(fields)}"
+            f"cron {expr!r} needs 5 fields (minute hour day month day-of-week), or 6 with "
+            f"seconds first; got {len(text.split())}"
         )
     minute, hour, day, month, dow = fields
     if day not in ("*", "?") and dow not in ("*", "?"):
@@ -52,6 +57,7 @@ def parse_cron(expr: str, timezone: str = "UTC") -> CronTrigger:
         )
     try:
         return CronTrigger(
+            second=second,
             minute=minute,
             hour=hour,
             day=day.replace("?", "*"),

@@ -194,6 +194,19 @@ def ensure_route_snapshot(engine: Engine, name: str, route: Route) -> int:
             return int(conn.execute(query).scalar_one())
 
 
+def slot_completed(engine: Engine, *, route: str, eval_set_name: str, slot_key: str) -> bool:
+    """Whether the run of this slot has completed."""
+    with engine.connect() as conn:
+        status = conn.execute(
+            select(RunRow.status).where(
+                RunRow.route == route,
+                RunRow.eval_set_name == eval_set_name,
+                RunRow.slot_key == slot_key,
+            )
+        ).scalar_one_or_none()
+    return status == RunStatus.completed
+
+
 def claim_run(
     engine: Engine,
     *,
