@@ -67,7 +67,17 @@ def run(argv: list[str] | None = None) -> int:
     return int(result) if isinstance(result, int) else ExitCode.ok
 
 
-from routewatch.cli import db, demo, pending, policy, project, runs, sim, status  # noqa: E402
+from routewatch.cli import (  # noqa: E402
+    db,
+    demo,
+    pending,
+    policy,
+    project,
+    runs,
+    serve,
+    sim,
+    status,
+)
 
 cli.add_command(project.init)
 cli.add_command(project.validate)
@@ -77,5 +87,6 @@ cli.add_command(runs.run_command)
 cli.add_command(status.status_command)
 cli.add_command(demo.demo_command)
 cli.add_command(policy.policy)
+cli.add_command(serve.serve_command)
 for command in pending.COMMANDS:
     cli.add_command(command)

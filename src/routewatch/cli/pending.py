@@ -33,12 +33,6 @@ report = click.Command(
         click.Option(["-o", "--output"], help="Output file."),
     ],
 )
-serve = click.Command(
-    "serve",
-    callback=_not_built("serve"),
-    help="(not built yet) Run the daemon: schedules and the HTTP server.",
-    params=[config_param()],
-)
 judge = click.Group("judge", help="(not built yet) The judge's own quality.")
 judge.add_command(
     click.Command(
@@ -52,4 +46,4 @@ judge.add_command(
     )
 )
 
-COMMANDS: list[click.Command] = [report, judge, serve]
+COMMANDS: list[click.Command] = [report, judge]
