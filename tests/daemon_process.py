@@ -69,6 +69,8 @@ class DaemonProcess:
             self.process.kill()
             self.process.wait(timeout=10)
         self._reader.join(timeout=5)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
 
 
 @contextmanager

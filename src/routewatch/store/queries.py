@@ -89,6 +89,52 @@ def latest_runs(engine: Engine, routes: Sequence[str]) -> dict[str, RunFacts]:
     return out
 
 
+def latest_completed_runs(engine: Engine, routes: Sequence[str]) -> dict[tuple[str, str], RunFacts]:
+    """The newest completed run (by logical time, then id) of each (route, eval set).
+
+    One grouped query over the routes' completed runs, for ``/healthz`` and ``/metrics``.
+    """
+    completed = (RunRow.route.in_(routes)) & (RunRow.status == RunStatus.completed)
+    newest = (
+        select(RunRow.route, RunRow.eval_set_name, func.max(RunRow.at).label("at"))
+        .where(completed)
+        .group_by(RunRow.route, RunRow.eval_set_name)
+        .subquery()
+    )
+    query = (
+        select(RunRow.__table__)
+        .join(
+            newest,
+            (RunRow.route == newest.c.route)
+            & (RunRow.eval_set_name == newest.c.eval_set_name)
+            & (RunRow.at == newest.c.at),
+        )
+        .where(completed)
+        .order_by(RunRow.id)
+    )
+    out: dict[tuple[str, str], RunFacts] = {}
+    with engine.connect() as conn:
+        for row in conn.execute(query).mappings():
+            # Ordered by id, so of two runs at one logical time the newer one wins.
+            out[(row["route"], row["eval_set_name"])] = RunFacts(
+                id=row["id"],
+                route=row["route"],
+                eval_set=row["eval_set_name"],
+                at=row["at"],
+                status=row["status"],
+                score=row["score"],
+                pass_rate=row["pass_rate"],
+                error_rate=row["error_rate"],
+                p50_latency_ms=row["p50_latency_ms"],
+                p95_latency_ms=row["p95_latency_ms"],
+                cost_usd=row["cost_usd"],
+                tokens_in=row["tokens_in"],
+                tokens_out=row["tokens_out"],
+                error_message=row["error_message"],
+            )
+    return out
+
+
 def completed_run_counts(engine: Engine, routes: Sequence[str]) -> dict[tuple[str, str], int]:
     """How many completed runs each (route, eval set) has."""
     query = (

@@ -1,0 +1,405 @@
+"""The daemon's HTTP surface: health, metrics, status, policies, reports and runs on demand.
+
+``create_app(state)`` builds the Starlette app that ``routewatch serve`` runs beside the
+scheduler; ``daemon.state`` is all it knows of the daemon. GETs are open. Every POST needs
+``Authorization: Bearer`` with the token named by ``server.token_env``, and is refused
+while no token is set. Handlers read ``state.config`` on each request, so a reload applies
+at once; database work runs in the threadpool. Every error body is ``{"error": ...}``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import html
+import logging
+import re
+import threading
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, NamedTuple, TypeVar
+from urllib.parse import quote
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from routewatch.alerts.dispatch import Dispatcher
+from routewatch.config import Config, secret
+from routewatch.daemon.metrics import first_line, metrics_registry
+from routewatch.daemon.state import DaemonState
+from routewatch.errors import MissingSecretError, UsageError
+from routewatch.policy import manage
+from routewatch.policy.publishers import policy_json
+from routewatch.status import build_status
+from routewatch.store.policies import Reconciled
+from routewatch.store.queries import latest_completed_runs
+
+log = logging.getLogger("routewatch.daemon")
+
+REPORT_NAME = re.compile(r"[\w.-]+\.html")
+"""Report files that may be served (matched in full): a plain name in the folder, no path."""
+REPORT_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+    "X-Content-Type-Options": "nosniff",
+}
+"""A report is self-contained (inline CSS and SVG): it may load nothing and run nothing."""
+
+RouteName = Annotated[str, StringConstraints(min_length=1)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunsRequest(_Body):
+    """Body of ``POST /runs``."""
+
+    routes: list[RouteName] = Field(default_factory=list)
+    """Routes to run now; empty or missing: every route."""
+
+
+class PinRequest(_Body):
+    """Body of ``POST /policy/NAME/pin``."""
+
+    routes: list[RouteName] = Field(min_length=1)
+    """The chain to pin, most preferred first."""
+
+
+class UnpinRequest(_Body):
+    """Body of ``POST /policy/NAME/unpin``: none, or ``{}``."""
+
+
+B = TypeVar("B", bound=_Body)
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class DatabaseHealth(NamedTuple):
+    """What ``/healthz`` learnt from the database."""
+
+    reachable: bool
+    last_successful_run: dict[str, datetime]
+
+
+class ReportFile(NamedTuple):
+    """A report in the reports folder."""
+
+    name: str
+    modified: datetime
+    size: int
+
+
+def create_app(state: DaemonState) -> Starlette:
+    """Build the daemon's HTTP app on ``state``.
+
+    Routes: ``GET /healthz``, ``/metrics``, ``/status``, ``/policy/{name}``, ``/reports/``
+    and ``/reports/{file}``; ``POST /runs``, ``/policy/{name}/pin`` and
+    ``/policy/{name}/unpin`` (bearer token).
+    """
+    api = _Api(state)
+    routes = [
+        Route("/healthz", _guarded(api.healthz), methods=["GET"]),
+        Route("/metrics", _guarded(api.metrics), methods=["GET"]),
+        Route("/status", _guarded(api.status), methods=["GET"]),
+        Route("/policy/{name}", _guarded(api.policy), methods=["GET"]),
+        Route("/policy/{name}/pin", _guarded(api.pin), methods=["POST"]),
+        Route("/policy/{name}/unpin", _guarded(api.unpin), methods=["POST"]),
+        Route("/reports/", _guarded(api.reports_index), methods=["GET"]),
+        Route("/reports/{file}", _guarded(api.report_file), methods=["GET"]),
+        Route("/runs", _guarded(api.runs), methods=["POST"]),
+    ]
+    return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+
+
+class _Api:
+    """The handlers, around one daemon's state and metrics registry."""
+
+    def __init__(self, state: DaemonState) -> None:
+        self.state = state
+        self.registry = metrics_registry(state)
+        # One delivery pass at a time from here: two passes racing could let the older
+        # one write a publisher file last.
+        self.delivering = threading.Lock()
+
+    async def healthz(self, request: Request) -> Response:
+        state = self.state
+        routes = list(state.config.routes)
+        scheduler = state.scheduler_alive()
+        database = await run_in_threadpool(_database_health, state.engine, routes)
+        healthy = scheduler and database.reachable
+        last = database.last_successful_run
+        body = {
+            "status": "ok" if healthy else "degraded",
+            "scheduler": scheduler,
+            "leader": state.is_leader(),
+            "database": database.reachable,
+            "started_at": _iso(state.started_at),
+            "last_successful_run": {r: _iso(last[r]) if r in last else None for r in routes},
+        }
+        return JSONResponse(body, status_code=200 if healthy else 503)
+
+    async def metrics(self, request: Request) -> Response:
+        body = await run_in_threadpool(generate_latest, self.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    async def status(self, request: Request) -> Response:
+        body = await run_in_threadpool(build_status, self.state.engine, self.state.config)
+        return JSONResponse(body.model_dump(mode="json"))
+
+    async def policy(self, request: Request) -> Response:
+        config = self.state.config
+        name = request.path_params["name"]
+        if name not in config.policies:
+            return _unknown_policy(config, name)
+        current = await run_in_threadpool(manage.state, self.state.engine, config, name)
+        return JSONResponse(policy_json(current))
+
+    async def reports_index(self, request: Request) -> Response:
+        files = await run_in_threadpool(_list_reports, self.state.reports_dir)
+        return HTMLResponse(_index_html(files), headers=REPORT_HEADERS)
+
+    async def report_file(self, request: Request) -> Response:
+        content = await run_in_threadpool(
+            _read_report, self.state.reports_dir, request.path_params["file"]
+        )
+        if content is None:
+            return _error(404, "no such report; GET /reports/ lists them")
+        return Response(content, media_type="text/html", headers=REPORT_HEADERS)
+
+    async def runs(self, request: Request) -> Response:
+        denied = self._authorize(request)
+        if denied is not None:
+            return denied
+        body = await _parse(request, RunsRequest)
+        if isinstance(body, Response):
+            return body
+        try:
+            accepted = await self.state.trigger_runs(list(body.routes))
+        except UsageError as exc:
+            return _error(422, _usage_message(exc))
+        log.info("runs requested through the API: %s", ", ".join(accepted) or "none")
+        return JSONResponse({"accepted": accepted}, status_code=202)
+
+    async def pin(self, request: Request) -> Response:
+        def apply(config: Config, name: str, body: PinRequest) -> Reconciled:
+            return manage.pin(self.state.engine, config, name, body.routes, actor="api")
+
+        return await self._change(request, PinRequest, apply)
+
+    async def unpin(self, request: Request) -> Response:
+        def apply(config: Config, name: str, body: UnpinRequest) -> Reconciled:
+            return manage.unpin(self.state.engine, config, name, actor="api")
+
+        return await self._change(request, UnpinRequest, apply)
+
+    async def _change(
+        self, request: Request, model: type[B], apply: Callable[[Config, str, B], Reconciled]
+    ) -> Response:
+        """Pin or unpin: answer with the policy JSON, then deliver its messages."""
+        denied = self._authorize(request)
+        if denied is not None:
+            return denied
+        config = self.state.config
+        name = request.path_params["name"]
+        if name not in config.policies:
+            return _unknown_policy(config, name)
+        body = await _parse(request, model)
+        if isinstance(body, Response):
+            return body
+        try:
+            result = await run_in_threadpool(apply, config, name, body)
+        except UsageError as exc:
+            return _error(422, _usage_message(exc))
+        changed = result.version is not None
+        current = await run_in_threadpool(manage.state, self.state.engine, config, name)
+        if changed:
+            log.info(
+                "policy %s changed through the API: version %d, chain %s",
+                name,
+                current.version,
+                " > ".join(current.chain),
+            )
+        # Delivery may wait on a slow receiver, so it runs after the answer is sent.
+        task = BackgroundTask(self._deliver, config) if changed else None
+        return JSONResponse({**policy_json(current), "changed": changed}, background=task)
+
+    def _deliver(self, config: Config) -> None:
+        try:
+            with self.delivering:
+                Dispatcher(self.state.engine, config, self.state.env).deliver_due()
+        except Exception:
+            # The daemon's dispatcher passes every few seconds and will deliver them.
+            log.warning("delivering the outbox after a policy change failed", exc_info=True)
+
+    def _authorize(self, request: Request) -> Response | None:
+        """None when the request carries the API token; else the refusal to send."""
+        var = self.state.config.server.token_env
+        if not var:
+            return _error(
+                403,
+                "POST requests are refused: no API token is configured; set server.token_env "
+                "in routewatch.yaml to the name of an environment variable holding the token",
+            )
+        try:
+            expected = secret(var, self.state.env)
+        except MissingSecretError:
+            return _error(
+                403,
+                f"POST requests are refused: environment variable {var} (server.token_env) "
+                "is not set; set it to the API token in the daemon's environment",
+            )
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            message = "this request needs an `Authorization: Bearer <token>` header"
+        elif not hmac.compare_digest(given.strip().encode(), expected.encode()):
+            message = "the bearer token is wrong"
+        else:
+            return None
+        return _error(401, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _guarded(handler: Endpoint) -> Endpoint:
+    """Answer an unexpected exception with a bare 500 and log it, never the traceback."""
+
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except HTTPException:
+            raise
+        except Exception:
+            log.exception("%s %s failed", request.method, request.url.path)
+            return _error(500, "internal error")
+
+    return endpoint
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Routing errors (404, 405) as JSON, like every other error."""
+    if not isinstance(exc, HTTPException):
+        raise exc
+    return _error(exc.status_code, str(exc.detail).lower(), headers=exc.headers)
+
+
+def _error(status: int, message: str, *, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _unknown_policy(config: Config, name: str) -> JSONResponse:
+    known = ", ".join(sorted(config.policies)) or "none configured"
+    return _error(404, f"unknown policy {name!r}; known: {known}")
+
+
+def _usage_message(exc: UsageError) -> str:
+    return "; ".join(p.message for p in exc.problems)
+
+
+async def _parse(request: Request, model: type[B]) -> B | JSONResponse:
+    """The request's JSON body as ``model`` (an empty body is ``{}``), or a 422 answer."""
+    raw = await request.body()
+    try:
+        return model.model_validate_json(raw if raw.strip() else b"{}")
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
+    reasons = "; ".join(f"{_field(e['loc'])}: {e['msg']}" for e in errors)
+    return JSONResponse(
+        {"error": f"invalid request body: {reasons}", "detail": detail}, status_code=422
+    )
+
+
+def _field(loc: Sequence[int | str]) -> str:
+    """``routes.0`` for a field, ``body`` for the body as a whole (bad JSON, not an object)."""
+    return ".".join(str(part) for part in loc) or "body"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+def _database_health(engine: Engine, routes: list[str]) -> DatabaseHealth:
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        runs = latest_completed_runs(engine, routes)
+    except SQLAlchemyError as exc:
+        log.warning("healthz: cannot read the database: %s", first_line(exc))
+        return DatabaseHealth(reachable=False, last_successful_run={})
+    last: dict[str, datetime] = {}
+    for (route, _), run in runs.items():
+        if route not in last or run.at > last[route]:
+            last[route] = run.at
+    return DatabaseHealth(reachable=True, last_successful_run=last)
+
+
+def _list_reports(folder: Path) -> list[ReportFile]:
+    """The servable reports in ``folder``, newest first; none when it does not exist."""
+    try:
+        names = [entry.name for entry in folder.iterdir()]
+    except OSError:
+        return []
+    files = []
+    for name in names:
+        path = _report_path(folder, name)
+        try:
+            info = path.stat() if path is not None else None
+        except OSError:  # removed while we looked
+            continue
+        if info is not None:
+            modified = datetime.fromtimestamp(info.st_mtime, UTC)
+            files.append(ReportFile(name=name, modified=modified, size=info.st_size))
+    return sorted(files, key=lambda f: (f.modified, f.name), reverse=True)
+
+
+def _read_report(folder: Path, name: str) -> bytes | None:
+    """The content of the report ``name``, or None when it may not be served."""
+    path = _report_path(folder, name)
+    try:
+        return path.read_bytes() if path is not None else None
+    except OSError:
+        return None
+
+
+def _report_path(folder: Path, name: str) -> Path | None:
+    """The file ``name`` directly inside ``folder``, when it is a report that may be served."""
+    if not REPORT_NAME.fullmatch(name):
+        return None
+    root = folder.resolve()
+    path = (root / name).resolve()
+    if path.parent != root or not path.is_file():  # a symlink out of the folder, a folder
+        return None
+    return path
+
+
+def _index_html(files: list[ReportFile]) -> str:
+    if files:
+        items = "\n".join(
+            f'<li><a href="{html.escape(quote(f.name))}">{html.escape(f.name)}</a> '
+            f"<small>{f.modified:%Y-%m-%d %H:%M} UTC, {_size(f.size)}</small></li>"
+            for f in files
+        )
+        listing = f"<ul>\n{items}\n</ul>"
+    else:
+        listing = (
+            "<p>No reports yet. The daemon writes one into its reports folder on "
+            "<code>reports.schedule</code>.</p>"
+        )
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        "<title>routewatch reports</title>"
+        "<style>body{font-family:system-ui,sans-serif;margin:2rem}li{margin:.3rem 0}</style>"
+        f"</head>\n<body><h1>routewatch reports</h1>\n{listing}\n</body></html>\n"
+    )
+
+
+def _size(size: int) -> str:
+    return f"{size / 1024:.0f} KB" if size >= 1024 else f"{size} B"

@@ -1,0 +1,329 @@
+"""``routewatch serve``: schedules, the outbox dispatcher and the HTTP surface in one process.
+
+APScheduler 3 (``AsyncIOScheduler``, jobs kept in memory) fires one job per scheduled
+route; each job runs the route's newest slot, which the database claims under a unique
+key, so a slot never runs twice, whichever replica or restart fires it. Only the leader
+(``daemon.leader``) runs slots and the NO_DATA check; every replica dispatches the outbox
+(claims are leased) and serves HTTP. The traps of ECOSYSTEM.md are handled here:
+
+- ``misfire_grace_time`` is ``scheduler.misfire_grace_s`` (APScheduler's default is 1 s),
+  with ``coalesce`` and one instance per job; and at start, each route's newest slot within
+  that grace that has no completed run is run once (a slot missed while the daemon was
+  down, or a run a stopped daemon left behind, which is then resumed).
+- Jobs stay in memory: replicas coordinate through the database, never a shared job store.
+- Cron weekdays go through ``routewatch.cron`` (crontab numbering, not APScheduler's).
+- SIGTERM/SIGINT: no new runs start; runs in flight get ``stop_timeout_s``, then are
+  cancelled, leaving them resumable; ``AsyncIOScheduler.shutdown`` would cancel them at
+  once, so draining happens before it. SIGHUP reloads the config and rebuilds the jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy import Engine
+
+from routewatch.alerts.dispatch import Dispatcher
+from routewatch.clock import SystemClock
+from routewatch.cron import last_fire_at_or_before, parse_cron
+from routewatch.cycle import completed_runs, detect_cycle
+from routewatch.daemon.leader import Leadership
+from routewatch.daemon.state import DaemonState
+from routewatch.errors import RoutewatchError, UsageError
+from routewatch.project import Project, load_project
+from routewatch.runner import execute, plan_runs
+from routewatch.store.migrate import open_database
+from routewatch.store.nodata import check_no_data
+from routewatch.store.runs import slot_completed
+
+log = logging.getLogger("routewatch.daemon")
+
+LEADER_CHECK_S = 5.0
+"""How often a follower tries to become leader, and the leader checks its lock."""
+NO_DATA_CHECK_S = 60.0
+
+
+class Daemon:
+    """One daemon process: construct, then ``await run()`` until a signal stops it.
+
+    Args:
+        config_path: The ``routewatch.yaml`` (re-read on SIGHUP).
+        env: Environment, for secrets and ``ROUTEWATCH_DATABASE_URL``.
+        host: Overrides ``server.host``.
+        port: Overrides ``server.port`` (0: a free port, for tests).
+    """
+
+    def __init__(
+        self,
+        config_path: Path,
+        env: Mapping[str, str],
+        *,
+        host: str | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.config_path = config_path
+        self.env = dict(env)
+        self.project: Project = load_project(config_path, self.env)
+        self.host = host or self.project.config.server.host
+        self.port = self.project.config.server.port if port is None else port
+        self.engine: Engine = open_database(self.project.config.database_url)
+        self.leader = Leadership(self.project.config.database_url)
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self.clock = SystemClock()
+        self._active: set[asyncio.Task[Any]] = set()
+        self._running_routes: dict[asyncio.Task[Any], list[str]] = {}
+        self._stopping = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.url: str | None = None
+        self.state = DaemonState(
+            config=self.project.config,
+            engine=self.engine,
+            env=self.env,
+            started_at=datetime.now(UTC),
+            reports_dir=Path(self.project.config.reports.dir),
+            scheduler_alive=lambda: bool(self.scheduler.running) and not self._stopping.is_set(),
+            is_leader=lambda: self.leader.held,
+            trigger_runs=self._trigger_from_http,
+            running=lambda: sorted({r for rs in self._running_routes.values() for r in rs}),
+        )
+
+    # -- life cycle ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until SIGTERM or SIGINT, then stop gracefully."""
+        self._loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self.stop)
+        self._loop.add_signal_handler(signal.SIGHUP, self.reload)
+        from routewatch.daemon.server import create_app
+        from routewatch.sim.server import serve_in_thread
+
+        self.leader.acquire()
+        self._build_jobs()
+        self.scheduler.start()
+        with serve_in_thread(create_app(self.state), host=self.host, port=self.port) as url:
+            self.url = url
+            log.info(
+                "routewatch daemon serving on %s (pid %d, %s)",
+                url,
+                os.getpid(),
+                "leader" if self.leader.held else "follower",
+            )
+            if self.leader.held:
+                self._spawn(self._catch_up(), [])
+            await self._stopping.wait()
+            await self._drain()
+        self.leader.release()
+        self.engine.dispose()
+        log.info("routewatch daemon stopped")
+
+    def stop(self) -> None:
+        """Start a graceful stop (signal handler)."""
+        if not self._stopping.is_set():
+            log.info("stopping: no new runs; %d in flight", len(self._active))
+            self._stopping.set()
+            if self.scheduler.running:
+                self.scheduler.pause()
+
+    def reload(self) -> None:
+        """Re-read the config and rebuild the jobs; a bad config keeps the old one."""
+        try:
+            project = load_project(self.config_path, self.env)
+        except RoutewatchError as exc:
+            log.error("config not reloaded, keeping the running one: %s", exc)
+            return
+        self.project = project
+        self.state.config = project.config
+        self.state.reports_dir = Path(project.config.reports.dir)
+        self._build_jobs()
+        log.info("config reloaded: %d scheduled route(s)", len(self._route_jobs()))
+
+    async def _drain(self) -> None:
+        timeout = self.project.config.scheduler.stop_timeout_s
+        if self._active:
+            _done, pending = await asyncio.wait(set(self._active), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning(
+                    "%d run(s) still going after %.1f s: stopped; the next start resumes them",
+                    len(pending),
+                    timeout,
+                )
+                await asyncio.gather(*pending, return_exceptions=True)
+        self.scheduler.shutdown(wait=False)
+        with contextlib.suppress(RoutewatchError):
+            await asyncio.to_thread(self._dispatcher().deliver_due)
+
+    # -- jobs ------------------------------------------------------------------------
+
+    def _route_jobs(self) -> dict[str, str]:
+        return {
+            name: route.schedule
+            for name, route in self.project.config.routes.items()
+            if route.schedule is not None
+        }
+
+    def _build_jobs(self) -> None:
+        self.scheduler.remove_all_jobs()
+        config = self.project.config
+        grace = int(max(1, config.scheduler.misfire_grace_s))
+        for name, schedule in self._route_jobs().items():
+            self.scheduler.add_job(
+                self._slot_job,
+                parse_cron(schedule, config.timezone),
+                args=[name],
+                id=f"route:{name}",
+                misfire_grace_time=grace,
+                coalesce=True,
+                max_instances=1,
+                replace_existing=True,
+            )
+        every = config.scheduler.dispatch_every_s
+        self.scheduler.add_job(
+            self._dispatch_job, "interval", seconds=every, id="outbox", coalesce=True
+        )
+        self.scheduler.add_job(
+            self._leader_job, "interval", seconds=LEADER_CHECK_S, id="leader", coalesce=True
+        )
+        self.scheduler.add_job(
+            self._no_data_job, "interval", seconds=NO_DATA_CHECK_S, id="no-data", coalesce=True
+        )
+
+    async def _slot_job(self, route: str) -> None:
+        if self._stopping.is_set() or not self.leader.held:
+            return
+        entry = self.project.config.routes.get(route)
+        schedule = entry.schedule if entry is not None else None
+        if schedule is None:
+            return
+        now = datetime.now(UTC)
+        slot = last_fire_at_or_before(parse_cron(schedule, self.project.config.timezone), now)
+        if slot is None:
+            return
+        await self._tracked(self._cycle([route], slot), [route])
+
+    async def _catch_up(self) -> None:
+        """Run, once, each route's newest slot within the grace that has no completed run."""
+        config = self.project.config
+        now = datetime.now(UTC)
+        grace = timedelta(seconds=config.scheduler.misfire_grace_s)
+        for route, schedule in self._route_jobs().items():
+            slot = last_fire_at_or_before(parse_cron(schedule, config.timezone), now)
+            if slot is None or now - slot > grace or self._stopping.is_set():
+                continue
+            plans = plan_runs(config, routes=[route], at=slot, now=now)
+            if all(
+                slot_completed(
+                    self.engine, route=p.route, eval_set_name=p.eval_set, slot_key=p.slot_key
+                )
+                for p in plans
+            ):
+                continue
+            log.info("catching up %s's slot %s", route, slot.isoformat())
+            await self._tracked(self._cycle([route], slot), [route])
+
+    async def _dispatch_job(self) -> None:
+        try:
+            await asyncio.to_thread(self._dispatcher().deliver_due)
+        except RoutewatchError as exc:
+            log.error("outbox dispatch failed: %s", exc)
+
+    async def _leader_job(self) -> None:
+        was = self.leader.held
+        now = await asyncio.to_thread(self.leader.acquire)
+        if now and not was:
+            log.info("became the scheduler leader")
+            self._spawn(self._catch_up(), [])
+
+    async def _no_data_job(self) -> None:
+        if not self.leader.held:
+            return
+        config = self.project.config
+        await asyncio.to_thread(
+            check_no_data,
+            self.engine,
+            config,
+            now=datetime.now(UTC),
+            grace=timedelta(hours=config.alerts.no_data_hours),
+            targets=config.alerts.targets(),
+        )
+
+    # -- running cycles --------------------------------------------------------------
+
+    async def _cycle(self, routes: list[str], at: datetime | None) -> None:
+        """One cycle for ``routes`` at slot ``at`` (now when None): replay, detect, deliver."""
+        project = self.project
+        now = self.clock.now()
+        plans = plan_runs(project.config, routes=routes, at=at, now=now)
+        try:
+            reports = await execute(project, self.engine, plans, env=self.env, clock=self.clock)
+        except RoutewatchError as exc:
+            log.error("run of %s failed: %s", ", ".join(routes) or "every route", exc)
+            return
+        verdicts = await asyncio.to_thread(
+            detect_cycle, self.engine, project.config, completed_runs(reports), now=self.clock.now()
+        )
+        for r in reports:
+            s = r.summary
+            log.info(
+                "run %d %s x %s at %s: %s score=%s errors=%s cost=%s",
+                r.run_id,
+                r.route,
+                r.eval_set,
+                r.at.isoformat(),
+                r.outcome.value,
+                f"{s.score:.3f}" if s and s.score is not None else "-",
+                f"{s.error_rate:.3f}" if s and s.error_rate is not None else "-",
+                f"{s.cost_usd:.4f}" if s and s.cost_usd is not None else "-",
+            )
+        for v in verdicts:
+            for note in v.policy_notes:
+                log.info("%s x %s: %s", v.route, v.eval_set, note)
+        await self._dispatch_job()
+
+    async def _tracked(self, coro: Any, routes: list[str]) -> None:
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - always inside a task
+            raise RuntimeError("not in a task")
+        self._active.add(task)
+        self._running_routes[task] = routes
+        try:
+            await coro
+        finally:
+            self._active.discard(task)
+            self._running_routes.pop(task, None)
+
+    def _spawn(self, coro: Any, routes: list[str]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(self._tracked(coro, routes))
+        return task
+
+    async def trigger(self, routes: list[str]) -> list[str]:
+        """Start a cycle now for ``routes`` (all when empty) in the background."""
+        if self._stopping.is_set():
+            raise RoutewatchError("the daemon is stopping; no new runs")
+        unknown = [r for r in routes if r not in self.project.config.routes]
+        if unknown:
+            raise UsageError(f"unknown route(s): {', '.join(unknown)}")
+        accepted = routes or list(self.project.config.routes)
+        self._spawn(self._cycle(accepted, None), accepted)
+        return accepted
+
+    async def _trigger_from_http(self, routes: list[str]) -> list[str]:
+        """``trigger`` called from the HTTP server's thread, run on the daemon's loop."""
+        if self._loop is None:
+            raise RoutewatchError("the daemon is not running")
+        future = asyncio.run_coroutine_threadsafe(self.trigger(routes), self._loop)
+        return await asyncio.wrap_future(future)
+
+    def _dispatcher(self) -> Dispatcher:
+        return Dispatcher(self.engine, self.project.config, self.env)

@@ -1,0 +1,187 @@
+"""The real daemon as a subprocess: schedules, SIGTERM and resume, HTTP, two replicas."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from daemon_process import daemon
+from receivers import Receiver, receiver
+from routewatch.store.migrate import open_database
+from routewatch.store.outbox import enqueue
+from runner_project import faq_simulator, rows, write_project
+
+TOKEN = "daemon-token-value-0123456789"
+ENV = {"RW_DAEMON_TOKEN": TOKEN}
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[str]:
+    folder = tmp_path / "sim"
+    folder.mkdir()
+    with faq_simulator(folder) as url:
+        yield url
+
+
+def project(
+    tmp_path: Path,
+    sim: str,
+    db_url: str,
+    schedule: str,
+    *,
+    model: str = "perfect",
+    hook: Receiver | None = None,
+    items: list[dict[str, Any]] | None = None,
+    **scheduler: Any,
+) -> Path:
+    path = write_project(
+        tmp_path,
+        sim,
+        {"faq-bot": {"model": model, "schedule": schedule}},
+        database_url=db_url,
+        provider={"max_concurrency": 1},
+        items=items,
+    )
+    config = yaml.safe_load(path.read_text())
+    config["server"] = {"token_env": "RW_DAEMON_TOKEN"}
+    config["scheduler"] = {"dispatch_every_s": 0.5, "stop_timeout_s": 0.5, **scheduler}
+    config["policies"] = {"chat": {"chain": ["faq-bot"], "mode": "auto"}}
+    if hook is not None:
+        config["alerts"] = {"webhooks": [{"url": f"{hook.url}/hook"}]}
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def wait_until(check: Any, timeout: float = 30, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def completed(db_url: str) -> list[dict[str, Any]]:
+    return [r for r in rows(db_url, "runs") if r["status"] == "completed"]
+
+
+def test_runs_happen_on_schedule_and_the_http_surface_answers(
+    tmp_path: Path, sim: str, db_url: str
+) -> None:
+    config = project(tmp_path, sim, db_url, "*/2 * * * * *")
+
+    with daemon(config, ENV) as d:
+        wait_until(lambda: len(completed(db_url)) >= 3, what="three scheduled runs")
+        health = httpx.get(f"{d.url}/healthz")
+        metrics = httpx.get(f"{d.url}/metrics").text
+        policy = httpx.get(f"{d.url}/policy/chat")
+        anonymous = httpx.post(f"{d.url}/runs", json={"routes": ["faq-bot"]})
+        wrong = httpx.post(
+            f"{d.url}/runs", json={}, headers={"Authorization": "Bearer not-the-token"}
+        )
+        bad = httpx.post(
+            f"{d.url}/runs",
+            json={"routes": ["nope"]},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert d.terminate() == 0
+
+    runs = completed(db_url)
+    slots = [r["at"] for r in runs]
+    assert len(set(slots)) == len(slots), "each slot ran once"
+    assert all(s.second % 2 == 0 and s.microsecond == 0 for s in slots)
+    assert health.status_code == 200
+    assert health.json()["scheduler"] is True
+    families = {f.name: f for f in text_string_to_metric_families(metrics)}
+    assert any(name.startswith("routewatch_") for name in families)
+    assert policy.status_code == 200
+    assert policy.json()["chain"] == ["faq-bot"]
+    assert anonymous.status_code == 401
+    assert wrong.status_code == 401
+    assert bad.status_code == 422
+    assert TOKEN not in d.log()
+
+
+def test_sigterm_mid_run_leaves_a_run_that_the_next_start_resumes(
+    tmp_path: Path, sim: str, db_url: str
+) -> None:
+    httpx.patch(
+        f"{sim}/admin/models/sluggish", json={"quality": 1.0, "latency_ms": {"fixed": 700}}
+    ).raise_for_status()
+    # Daily at midnight UTC, with a grace of two days: the start catches up today's slot.
+    # No judge: each result is stored as soon as its call returns.
+    items = [
+        {"id": f"q{i}", "input": f"question {i}", "checks": [{"max_chars": 9999}]} for i in range(6)
+    ]
+    config = project(
+        tmp_path, sim, db_url, "0 0 * * *", model="sluggish", items=items, misfire_grace_s=172800
+    )
+
+    with daemon(config, ENV) as d:
+        wait_until(lambda: len(rows(db_url, "results")) >= 1, what="the first result")
+        started = time.monotonic()
+        assert d.terminate(timeout=20) == 0
+        assert time.monotonic() - started < 15, "the stop is bounded"
+    (run,) = rows(db_url, "runs")
+    assert run["status"] == "running", "left resumable, not failed"
+    stored = len(rows(db_url, "results"))
+    assert stored < 6
+
+    with daemon(config, ENV) as d:
+        wait_until(lambda: len(completed(db_url)) == 1, what="the resumed run to complete")
+        d.terminate()
+
+    (resumed,) = rows(db_url, "runs")
+    assert resumed["id"] == run["id"]
+    assert resumed["at"] == run["at"]
+    results = rows(db_url, "results")
+    assert len(results) == 6
+    assert len({(r["item_id"], r["sample"]) for r in results}) == 6, "nothing written twice"
+
+
+@pytest.mark.postgres
+def test_two_daemons_run_each_slot_once_and_deliver_each_event_once(
+    tmp_path: Path, sim: str, pg_url: str
+) -> None:
+    with receiver() as hook:
+        config = project(tmp_path, sim, pg_url, "*/2 * * * * *", hook=hook)
+        engine = open_database(pg_url)
+        with daemon(config, ENV) as first, daemon(config, ENV) as second:
+            for _ in range(4):
+                with engine.begin() as conn:
+                    for n in range(10):
+                        enqueue(
+                            conn,
+                            {"event": "incident.opened", "id": str(uuid.uuid4()), "n": n},
+                            ["webhook:0"],
+                            datetime.now(UTC),
+                        )
+                time.sleep(1.5)
+            wait_until(lambda: len(completed(pg_url)) >= 4, what="four slots")
+            wait_until(lambda: len(hook.delivered()) >= 40, what="every event delivered")
+            first.terminate()
+            second.terminate()
+        engine.dispose()
+
+        roles = sorted(
+            next(line for line in d.lines if "serving on" in line).rsplit(", ", 1)[1]
+            for d in (first, second)
+        )
+        ids = Counter(r.headers["x-routewatch-delivery"] for r in hook.delivered())
+    runs = rows(pg_url, "runs")
+    slots = Counter((r["eval_set_name"], r["at"]) for r in runs)
+    assert slots
+    assert max(slots.values()) == 1, "every slot has exactly one run"
+    assert len(ids) == 40
+    assert set(ids.values()) == {1}, "every event delivered once"
+    assert roles == ["follower)", "leader)"], "one replica runs the schedules"
+    assert all(r["status"] == "completed" for r in runs)
