@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 import uuid
 from collections import Counter
@@ -185,3 +186,52 @@ def test_two_daemons_run_each_slot_once_and_deliver_each_event_once(
     assert set(ids.values()) == {1}, "every event delivered once"
     assert roles == ["follower)", "leader)"], "one replica runs the schedules"
     assert all(r["status"] == "completed" for r in runs)
+
+
+def test_sighup_reloads_the_config_and_its_schedules(tmp_path: Path, sim: str) -> None:
+    db_url = f"sqlite:///{tmp_path / 'rw.db'}"
+    config = project(tmp_path, sim, db_url, "0 0 1 1 *")  # once a year: nothing runs
+
+    with daemon(config, ENV) as d:
+        data = yaml.safe_load(config.read_text())
+        data["routes"]["faq-bot"]["schedule"] = "*/2 * * * * *"
+        config.write_text(yaml.safe_dump(data))
+        d.process.send_signal(signal.SIGHUP)
+        d.wait_for("config reloaded")
+        wait_until(lambda: len(completed(db_url)) >= 1, what="a run on the new schedule")
+        config.write_text("routes: [this is not valid")
+        d.process.send_signal(signal.SIGHUP)
+        d.wait_for("config not reloaded")
+        before = len(completed(db_url))
+        wait_until(lambda: len(completed(db_url)) > before, what="runs on the kept config")
+        assert d.terminate() == 0
+
+
+@pytest.mark.postgres
+def test_a_replica_that_dies_mid_run_has_its_run_resumed_by_another(
+    tmp_path: Path, sim: str, pg_url: str
+) -> None:
+    httpx.patch(
+        f"{sim}/admin/models/sluggish", json={"quality": 1.0, "latency_ms": {"fixed": 700}}
+    ).raise_for_status()
+    items = [
+        {"id": f"q{i}", "input": f"question {i}", "checks": [{"max_chars": 9999}]} for i in range(6)
+    ]
+    config = project(
+        tmp_path, sim, pg_url, "0 0 * * *", model="sluggish", items=items, misfire_grace_s=172800
+    )
+
+    with daemon(config, ENV) as leader:
+        wait_until(lambda: len(rows(pg_url, "results")) >= 1, what="the first result")
+        with daemon(config, ENV) as follower:
+            assert "follower" in next(line for line in follower.lines if "serving on" in line)
+            leader.process.kill()
+            leader.process.wait()  # reaped: its pid is gone, as a dead replica's would be
+            follower.wait_for("became the scheduler leader")
+            wait_until(lambda: len(completed(pg_url)) == 1, what="the run resumed")
+            follower.terminate()
+
+    (run,) = rows(pg_url, "runs")
+    results = rows(pg_url, "results")
+    assert len({(r["item_id"], r["sample"]) for r in results}) == len(results) == 6
+    assert run["status"] == "completed"

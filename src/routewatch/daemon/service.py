@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,6 +51,8 @@ log = logging.getLogger("routewatch.daemon")
 LEADER_CHECK_S = 5.0
 """How often a follower tries to become leader, and the leader checks its lock."""
 NO_DATA_CHECK_S = 60.0
+CATCH_UP_EVERY_S = 60.0
+"""How often the leader looks for slots left unfinished (by a replica that died)."""
 
 
 class Daemon:
@@ -82,6 +85,8 @@ class Daemon:
         self._active: set[asyncio.Task[Any]] = set()
         self._running_routes: dict[asyncio.Task[Any], list[str]] = {}
         self._stopping = asyncio.Event()
+        self._catching_up = False
+        self._last_catch_up = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.url: str | None = None
         self.state = DaemonState(
@@ -214,6 +219,14 @@ class Daemon:
 
     async def _catch_up(self) -> None:
         """Run, once, each route's newest slot within the grace that has no completed run."""
+        self._catching_up = True
+        self._last_catch_up = time.monotonic()
+        try:
+            await self._catch_up_slots()
+        finally:
+            self._catching_up = False
+
+    async def _catch_up_slots(self) -> None:
         config = self.project.config
         now = datetime.now(UTC)
         grace = timedelta(seconds=config.scheduler.misfire_grace_s)
@@ -240,9 +253,14 @@ class Daemon:
 
     async def _leader_job(self) -> None:
         was = self.leader.held
-        now = await asyncio.to_thread(self.leader.acquire)
-        if now and not was:
+        held = await asyncio.to_thread(self.leader.acquire)
+        if held and not was:
             log.info("became the scheduler leader")
+        # Catch up when leadership is new, and now and then: a run a dead replica left
+        # behind can be taken over once its owner is seen gone (at once on this host, after
+        # STALE_AFTER elsewhere).
+        due = time.monotonic() - self._last_catch_up >= CATCH_UP_EVERY_S
+        if held and (not was or due) and not self._catching_up:
             self._spawn(self._catch_up(), [])
 
     async def _no_data_job(self) -> None:
