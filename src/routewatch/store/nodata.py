@@ -4,7 +4,7 @@ Per scheduled route, the alert state ``runs`` (in ``alert_states``) is ``ok`` wh
 eval set of the route has a completed run at or after its newest slot that is older than
 the grace period, and ``no_data`` otherwise. People are told on each transition
 (``route.no_data``, ``route.data_resumed``), through the outbox, never on every check.
-The daemon checks after each scheduled slot; nothing else calls it, since a route driven
+The daemon checks every minute; nothing else calls it, since a route driven
 by hand has no slot to miss.
 """
 
