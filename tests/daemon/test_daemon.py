@@ -94,6 +94,10 @@ def test_runs_happen_on_schedule_and_the_http_surface_answers(
             json={"routes": ["nope"]},
             headers={"Authorization": f"Bearer {TOKEN}"},
         )
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        pin_anonymous = httpx.post(f"{d.url}/policy/chat/pin", json={"routes": ["faq-bot"]})
+        pinned = httpx.post(f"{d.url}/policy/chat/pin", json={"routes": ["faq-bot"]}, headers=auth)
+        unpinned = httpx.post(f"{d.url}/policy/chat/unpin", headers=auth)
         assert d.terminate() == 0
 
     runs = completed(db_url)
@@ -109,6 +113,11 @@ def test_runs_happen_on_schedule_and_the_http_surface_answers(
     assert anonymous.status_code == 401
     assert wrong.status_code == 401
     assert bad.status_code == 422
+    assert pin_anonymous.status_code == 401
+    assert (pinned.status_code, pinned.json()["changed"]) == (200, True)
+    assert (unpinned.status_code, unpinned.json()["changed"]) == (200, True)
+    versions = rows(db_url, "policy_versions")
+    assert [(v["pins"], v["actor"]) for v in versions][-2:] == [(["faq-bot"], "api"), (None, "api")]
     assert TOKEN not in d.log()
 
 
