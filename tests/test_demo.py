@@ -1,44 +1,163 @@
-from datetime import UTC, datetime
+import json
+import shutil
+import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from routewatch.alerts.webhook import send_webhook
+from routewatch.checks import run_checks
 from routewatch.cli import run
 from routewatch.clock import FixedClock
-from routewatch.demo import run_demo
+from routewatch.config import load_config
+from routewatch.demo import (
+    DEGRADED_ROUTE,
+    SECOND_EVAL_TEMPLATE,
+    DemoResult,
+    run_demo,
+    webhook_receiver,
+)
+from routewatch.evalset import load_eval_set
+from routewatch.scaffold import CONFIG_TEMPLATE, template_text
 from routewatch.store.runs import ClaimOutcome
-from runner_project import rows
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+DAYS = 21
+ROUTES = ("chat-flash", "chat-pro", "chat-premium")
+EVAL_SETS = ("support-faq", "refund-policy")
 
 
-def test_demo_backfills_daily_runs_of_every_route(tmp_path: Path) -> None:
-    result = run_demo(tmp_path / "demo", env={}, clock=FixedClock(NOW), days=2)
-
-    assert [(r.route, r.at.date().day, r.outcome) for r in result.reports] == [
-        (route, day, ClaimOutcome.started)
-        for day in (22, 23)
-        for route in ("chat-flash", "chat-pro", "chat-premium")
-    ]
-    runs = rows(f"sqlite:///{tmp_path / 'demo' / 'routewatch.db'}", "runs")
-    assert {r["status"] for r in runs} == {"completed"}
-    assert all(r["results_total"] == 6 for r in runs)
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoResult:
+    """Three weeks ending ``NOW``: the cheap route breaks for the last four days."""
+    folder = tmp_path_factory.mktemp("demo")
+    return run_demo(folder, env={}, clock=FixedClock(NOW), days=DAYS)
 
 
-def test_a_second_demo_reuses_the_project_and_skips_done_slots(tmp_path: Path) -> None:
-    run_demo(tmp_path, env={}, clock=FixedClock(NOW), days=1)
+def _again(demo: DemoResult, folder: Path, now: datetime) -> DemoResult:
+    shutil.copytree(demo.config_path.parent, folder)
+    return run_demo(folder, env={}, clock=FixedClock(now), days=DAYS)
 
-    again = run_demo(tmp_path, env={}, clock=FixedClock(NOW), days=1)
+
+def test_demo_replays_both_eval_sets_on_every_route_each_day(demo: DemoResult) -> None:
+    pairs = {(r.route, r.eval_set) for r in demo.reports}
+
+    assert pairs == {(route, name) for route in ROUTES for name in EVAL_SETS}
+    assert len(demo.reports) == DAYS * len(pairs)
+    assert {r.outcome for r in demo.reports} == {ClaimOutcome.started}
+    assert demo.reports[-1].at == datetime(2026, 11, 23, 6, 0, tzinfo=UTC)
+
+
+def test_demo_config_on_disk_lists_both_eval_sets(demo: DemoResult) -> None:
+    config = load_config(demo.config_path, {})
+
+    assert {tuple(r.evals) for r in config.routes.values()} == {EVAL_SETS}
+    assert config.alerts.webhooks == []
+
+
+def test_the_broken_cheap_route_opens_an_incident_in_its_last_days(demo: DemoResult) -> None:
+    assert demo.degradation is not None
+    since = demo.degradation.since
+
+    flash = [o for o in demo.opened if o.route == DEGRADED_ROUTE and o.at.date() >= since]
+
+    assert since == NOW.date() - timedelta(days=3)
+    assert flash
+    assert all(o.findings for o in flash)
+
+
+def test_the_local_receiver_gets_signed_incident_and_policy_events(demo: DemoResult) -> None:
+    events = [d.event for d in demo.deliveries]
+
+    assert "incident.opened" in events
+    assert "policy.changed" in events
+    assert all(d.verified for d in demo.deliveries)
+    assert len({d.delivery_id for d in demo.deliveries}) == len(demo.deliveries)
+
+
+def test_the_policy_file_no_longer_starts_with_the_cheap_route(demo: DemoResult) -> None:
+    published = json.loads((demo.config_path.parent / "policy" / "chat.json").read_text())
+
+    assert published["chain"][0] != DEGRADED_ROUTE
+    assert DEGRADED_ROUTE in {d["route"] for d in published["demoted"]}
+
+
+def test_the_report_covers_the_last_week(demo: DemoResult) -> None:
+    assert demo.report_path is not None
+
+    assert demo.report_path.name == "routewatch-2026-11-17_2026-11-23.html"
+    assert DEGRADED_ROUTE in demo.report_path.read_text(encoding="utf-8")
+
+
+def test_the_demo_stops_the_servers_it_started(demo: DemoResult) -> None:
+    names = {t.name for t in threading.enumerate()}
+
+    assert not names & {"routewatch-serve", "routewatch-demo-webhook"}
+
+
+def test_a_second_demo_on_the_same_day_replays_nothing(demo: DemoResult, tmp_path: Path) -> None:
+    again = _again(demo, tmp_path / "again", NOW)
 
     assert {r.outcome for r in again.reports} == {ClaimOutcome.completed}
+    assert again.opened == []
+    assert again.deliveries == []
 
 
-def test_demo_command_prints_runs_and_status(
+def test_a_demo_the_next_day_replays_that_day_still_broken(
+    demo: DemoResult, tmp_path: Path
+) -> None:
+    again = _again(demo, tmp_path / "next", NOW + timedelta(days=1))
+
+    new = [r for r in again.reports if r.outcome is ClaimOutcome.started]
+    assert {r.at.date() for r in new} == {NOW.date() + timedelta(days=1)}
+    assert again.status is not None
+    states = {r.route: r.state.value for r in again.status.routes}
+    assert states[DEGRADED_ROUTE] == "degraded"
+    assert "policy.changed" not in {d.event for d in again.deliveries}
+
+
+def test_the_receiver_tells_a_bad_signature_from_a_good_one() -> None:
+    with webhook_receiver("right") as (url, deliveries):
+        for secret in ("right", "wrong"):
+            sent = send_webhook(
+                url, {"event": "test"}, delivery_id=secret, secret=secret, timeout_s=5
+            )
+            assert sent.ok
+
+    assert [(d.delivery_id, d.verified) for d in deliveries] == [("right", True), ("wrong", False)]
+
+
+def test_every_refund_policy_reference_passes_its_own_checks(tmp_path: Path) -> None:
+    (tmp_path / SECOND_EVAL_TEMPLATE).write_text(template_text(SECOND_EVAL_TEMPLATE))
+    evalset = load_eval_set(tmp_path / SECOND_EVAL_TEMPLATE)
+
+    assert not evalset.criteria
+    assert any(item.critical for item in evalset.items)
+    for item in evalset.items:
+        assert item.reference is not None
+        assert all(c.passed for c in run_checks(item.checks, item.reference)), item.id
+
+
+def test_demo_command_runs_the_default_month_and_prints_the_story(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = run(["demo", "--dir", str(tmp_path / "d"), "--days", "1"])
+    """The README's first command, as CI runs it: default days, today's date."""
+    folder = tmp_path / "d"
+
+    code = run(["demo", "--dir", str(folder)])
 
     out = capsys.readouterr().out
     assert code == 0
-    assert out.count("support-faq") == 3
+    report = next(line for line in out.splitlines() if line.startswith("report:"))
+    assert Path(report.split(maxsplit=1)[1]).is_file()
+    assert f"incident:  {DEGRADED_ROUTE} x" in out
+    alerts = next(line for line in out.splitlines() if line.startswith("alerts:"))
+    delivered = int(alerts.split()[1])
+    assert delivered > 0
+    assert f"{delivered} of {delivered} signatures verified" in alerts
+    assert "=>  chat-pro > chat-premium" in out
     assert "policy  mode  active chain" in out
+    published = json.loads((folder / "policy" / "chat.json").read_text())
+    assert published["chain"][0] != DEGRADED_ROUTE
+    assert (folder / CONFIG_TEMPLATE).is_file()

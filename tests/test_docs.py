@@ -72,9 +72,13 @@ def test_python_dash_m_runs_the_cli() -> None:
     assert "validate" in result.stdout
 
 
-def test_commands_not_built_yet_say_so_and_exit_2() -> None:
+def test_commands_not_built_yet_say_so_and_exit_2(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "routewatch", "report"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "routewatch", "judge", "agreement"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
     )
 
     assert result.returncode == 2

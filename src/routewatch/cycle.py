@@ -119,8 +119,14 @@ def detect_cycle(
     records = {}
     for run in runs:
         if already_detected(engine, run.run_id):
+            still_open = open_incidents(engine, route=run.route, eval_set_name=run.eval_set)
             verdicts[run.run_id] = RunVerdict(
-                route=run.route, eval_set=run.eval_set, run_id=run.run_id, known=True, skipped=True
+                route=run.route,
+                eval_set=run.eval_set,
+                run_id=run.run_id,
+                known=True,
+                skipped=True,
+                open_metrics=frozenset(i.metric for i in still_open),
             )
             continue
         record = load_run(engine, run.run_id)
@@ -152,6 +158,7 @@ def detect_cycle(
                     decision.bad_metrics,
                     recover_runs=settings.recover_runs,
                     known=ev.known,
+                    hold_quality=records[run.run_id].judge_suspect,
                 )
                 try:
                     recorded = record_detection(

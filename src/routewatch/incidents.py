@@ -42,6 +42,11 @@ class Transition:
     """Metrics with an incident still open after this run."""
 
 
+def is_quality(metric: str) -> bool:
+    """Whether ``metric`` measures answer quality (judged scores may feed it)."""
+    return metric == "score" or metric.startswith("critical:")
+
+
 def advance(
     open_incidents: Sequence[OpenIncident],
     findings: Iterable[Candidate],
@@ -49,6 +54,7 @@ def advance(
     *,
     recover_runs: int,
     known: bool = True,
+    hold_quality: bool = False,
 ) -> Transition:
     """The transition a run causes.
 
@@ -58,6 +64,8 @@ def advance(
         bad_metrics: Metrics the run looked bad for (``Decision.bad_metrics``).
         recover_runs: Healthy runs in a row that resolve an incident.
         known: False while the baseline is unknown: open incidents are left as they are.
+        hold_quality: The run cannot speak for quality (``judge_suspect``): its open
+            quality incidents (``score``, ``critical:``) neither recover nor attach.
     """
     by_metric = {i.metric: i for i in open_incidents}
     bad = set(bad_metrics)
@@ -68,7 +76,7 @@ def advance(
             opened[f.metric] = f
     attached, recovering, resolved = [], [], []
     for incident in open_incidents:
-        if not known:
+        if not known or (hold_quality and is_quality(incident.metric)):
             continue
         if incident.metric in bad:
             attached.append(incident.id)

@@ -79,13 +79,26 @@ class Dispatcher:
         self.now = now
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         settings = config.alerts.delivery
-        self.lease_s = max(60.0, 4 * settings.timeout_s)
+        # Longer than one send can take (Slack: two tries with a pause; a 429 wait).
+        self.lease_s = max(60.0, 3 * settings.timeout_s + 30)
 
-    def deliver_due(self, report: DispatchReport | None = None) -> DispatchReport:
-        """One pass: deliver every message that is due now."""
+    def deliver_due(
+        self, report: DispatchReport | None = None, *, deadline: float | None = None
+    ) -> DispatchReport:
+        """One pass: deliver the messages due now, one claim at a time.
+
+        Args:
+            report: Counts to add to.
+            deadline: ``time.monotonic()`` after which no further message is claimed (the
+                one being sent finishes: its own time limit bounds the overrun).
+        """
         report = report or DispatchReport()
-        while True:
-            messages = claim_due(self.engine, now=self.now(), lease_s=self.lease_s)
+        started = self.now()
+        while deadline is None or time.monotonic() < deadline:
+            # One at a time: a lease covers one send, never a queue behind slow ones.
+            messages = claim_due(
+                self.engine, now=self.now(), due_by=started, lease_s=self.lease_s, limit=1
+            )
             if not messages:
                 break
             for message in messages:
@@ -98,13 +111,13 @@ class Dispatcher:
         deadline = time.monotonic() + wait_s
         report = DispatchReport()
         while True:
-            self.deliver_due(report)
+            self.deliver_due(report, deadline=deadline)
             pending = report.backlog
             if pending is None or pending.pending == 0 or pending.next_attempt_at is None:
                 return report
             wait = (pending.next_attempt_at - self.now()).total_seconds()
             left = deadline - time.monotonic()
-            if wait > left:
+            if left <= 0 or wait > left:
                 return report
             time.sleep(max(0.0, min(wait, left)) + 0.01)
 

@@ -73,6 +73,7 @@ from routewatch.cli import (  # noqa: E402
     pending,
     policy,
     project,
+    report,
     runs,
     serve,
     sim,
@@ -88,5 +89,6 @@ cli.add_command(status.status_command)
 cli.add_command(demo.demo_command)
 cli.add_command(policy.policy)
 cli.add_command(serve.serve_command)
+cli.add_command(report.report_command)
 for command in pending.COMMANDS:
     cli.add_command(command)

@@ -21,18 +21,6 @@ def _not_built(name: str) -> Any:
     return callback
 
 
-report = click.Command(
-    "report",
-    callback=_not_built("report"),
-    help="(not built yet) Write the weekly HTML report.",
-    params=[
-        config_param(),
-        click.Option(["--week"], help="ISO week, e.g. 2026-W47."),
-        click.Option(["--since"], help="First day (YYYY-MM-DD)."),
-        click.Option(["--until"], help="Last day (YYYY-MM-DD)."),
-        click.Option(["-o", "--output"], help="Output file."),
-    ],
-)
 judge = click.Group("judge", help="(not built yet) The judge's own quality.")
 judge.add_command(
     click.Command(
@@ -46,4 +34,4 @@ judge.add_command(
     )
 )
 
-COMMANDS: list[click.Command] = [report, judge]
+COMMANDS: list[click.Command] = [judge]

@@ -166,8 +166,10 @@ class Daemon:
                 )
                 await asyncio.gather(*pending, return_exceptions=True)
         self.scheduler.shutdown(wait=False)
+        # A last delivery of what the runs raised, bounded like everything at shutdown.
+        deadline = time.monotonic() + min(10.0, max(1.0, timeout))
         with contextlib.suppress(RoutewatchError):
-            await asyncio.to_thread(self._dispatcher().deliver_due)
+            await asyncio.to_thread(self._dispatcher().deliver_due, deadline=deadline)
 
     # -- jobs ------------------------------------------------------------------------
 
@@ -193,6 +195,15 @@ class Daemon:
                 max_instances=1,
                 replace_existing=True,
             )
+        self.scheduler.add_job(
+            self._report_job,
+            parse_cron(config.reports.schedule, config.timezone),
+            id="report",
+            misfire_grace_time=grace,
+            coalesce=True,
+            max_instances=1,
+            replace_existing=True,
+        )
         every = config.scheduler.dispatch_every_s
         self.scheduler.add_job(
             self._dispatch_job, "interval", seconds=every, id="outbox", coalesce=True
@@ -244,6 +255,22 @@ class Daemon:
                 continue
             log.info("catching up %s's slot %s", route, slot.isoformat())
             await self._tracked(self._cycle([route], slot), [route])
+
+    async def _report_job(self) -> None:
+        """The weekly report of last week (leader only), into ``reports.dir``."""
+        if not self.leader.held or self._stopping.is_set():
+            return
+        from routewatch.report.data import last_full_week, week_window
+        from routewatch.report.render import write_report
+
+        config = self.project.config
+        window = week_window(last_full_week(datetime.now(UTC), config.timezone), config.timezone)
+        try:
+            path = await asyncio.to_thread(write_report, self.engine, config, window)
+        except (RoutewatchError, OSError) as exc:
+            log.error("weekly report for %s failed: %s", window.slug, exc)
+            return
+        log.info("weekly report for %s written to %s", window.slug, path)
 
     async def _dispatch_job(self) -> None:
         try:

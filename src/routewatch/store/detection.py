@@ -272,7 +272,15 @@ def record_detection(
                     .values(healthy_streak=0, last_run_id=run.run_id)
                 )
             if renotify_hours is not None:
-                bodies += _reminders(conn, route, eval_set_name, run, ev.candidates, renotify_hours)
+                bodies += _reminders(
+                    conn,
+                    route,
+                    eval_set_name,
+                    run,
+                    ev.candidates,
+                    renotify_hours,
+                    resolving=set(transition.resolved),
+                )
             for incident_id, streak in transition.recovering:
                 conn.execute(
                     update(IncidentRow)
@@ -503,6 +511,7 @@ def _reminders(
     run: RunRecord,
     candidates: Sequence[Candidate],
     renotify_hours: float,
+    resolving: set[int],
 ) -> list[dict[str, Any]]:
     """``incident.reminder`` for open incidents last notified ``renotify_hours`` ago or more."""
     out = []
@@ -514,6 +523,8 @@ def _reminders(
         )
     ).all()
     for row in rows:
+        if row.id in resolving:
+            continue  # this run resolves it: the resolution is the news
         last = row.notified_at or row.opened_at
         if (run.at - last).total_seconds() < renotify_hours * 3600:
             continue

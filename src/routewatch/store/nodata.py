@@ -63,6 +63,9 @@ def check_no_data(
                     .group_by(RunRow.eval_set_name)
                 ).all()
             )
+            if not newest:
+                # Never run yet (a new route, a fresh deployment): nothing is late.
+                continue
             missing = tuple(e for e in route.evals if newest.get(e) is None or newest[e] < slot)
             state = AlertState.no_data if missing else AlertState.ok
             row = conn.execute(

@@ -68,13 +68,23 @@ def enqueue(
     return len(targets)
 
 
-def claim_due(engine: Engine, *, now: datetime, lease_s: float, limit: int = 50) -> list[Message]:
-    """Lease up to ``limit`` due messages to the caller for ``lease_s`` seconds."""
+def claim_due(
+    engine: Engine,
+    *,
+    now: datetime,
+    lease_s: float,
+    limit: int = 50,
+    due_by: datetime | None = None,
+) -> list[Message]:
+    """Lease up to ``limit`` messages due by ``due_by`` (default: now) for ``lease_s`` s."""
     claimed: list[Message] = []
     with engine.begin() as conn:
         query = (
             select(OutboxRow.__table__)
-            .where(OutboxRow.status == OutboxStatus.pending, OutboxRow.next_attempt_at <= now)
+            .where(
+                OutboxRow.status == OutboxStatus.pending,
+                OutboxRow.next_attempt_at <= (due_by or now),
+            )
             .order_by(OutboxRow.id)
             .limit(limit)
         )
@@ -148,9 +158,15 @@ def record_attempt(
                 duration_ms=duration_ms,
             )
         )
+        # Only the holder of this attempt settles it: a dispatcher whose lease ran out
+        # (and whose message another dispatcher took) must not overwrite the outcome.
         conn.execute(
             update(OutboxRow)
-            .where(OutboxRow.id == message.id)
+            .where(
+                OutboxRow.id == message.id,
+                OutboxRow.attempts == message.attempts,
+                OutboxRow.status == OutboxStatus.pending,
+            )
             .values(
                 status=status,
                 delivered_at=now if ok else None,

@@ -40,6 +40,7 @@ class StoredVersion:
     reason: str
     incident_id: int | None
     created_at: datetime
+    all_degraded: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,6 +79,7 @@ def _version(row: Any) -> StoredVersion:
         reason=row.reason,
         incident_id=row.incident_id,
         created_at=row.created_at,
+        all_degraded=row.all_degraded,
     )
 
 
@@ -178,8 +180,10 @@ def reconcile(
         pins=new_pins,
     )
     before = latest.chain if latest else tuple(policy.chain)
-    if latest is not None and decision.same_as(
-        latest.chain, [d.route for d in latest.demoted], latest.pins
+    if (
+        latest is not None
+        and decision.same_as(latest.chain, [d.route for d in latest.demoted], latest.pins)
+        and decision.all_degraded == latest.all_degraded
     ):
         return Reconciled(policy=name, before=before, decision=decision, version=None)
     version = (latest.version if latest else 0) + 1
@@ -200,6 +204,7 @@ def reconcile(
             reason=why,
             incident_id=incident_id,
             created_at=now,
+            all_degraded=decision.all_degraded,
         )
     )
     # The first version of an untouched configured chain is no news; any other change is.

@@ -321,6 +321,16 @@ class IncidentRow(Base):
     __table_args__ = (
         CheckConstraint(_one_of("status", IncidentStatus), name="status"),
         Index("ix_incidents_route_status", "route", "status"),
+        # Two processes detecting the same route at once must not both open an incident.
+        Index(
+            "uq_incidents_open_route_eval_set_name_metric",
+            "route",
+            "eval_set_name",
+            "metric",
+            unique=True,
+            sqlite_where=text("status = 'open'"),
+            postgresql_where=text("status = 'open'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -413,6 +423,8 @@ class PolicyVersionRow(Base):
     reason: Mapped[str] = mapped_column(Text)
     incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"))
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    all_degraded: Mapped[bool] = mapped_column(default=False, server_default=false())
+    """Every configured route was degraded; the chain kept the least bad one."""
 
 
 class SchedulerLeaseRow(Base):

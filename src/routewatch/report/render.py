@@ -1,0 +1,164 @@
+"""The report as one self-contained HTML file: Jinja2 with autoescape, CSS and SVG inline.
+
+Nothing in the page is fetched: no script, font or image from the network, and a
+Content-Security-Policy that forbids them anyway, so it reads the same mailed, archived
+or printed. Model output is text: Jinja2 escapes every value, and the SVG charts escape
+their own labels (``report.svg``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
+from sqlalchemy import Engine
+
+from routewatch import __version__
+from routewatch.config import Config
+from routewatch.report.data import HISTORY_WEEKS, ReportData, Section, Window, load_report
+from routewatch.report.svg import (
+    CostQualityPoint,
+    ScorePoint,
+    TimelineEvent,
+    cost_quality_chart,
+    score_chart,
+    timeline,
+)
+
+NONE = "\u2013"
+"""Shown for a missing figure (an en dash)."""
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+"""The page's policy: inline styles and data images only; never a script or a fetch."""
+
+
+def _environment() -> Environment:
+    # autoescape=True, not select_autoescape(): ECOSYSTEM trap 10.
+    env = Environment(
+        loader=PackageLoader("routewatch.report", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["num"] = _num
+    env.filters["pct"] = _pct
+    env.filters["usd"] = _usd
+    env.filters["when"] = _when
+    return env
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return NONE if value is None else f"{value:.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    return NONE if value is None else f"{value * 100:.1f}%"
+
+
+def _usd(value: float | None) -> str:
+    if value is None:
+        return NONE
+    return f"${value:,.4f}" if abs(value) < 1 else f"${value:,.2f}"
+
+
+def _when(value: datetime | None) -> str:
+    return NONE if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _score_svg(section: Section) -> Markup:
+    points = [
+        ScorePoint(
+            at=p.at,
+            score=p.score,
+            mean=p.mean,
+            sd=p.sd,
+            lower_limit=p.lower_limit,
+            state=p.state,
+            in_week=p.in_window,
+        )
+        for p in section.points
+    ]
+    # The SVG escapes its own text; Markup marks it as already safe HTML.
+    return Markup(score_chart(points, title=f"{section.route} · {section.eval_set}"))  # noqa: S704
+
+
+def render_report(data: ReportData) -> str:
+    """The report page for ``data``."""
+    charts = {(s.route, s.eval_set): _score_svg(s) for s in data.sections}
+    cost_quality = Markup(  # noqa: S704 - escaped inside report.svg
+        cost_quality_chart(
+            [
+                CostQualityPoint(
+                    label=f"{s.route} · {s.eval_set}",
+                    score=s.summary.score,
+                    usd_per_mtok=s.summary.usd_per_mtok,
+                )
+                for s in data.sections
+            ]
+        )
+    )
+    events = [
+        TimelineEvent(at=i.opened_at, kind="incident.opened", label=f"#{i.id} {i.route} {i.metric}")
+        for i in data.incidents
+        if data.window.start <= i.opened_at < data.window.end
+    ]
+    events += [
+        TimelineEvent(
+            at=i.resolved_at, kind="incident.resolved", label=f"#{i.id} {i.route} resolved"
+        )
+        for i in data.incidents
+        if i.resolved_at is not None and data.window.start <= i.resolved_at < data.window.end
+    ]
+    events += [
+        TimelineEvent(
+            at=c.at, kind="policy.changed", label=f"{c.policy} v{c.version}: {' → '.join(c.chain)}"
+        )
+        for c in data.policy_changes
+    ]
+    events.sort(key=lambda e: e.at)
+    timeline_svg = Markup(  # noqa: S704 - escaped inside report.svg
+        timeline(events, start=data.window.start, end=data.window.end)
+    )
+    template = _environment().get_template("report.html")
+    return template.render(
+        data=data,
+        charts=charts,
+        cost_quality=cost_quality,
+        timeline=timeline_svg,
+        csp=CSP,
+        version=__version__,
+        history_weeks=HISTORY_WEEKS,
+    )
+
+
+def report_path(config: Config, window: Window) -> Path:
+    """Where the report for ``window`` goes by default: ``reports.dir/routewatch-<slug>.html``."""
+    return Path(config.reports.dir) / f"routewatch-{window.slug}.html"
+
+
+def write_report(
+    engine: Engine,
+    config: Config,
+    window: Window,
+    *,
+    output: Path | None = None,
+    now: datetime | None = None,
+) -> Path:
+    """Render the report for ``window`` and write it atomically; returns its path."""
+    html = render_report(load_report(engine, config, window, now=now))
+    path = output or report_path(config, window)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(html)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

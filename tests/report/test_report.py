@@ -1,0 +1,247 @@
+"""The weekly report from a real history: an incident, a policy change, hostile outputs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from html import escape as html_escape
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from browser import ARTIFACTS, check_in_chromium
+from routewatch.cli import run
+from routewatch.evalset import load_eval_set
+from routewatch.report.data import (
+    Evidence,
+    IncidentView,
+    PolicyChange,
+    ReportData,
+    RunPoint,
+    Section,
+    Summary,
+    week_window,
+)
+from routewatch.report.render import render_report
+from routewatch.sim.app import create_app
+from routewatch.sim.scenario import parse_scenario
+from routewatch.sim.server import serve_in_thread
+from runner_project import SIM_SCENARIO, write_project
+
+PAYLOADS = [
+    "<script>document.title='PWNED'</script>",
+    "</textarea><img src=x onerror=\"document.title='PWNED'\">",
+    "</pre><svg onload=\"document.title='PWNED'\"></svg>",
+    '<style>body{display:none}</style><a href="javascript:alert(1)">x</a>',
+    "{{ 7*7 }} ${7*7} &amp; &lt;",
+]
+ITEMS = [
+    {
+        "id": f"item-{i}",
+        "input": f"Question {i}: {payload}",
+        "reference": f"Answer {i}: {payload}",
+        "checks": [{"contains": f"Answer {i}"}],
+    }
+    for i, payload in enumerate(PAYLOADS * 2)
+]
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """Seven days of two routes in a policy; the cheap one breaks on day 7."""
+    (tmp_path / "sim").mkdir()
+    evals = tmp_path / "sim" / "bench.yaml"
+    evals.write_text(yaml.safe_dump({"name": "bench", "items": ITEMS}))
+    app = create_app(parse_scenario(SIM_SCENARIO), {"bench": load_eval_set(evals)})
+    with serve_in_thread(app) as sim:
+        for model in ("cheap-m", "pro-m"):
+            httpx.patch(f"{sim}/admin/models/{model}", json={"quality": 1.0}).raise_for_status()
+        path = write_project(
+            tmp_path,
+            sim,
+            {"cheap": {"model": "cheap-m"}, "pro": {"model": "pro-m"}},
+            items=ITEMS,
+        )
+        config: dict[str, Any] = yaml.safe_load(path.read_text())
+        config["policies"] = {"chat": {"chain": ["cheap", "pro"], "mode": "auto"}}
+        config["reports"] = {"dir": "reports"}
+        path.write_text(yaml.safe_dump(config))
+        for day in range(1, 7):
+            assert run(["run", "-c", str(path), "--at", f"2026-11-{day:02d}T06:00:00Z"]) == 0
+        httpx.patch(f"{sim}/admin/models/cheap-m", json={"quality": 0.0}).raise_for_status()
+        run(["run", "-c", str(path), "--at", "2026-11-07T06:00:00Z"])
+        yield path, sim
+
+
+def test_the_report_shows_the_week_its_incident_and_policy_change_all_escaped(
+    history: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, _ = history
+    out = tmp_path / "week.html"
+
+    assert run(["report", "-c", str(config), "--week", "2026-W45", "-o", str(out)]) == 0
+
+    assert str(out) in capsys.readouterr().out
+    html = out.read_text()
+    assert "<script" not in html.lower()
+    assert "<img" not in html
+    assert "<svg onload" not in html
+    assert "&lt;script&gt;document.title=&#39;PWNED&#39;&lt;/script&gt;" in html
+    assert "&lt;/textarea&gt;" in html
+    assert "Content-Security-Policy" in html
+    assert "http://" not in html.replace("http://www.w3.org/2000/svg", "")
+    assert "https://" not in html
+    assert "incident" in html.lower()
+    assert "demoted cheap" in html
+    assert "chat" in html
+
+    checked = check_in_chromium(out, screenshot=ARTIFACTS / "report.png")
+
+    assert not checked.script_ran, checked.summary()
+    assert checked.requests == [], "the page fetched nothing"
+    assert checked.script_markup == []
+    assert checked.title.startswith("routewatch · 2026-W45")
+    assert "<script>document.title='PWNED'</script>" in checked.text, "shown as text"
+    assert checked.screenshot.stat().st_size > 10_000
+
+
+def test_an_empty_week_and_a_bad_week_are_handled(
+    history: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, _ = history
+    empty = tmp_path / "empty.html"
+
+    assert run(["report", "-c", str(config), "--week", "2025-W01", "-o", str(empty)]) == 0
+    assert run(["report", "-c", str(config), "--week", "2026-47"]) == 1
+    assert "ISO week" in capsys.readouterr().err
+    assert "No run completed in this period." in empty.read_text()
+
+
+def test_the_default_report_goes_to_reports_dir_named_by_week(
+    history: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, _ = history
+
+    assert run(["report", "-c", str(config), "--since", "2026-11-01", "--until", "2026-11-07"]) == 0
+
+    written = config.parent / "reports" / "routewatch-2026-11-01_2026-11-07.html"
+    assert written.exists()
+    assert json.dumps(str(written))[1:-1] in capsys.readouterr().out
+
+
+def synthetic(payload: str) -> ReportData:
+    """A report whose every text field carries ``payload``."""
+    at = datetime(2026, 11, 18, 6, tzinfo=UTC)
+    window = week_window("2026-W47", "UTC")
+    point = RunPoint(
+        run_id=1,
+        at=at,
+        status="completed",
+        score=0.5,
+        pass_rate=0.5,
+        error_rate=0.0,
+        p50_latency_ms=100.0,
+        p95_latency_ms=200.0,
+        tokens_in=10,
+        tokens_out=10,
+        cost_usd=0.01,
+        requests=10,
+        judge_calls=1,
+        judge_saved=1,
+        judge_cost_usd=0.001,
+        mean=0.8,
+        sd=0.05,
+        lower_limit=0.7,
+        state="degraded",
+        in_window=True,
+    )
+    data = load_summary_free(point)
+    evidence = Evidence(
+        item_id=payload,
+        baseline=1.0,
+        today=0.0,
+        input=payload,
+        reference=payload,
+        output=payload,
+        before_output=payload,
+        before_run_id=0,
+        reasoning=((payload, 0.2, payload),),
+    )
+    incident = IncidentView(
+        id=1,
+        route=payload,
+        eval_set=payload,
+        metric=payload,
+        detector=payload,
+        status="open",
+        opened_at=at,
+        resolved_at=None,
+        observed=0.5,
+        baseline_mean=0.8,
+        threshold=0.01,
+        p_value=1e-6,
+        opening_run_id=1,
+        evidence=(evidence,),
+    )
+    change = PolicyChange(
+        policy=payload,
+        version=2,
+        at=at,
+        chain=(payload,),
+        demoted=(payload,),
+        actor=payload,
+        reason=payload,
+        incident_id=1,
+    )
+    section = Section(route=payload, eval_set=payload, model=payload, points=(point,), summary=data)
+    return ReportData(
+        window=window,
+        generated_at=at,
+        timezone="UTC",
+        sections=(section,),
+        incidents=(incident,),
+        policy_changes=(change,),
+        notes=(payload,),
+    )
+
+
+def load_summary_free(point: RunPoint) -> Summary:
+    return Summary(
+        runs=1,
+        score=point.score,
+        pass_rate=point.pass_rate,
+        error_rate=point.error_rate,
+        p50_latency_ms=point.p50_latency_ms,
+        p95_latency_ms=point.p95_latency_ms,
+        tokens_per_run=20.0,
+        cost_per_run=0.01,
+        cost_per_1k_requests=1.0,
+        usd_per_mtok=500.0,
+        judge_calls=1,
+        judge_saved=1,
+        judge_cost_usd=0.001,
+        baseline_mean=0.8,
+        lower_limit=0.7,
+    )
+
+
+@pytest.mark.parametrize("payload", PAYLOADS, ids=range(len(PAYLOADS)))
+def test_every_field_of_the_report_is_escaped(payload: str, tmp_path: Path) -> None:
+    page = tmp_path / "hostile.html"
+
+    page.write_text(render_report(synthetic(payload)))
+
+    html = page.read_text()
+    assert payload not in html or payload == html_escape(payload)
+    assert "{{" not in html or payload.startswith("{{"), "no template left unrendered"
+    checked = check_in_chromium(
+        page, screenshot=ARTIFACTS / f"hostile-{PAYLOADS.index(payload)}.png"
+    )
+    assert not checked.script_ran, checked.summary()
+    assert checked.requests == []
+    assert checked.script_markup == []
+    assert payload.split("<")[0] in checked.text
