@@ -9,8 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from sqlalchemy import text
 
 from routewatch.cli import run
+from routewatch.store.migrate import create_engine_for
 from runner_project import faq_simulator, rows, write_project
 
 WEBHOOK_SECRET = "s3cret-webhook-value"
@@ -153,3 +155,43 @@ def test_detection_works_on_postgresql_too(tmp_path: Path, sim: str, pg_url: str
 
     assert [i["metric"] for i in rows(pg_url, "incidents")] == ["score"]
     assert len(rows(pg_url, "item_outcomes")) == 7 * 6
+
+
+def test_runs_that_completed_are_detected_when_another_run_of_the_cycle_fails(
+    tmp_path: Path, sim: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RW_TEST_MISSING_KEY", raising=False)
+    path = write_project(
+        tmp_path, sim, {"good": {"model": "perfect"}, "keyless": {"model": "perfect"}}
+    )
+    config = yaml.safe_load(path.read_text())
+    config["providers"]["locked"] = {
+        **config["providers"]["sim"],
+        "api_key_env": "RW_TEST_MISSING_KEY",
+    }
+    config["routes"]["keyless"]["provider"] = "locked"
+    path.write_text(yaml.safe_dump(config))
+    db = f"sqlite:///{tmp_path / 'rw.db'}"
+
+    assert day(path, 1) == 2
+
+    runs = {r["route"]: r for r in rows(db, "runs")}
+    assert runs["good"]["status"] == "completed"
+    assert [d["run_id"] for d in rows(db, "detections")] == [runs["good"]["id"]]
+
+
+def test_a_run_left_undetected_by_a_crash_is_detected_by_the_next_run(
+    tmp_path: Path, sim: str
+) -> None:
+    config = project(tmp_path, sim)
+    db = f"sqlite:///{tmp_path / 'rw.db'}"
+    for n in range(1, 4):
+        day(config, n)
+    engine = create_engine_for(db)
+    with engine.begin() as conn:  # as if the process died between finishing and detecting
+        conn.execute(text("DELETE FROM detections WHERE run_id = 3"))
+    engine.dispose()
+
+    day(config, 4)
+
+    assert sorted(d["run_id"] for d in rows(db, "detections")) == [1, 2, 3, 4]

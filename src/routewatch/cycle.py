@@ -28,6 +28,7 @@ from routewatch.store.detection import (
     load_run,
     open_incidents,
     record_detection,
+    undetected_runs,
 )
 from routewatch.store.runs import ClaimOutcome
 
@@ -194,3 +195,22 @@ def detect_cycle(
                 policy_notes=recorded.policy_notes,
             )
     return [verdicts[r.run_id] for r in runs if r.run_id in verdicts]
+
+
+def detect_left_over(
+    engine: Engine, config: Config, routes: Sequence[str], *, now: datetime
+) -> list[RunVerdict]:
+    """Detect completed runs that never were (a crash, a failed cycle), slot by slot.
+
+    Runs of one logical time are detected together, as one cycle, oldest first.
+    """
+    verdicts: list[RunVerdict] = []
+    pending = undetected_runs(engine, routes or list(config.routes))
+    for at in sorted({u.at for u in pending}):
+        group = [
+            CompletedRun(route=u.route, eval_set=u.eval_set, run_id=u.run_id)
+            for u in pending
+            if u.at == at
+        ]
+        verdicts += detect_cycle(engine, config, group, now=now)
+    return verdicts

@@ -16,8 +16,8 @@ from routewatch.cli.exit_codes import ExitCode
 from routewatch.cli.options import config_option
 from routewatch.cli.table import format_table, num, pct, usd
 from routewatch.clock import SystemClock, parse_instant
-from routewatch.cycle import RunVerdict, completed_runs, detect_cycle
-from routewatch.errors import UsageError
+from routewatch.cycle import RunVerdict, completed_runs, detect_cycle, detect_left_over
+from routewatch.errors import RoutewatchError, UsageError
 from routewatch.project import Project, load_project
 from routewatch.runner import RunPlan, RunReport, execute, plan_runs, replay_gc
 from routewatch.store.migrate import open_database
@@ -60,12 +60,21 @@ def run_command(
     clock = SystemClock()
     plans = plan_runs(project.config, routes=list(routes), at=at_time, now=clock.now())
     engine = open_database(project.config.database_url)
+    selected = list(routes) or list(project.config.routes)
     try:
-        with _progress(_calls(project, plans)) as tick, replay_gc():
-            reports = asyncio.run(
-                execute(project, engine, plans, env=env, clock=clock, on_result=tick)
-            )
-        verdicts = detect_cycle(engine, project.config, completed_runs(reports), now=clock.now())
+        # Runs an earlier process completed but never detected come first, in time order.
+        verdicts = detect_left_over(engine, project.config, selected, now=clock.now())
+        try:
+            with _progress(_calls(project, plans)) as tick, replay_gc():
+                reports = asyncio.run(
+                    execute(project, engine, plans, env=env, clock=clock, on_result=tick)
+                )
+        except RoutewatchError:
+            # The other runs of this cycle completed: detect them and deliver, then fail.
+            detect_left_over(engine, project.config, selected, now=clock.now())
+            Dispatcher(engine, project.config, env).drain(project.config.alerts.delivery.run_wait_s)
+            raise
+        verdicts += detect_cycle(engine, project.config, completed_runs(reports), now=clock.now())
         delivery = Dispatcher(engine, project.config, env).drain(
             project.config.alerts.delivery.run_wait_s
         )

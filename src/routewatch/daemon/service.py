@@ -36,7 +36,7 @@ from sqlalchemy import Engine
 from routewatch.alerts.dispatch import Dispatcher
 from routewatch.clock import SystemClock
 from routewatch.cron import last_fire_at_or_before, parse_cron
-from routewatch.cycle import completed_runs, detect_cycle
+from routewatch.cycle import completed_runs, detect_cycle, detect_left_over
 from routewatch.daemon.leader import Leadership
 from routewatch.daemon.state import DaemonState
 from routewatch.errors import RoutewatchError, UsageError
@@ -239,6 +239,9 @@ class Daemon:
 
     async def _catch_up_slots(self) -> None:
         config = self.project.config
+        await asyncio.to_thread(
+            detect_left_over, self.engine, config, list(config.routes), now=self.clock.now()
+        )
         now = datetime.now(UTC)
         grace = timedelta(seconds=config.scheduler.misfire_grace_s)
         for route, schedule in self._route_jobs().items():
@@ -314,6 +317,11 @@ class Daemon:
             reports = await execute(project, self.engine, plans, env=self.env, clock=self.clock)
         except RoutewatchError as exc:
             log.error("run of %s failed: %s", ", ".join(routes) or "every route", exc)
+            # The cycle's other runs completed: detect them (and alert) all the same.
+            await asyncio.to_thread(
+                detect_left_over, self.engine, project.config, routes, now=self.clock.now()
+            )
+            await self._dispatch_job()
             return
         verdicts = await asyncio.to_thread(
             detect_cycle, self.engine, project.config, completed_runs(reports), now=self.clock.now()

@@ -141,6 +141,42 @@ def _records(conn: Connection, rows: Sequence[Any]) -> list[RunRecord]:
     return out
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Undetected:
+    """A completed run whose detection was never recorded."""
+
+    route: str
+    eval_set: str
+    run_id: int
+    at: datetime
+
+
+def undetected_runs(engine: Engine, routes: Sequence[str], *, limit: int = 500) -> list[Undetected]:
+    """Completed runs of ``routes`` with item outcomes but no detection, oldest first.
+
+    A process that stopped between completing a run and detecting it, or a cycle in which
+    another run failed, leaves these; runs from before per-item outcomes were stored
+    (revision 0002) have none and are not detectable, so they are left out.
+    """
+    if not routes:
+        return []
+    detected = select(DetectionRow.run_id).where(DetectionRow.run_id == RunRow.id).exists()
+    outcomes = select(ItemOutcomeRow.run_id).where(ItemOutcomeRow.run_id == RunRow.id).exists()
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(RunRow.id, RunRow.route, RunRow.eval_set_name, RunRow.at)
+            .where(
+                RunRow.route.in_(list(routes)),
+                RunRow.status == RunStatus.completed,
+                ~detected,
+                outcomes,
+            )
+            .order_by(RunRow.at, RunRow.id)
+            .limit(limit)
+        ).all()
+    return [Undetected(route=r.route, eval_set=r.eval_set_name, run_id=r.id, at=r.at) for r in rows]
+
+
 def already_detected(engine: Engine, run_id: int) -> bool:
     """Whether detection has already been recorded for ``run_id``."""
     with engine.connect() as conn:
