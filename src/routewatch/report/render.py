@@ -69,6 +69,17 @@ def _when(value: datetime | None) -> str:
     return NONE if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def threshold_text(detector: str, threshold: float) -> str:
+    """What an incident's ``threshold`` means for its detector, in words."""
+    if detector == "critical-item":
+        return f"failed in {threshold:.0f} runs in a row"
+    if detector.startswith("paired") or detector == "error-rate":
+        return f"significance level {threshold:.2g}"
+    if detector == "cusum":
+        return f"CUSUM limit {threshold:.2f}"
+    return f"threshold {threshold:.3f}"
+
+
 def _score_svg(section: Section) -> Markup:
     points = [
         ScorePoint(
@@ -132,6 +143,7 @@ def render_report(data: ReportData) -> str:
         csp=CSP,
         version=__version__,
         history_weeks=HISTORY_WEEKS,
+        threshold_text=threshold_text,
     )
 
 
