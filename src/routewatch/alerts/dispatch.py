@@ -33,6 +33,8 @@ from routewatch.store.policies import PUBLISH_EVENT, latest_version
 
 log = logging.getLogger("routewatch.alerts")
 
+PUBLISH_ROUNDS = 3
+"""Publishes of one message at most, when newer versions keep arriving meanwhile."""
 PUBLISH_ALERT_AFTER = 3
 """Failed attempts of a publisher after which people are told (once) that it is failing."""
 
@@ -226,25 +228,33 @@ class Dispatcher:
         index = int(index_text) if index_text.isdigit() else -1
         if policy is None or not 0 <= index < len(policy.publish):
             return SendResult(ok=False, error=f"publisher {rest} is no longer configured")
-        with self.engine.connect() as conn:
-            stored = latest_version(conn, name)
-        if stored is None:
-            return SendResult(ok=False, error=f"policy {name} has no version yet")
-        # Always the newest version: an older message delivered late must not roll back.
-        state = PolicyState(
-            policy=name,
-            version=stored.version,
-            updated_at=stored.created_at,
-            chain=stored.chain,
-            configured_chain=tuple(policy.chain),
-            demoted=stored.demoted,
-            models={r: route.model for r, route in self.config.routes.items()},
-        )
         publisher = policy.publish[index]
-        try:
-            publish(publisher, state, env=self.env, timeout_s=self.config.alerts.delivery.timeout_s)
-        except (PublishError, RoutewatchError) as exc:
-            return SendResult(ok=False, error=f"{describe(publisher)}: {exc}")
+        written = -1
+        # Always the newest version, so an older message delivered late never rolls a chain
+        # back; and again if a newer one was written meanwhile (two dispatchers at once).
+        for _ in range(PUBLISH_ROUNDS):
+            with self.engine.connect() as conn:
+                stored = latest_version(conn, name)
+            if stored is None:
+                return SendResult(ok=False, error=f"policy {name} has no version yet")
+            if stored.version == written:
+                break
+            try:
+                state = PolicyState(
+                    policy=name,
+                    version=stored.version,
+                    updated_at=stored.created_at,
+                    chain=stored.chain,
+                    configured_chain=tuple(policy.chain),
+                    demoted=stored.demoted,
+                    models={r: route.model for r, route in self.config.routes.items()},
+                )
+                publish(
+                    publisher, state, env=self.env, timeout_s=self.config.alerts.delivery.timeout_s
+                )
+            except (PublishError, RoutewatchError, ValueError) as exc:
+                return SendResult(ok=False, error=f"{describe(publisher)}: {exc}")
+            written = stored.version
         return SendResult(ok=True)
 
     def _publish_failed(self, message: Message, error: str) -> None:

@@ -44,7 +44,7 @@ from routewatch.project import Project, load_project
 from routewatch.runner import execute, plan_runs
 from routewatch.store.migrate import open_database
 from routewatch.store.nodata import check_no_data
-from routewatch.store.runs import slot_completed
+from routewatch.store.runs import orphaned_runs, slot_completed
 
 log = logging.getLogger("routewatch.daemon")
 
@@ -242,6 +242,12 @@ class Daemon:
         await asyncio.to_thread(
             detect_left_over, self.engine, config, list(config.routes), now=self.clock.now()
         )
+        # Runs whose owner died, however old their slot: resume them where they stopped.
+        for route, at in orphaned_runs(self.engine, list(config.routes), datetime.now(UTC)):
+            if self._stopping.is_set():
+                return
+            log.info("resuming %s's run of %s, left by a process that is gone", route, at)
+            await self._tracked(self._cycle([route], at), [route])
         now = datetime.now(UTC)
         grace = timedelta(seconds=config.scheduler.misfire_grace_s)
         for route, schedule in self._route_jobs().items():

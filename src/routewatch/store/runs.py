@@ -194,6 +194,20 @@ def ensure_route_snapshot(engine: Engine, name: str, route: Route) -> int:
             return int(conn.execute(query).scalar_one())
 
 
+def orphaned_runs(engine: Engine, routes: list[str], now: datetime) -> list[tuple[str, datetime]]:
+    """``(route, at)`` of runs still ``running`` whose owner is gone, oldest first."""
+    if not routes:
+        return []
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(RunRow.route, RunRow.at, RunRow.owner, RunRow.heartbeat_at)
+            .where(RunRow.route.in_(routes), RunRow.status == RunStatus.running)
+            .order_by(RunRow.at)
+        ).all()
+    found = [(r.route, r.at) for r in rows if not owner_alive(r.owner, r.heartbeat_at, now)]
+    return list(dict.fromkeys(found))
+
+
 def slot_completed(engine: Engine, *, route: str, eval_set_name: str, slot_key: str) -> bool:
     """Whether the run of this slot has completed."""
     with engine.connect() as conn:
