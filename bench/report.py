@@ -64,45 +64,54 @@ SCORE_SAMPLE_DAYS = 7
 BROKEN_ITEMS = 30
 """Items that fail during a score incident."""
 
-RUN_COLS = (
+
+def names(spaced: str) -> list[str]:
+    """Column names (or words) written space-separated."""
+    return spaced.split()
+
+
+ERRORED = (None, None, 0, 0, 1)
+"""An errored item's outcome: no score, not passed, no sample scored, one errored."""
+
+RUN_COLS = names(
     "id route route_snapshot_id eval_set_id eval_set_name slot_key at started_at finished_at "
     "status owner heartbeat_at judge_suspect partially_judged items_total results_total "
     "errors_total fallback_total score pass_rate error_rate p50_latency_ms p95_latency_ms "
     "cost_usd tokens_in tokens_out judge_calls judge_calls_saved judge_tokens judge_cost_usd "
     "error_message"
-).split()
-RESULT_COLS = (
+)
+RESULT_COLS = names(
     "id run_id eval_item_id item_id sample output finish_reason tokens_in tokens_out cost_usd "
     "latency_ms ttft_ms attempts error_class error_message served_model served_by_fallback "
     "response_meta created_at"
-).split()
-OUTCOME_COLS = (
+)
+OUTCOME_COLS = names(
     "run_id item_hash item_id weight critical score passed samples_scored samples_passed "
     "samples_errored"
-).split()
-DETECTION_COLS = (
+)
+DETECTION_COLS = names(
     "run_id route eval_set_name at known baseline_runs paired_items observed baseline_mean "
     "baseline_sd lower_limit p_value cusum in_incident findings created_at"
-).split()
-VERDICT_COLS = (
+)
+VERDICT_COLS = names(
     "id cache_key judge model criterion raw_score score reasoning samples tokens_in tokens_out "
     "cost_usd error created_at"
-).split()
-SCORE_COLS = "id result_id scorer value passed weight detail judge_verdict_id".split()
-INCIDENT_COLS = (
+)
+SCORE_COLS = names("id result_id scorer value passed weight detail judge_verdict_id")
+INCIDENT_COLS = names(
     "id route eval_set_name metric detector status opened_at resolved_at opening_run_id "
     "resolving_run_id observed baseline_mean baseline_sd threshold p_value severity detail "
     "healthy_streak last_run_id notified_at"
-).split()
-POLICY_COLS = (
+)
+POLICY_COLS = names(
     "id policy version chain pins demoted actor reason incident_id created_at all_degraded"
-).split()
+)
 
-WORDS = (
+WORDS = names(
     "the route answer model request latency customer invoice policy shipping account "
     "refund order support weekly number reference context summary detail result value "
     "response question system update status window report item account balance"
-).split()
+)
 
 
 @dataclass(frozen=True)
@@ -115,7 +124,7 @@ class Size:
 @dataclass(frozen=True)
 class IncidentSpec:
     route: int
-    metric: str
+    metric: Metric
     detector: Detector
     opened: int
     """Days before the last day."""
@@ -497,8 +506,7 @@ def seed(engine: Engine, sink: Sink, size: Size) -> dict[str, int]:
                         )
                     )
                     batch["item_outcomes"].append(
-                        (run_id, hashes[i], item_ids[i], float(weights[i]), critical[i])
-                        + (None, None, 0, 0, 1)
+                        (run_id, hashes[i], item_ids[i], float(weights[i]), critical[i], *ERRORED)
                     )
                     continue
                 ok_i = passed_l[i]
@@ -527,8 +535,18 @@ def seed(engine: Engine, sink: Sink, size: Size) -> dict[str, int]:
                     )
                 )
                 batch["item_outcomes"].append(
-                    (run_id, hashes[i], item_ids[i], float(weights[i]), critical[i])
-                    + (1.0 if ok_i else 0.0, ok_i, 1, int(ok_i), 0)
+                    (
+                        run_id,
+                        hashes[i],
+                        item_ids[i],
+                        float(weights[i]),
+                        critical[i],
+                        1.0 if ok_i else 0.0,
+                        ok_i,
+                        1,
+                        int(ok_i),
+                        0,
+                    )
                 )
                 if sampled:
                     verdict_id += 1
@@ -589,9 +607,7 @@ def seed(engine: Engine, sink: Sink, size: Size) -> dict[str, int]:
             limit = b_mean - 2 * max(b_sd or 0.0, 0.01) if b_mean is not None else None
             drop = (b_mean - score) if b_mean is not None else 0.0
             p_value = (
-                0.5 * math.erfc(drop / (max(b_sd or 0.01, 0.005) * math.sqrt(2)))
-                if known
-                else None
+                0.5 * math.erfc(drop / (max(b_sd or 0.01, 0.005) * math.sqrt(2))) if known else None
             )
             route.cusum = max(0.0, route.cusum + (drop / 0.01 - 0.5 if known else 0.0))
             failed_today = [i for i in range(size.items) if not passed_l[i] and not errored_l[i]]
@@ -972,8 +988,17 @@ def measure(store: str, url: str, size: Size, reports: Path) -> tuple[list[Measu
         warm: list[float] = []
         for _ in range(REPEATS):
             proc = subprocess.run(
-                [sys.executable, __file__, *size_args(size), "--child", url, "--what", what]
-                + ["--reports", str(reports)],
+                [
+                    sys.executable,
+                    __file__,
+                    *size_args(size),
+                    "--child",
+                    url,
+                    "--what",
+                    what,
+                    "--reports",
+                    str(reports),
+                ],
                 capture_output=True,
                 text=True,
                 check=False,
@@ -993,7 +1018,9 @@ def size_args(size: Size) -> list[str]:
     return ["--routes", str(size.routes), "--items", str(size.items), "--days", str(size.days)]
 
 
-def bench_store(store: str, url: str, size: Size, reports: Path) -> tuple[list[Measured], list[str]]:
+def bench_store(
+    store: str, url: str, size: Size, reports: Path
+) -> tuple[list[Measured], list[str]]:
     print(f"{store}: seeding {size.routes} routes x {size.items} items x {size.days} days ...")
     seconds, counts = build(url, size)
     shown = ", ".join(f"{t} {n:,}" for t, n in counts.items())

@@ -70,6 +70,7 @@ def run(argv: list[str] | None = None) -> int:
 from routewatch.cli import (  # noqa: E402
     db,
     demo,
+    judge,
     pending,
     policy,
     project,
@@ -90,5 +91,6 @@ cli.add_command(demo.demo_command)
 cli.add_command(policy.policy)
 cli.add_command(serve.serve_command)
 cli.add_command(report.report_command)
+cli.add_command(judge.judge)
 for command in pending.COMMANDS:
     cli.add_command(command)

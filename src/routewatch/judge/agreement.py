@@ -1,0 +1,276 @@
+"""PURE: how far the judge agrees with people, from (human grade, judge grade) pairs.
+
+The shell (``store.agreement``) gathers each labelled item's judge verdicts; this
+module turns them into Spearman's rho for the grades, Cohen's kappa for pass/fail,
+the share of equal grades and the mean distance in scale points, per criterion,
+per route and per ISO week. No database here: plain values in, plain values out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from scipy.stats import spearmanr
+
+from routewatch.scoring import passes
+
+MIN_PAIRS_FOR_RHO = 3
+"""Below three pairs a rank correlation is either +-1 or undefined: it says nothing."""
+
+MEAN_OF_CRITERIA = "(mean)"
+"""How the mean over an item's criteria is named where a criterion name would stand."""
+
+GRADE_TOLERANCE = 1e-9
+"""Two grades this close are the same grade (averaged judge samples are floats)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LabelledVerdict:
+    """One judge verdict on a labelled item's output, beside the person's grade."""
+
+    run_id: int
+    route: str
+    week: str
+    """ISO week of the run's logical time, ``2026-W47``."""
+    item: str
+    criterion: str
+    human: float
+    """The item's ``human_score``, on the eval set's scale."""
+    judge: float
+    """The judge's grade for ``criterion``, on the same scale."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Statistic:
+    """A statistic that may be undefined; ``note`` says why when ``value`` is None."""
+
+    value: float | None
+    p_value: float | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PassTable:
+    """Pass/fail of the same outputs by a person and by the judge: a 2x2 table."""
+
+    both_pass: int
+    human_only: int
+    """The person passed it, the judge failed it."""
+    judge_only: int
+    """The judge passed it, the person failed it."""
+    both_fail: int
+
+    @property
+    def n(self) -> int:
+        """Pairs in the table."""
+        return self.both_pass + self.human_only + self.judge_only + self.both_fail
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Agreement:
+    """The judge's agreement with people over ``n`` pairs."""
+
+    n: int
+    exact: float | None
+    """Share of pairs where the judge gave the person's grade."""
+    mean_abs_diff: float | None
+    """Mean of ``|human - judge|``, in scale points."""
+    spearman: Statistic
+    """Spearman's rank correlation of the grades, with its p-value."""
+    kappa: Statistic
+    """Cohen's kappa of pass/fail (a grade passes at the set's ``pass_threshold``)."""
+    passes: PassTable
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WeekAgreement:
+    """Agreement over one ISO week's runs."""
+
+    week: str
+    agreement: Agreement
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgreementRow:
+    """Agreement for one criterion on one route, overall and week by week."""
+
+    criterion: str | None
+    """None: the mean of the item's verdicts over every criterion."""
+    route: str | None
+    """None: every route together."""
+    overall: Agreement
+    weeks: tuple[WeekAgreement, ...]
+
+
+def iso_week(at: datetime, timezone: str) -> str:
+    """The ISO week (``2026-W47``) of ``at`` in ``timezone``."""
+    year, week, _ = at.astimezone(ZoneInfo(timezone)).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def normalised(grade: float, scale: tuple[int, int]) -> float:
+    """A grade on ``scale`` mapped to 0..1, the way judge scores are stored."""
+    lo, hi = scale
+    return (grade - lo) / (hi - lo)
+
+
+def pass_table(
+    pairs: Iterable[tuple[float, float]], scale: tuple[int, int], pass_threshold: float
+) -> PassTable:
+    """Count ``(human, judge)`` pairs by who passes them."""
+    counts = {(True, True): 0, (True, False): 0, (False, True): 0, (False, False): 0}
+    for human, judge in pairs:
+        key = (
+            passes(normalised(human, scale), pass_threshold),
+            passes(normalised(judge, scale), pass_threshold),
+        )
+        counts[key] += 1
+    return PassTable(
+        both_pass=counts[True, True],
+        human_only=counts[True, False],
+        judge_only=counts[False, True],
+        both_fail=counts[False, False],
+    )
+
+
+def cohen_kappa(table: PassTable) -> Statistic:
+    """Cohen's kappa from a 2x2 table: agreement beyond what chance would give.
+
+    Undefined (None, with a note) without pairs, or when chance alone already
+    agrees on everything: both sides put every output in the same one class.
+    """
+    n = table.n
+    if n == 0:
+        return Statistic(value=None, note="no pairs")
+    observed = (table.both_pass + table.both_fail) / n
+    human_pass = (table.both_pass + table.human_only) / n
+    judge_pass = (table.both_pass + table.judge_only) / n
+    expected = human_pass * judge_pass + (1 - human_pass) * (1 - judge_pass)
+    if expected >= 1 - GRADE_TOLERANCE:
+        side = "pass" if human_pass == 1 else "fail"
+        return Statistic(value=None, note=f"person and judge {side} every output: chance agrees")
+    return Statistic(value=(observed - expected) / (1 - expected))
+
+
+def spearman(humans: Sequence[float], judges: Sequence[float]) -> Statistic:
+    """Spearman's rho of the grades and its two-sided p-value; None when undefined."""
+    if len(humans) < MIN_PAIRS_FOR_RHO:
+        return Statistic(value=None, note=f"fewer than {MIN_PAIRS_FOR_RHO} pairs")
+    # A constant side has no ranks to correlate; scipy would warn and return nan.
+    if _constant(humans):
+        return Statistic(value=None, note="every human score is the same")
+    if _constant(judges):
+        return Statistic(value=None, note="the judge gave every output the same grade")
+    result = spearmanr(humans, judges)
+    rho, p = float(result.statistic), float(result.pvalue)
+    if math.isnan(rho):
+        return Statistic(value=None, note="undefined for these grades")
+    return Statistic(value=rho, p_value=None if math.isnan(p) else p)
+
+
+def agreement(
+    pairs: Sequence[tuple[float, float]], *, scale: tuple[int, int], pass_threshold: float
+) -> Agreement:
+    """Every agreement measure over ``(human, judge)`` pairs on ``scale``."""
+    humans = [h for h, _ in pairs]
+    judges = [j for _, j in pairs]
+    n = len(pairs)
+    diffs = [abs(h - j) for h, j in pairs]
+    table = pass_table(pairs, scale, pass_threshold)
+    return Agreement(
+        n=n,
+        exact=sum(d <= GRADE_TOLERANCE for d in diffs) / n if n else None,
+        mean_abs_diff=sum(diffs) / n if n else None,
+        spearman=spearman(humans, judges),
+        kappa=cohen_kappa(table),
+        passes=table,
+    )
+
+
+def agreement_rows(
+    verdicts: Sequence[LabelledVerdict],
+    *,
+    criteria: Sequence[str],
+    scale: tuple[int, int],
+    pass_threshold: float,
+) -> list[AgreementRow]:
+    """Agreement per criterion (and the mean over criteria) x route (and all routes).
+
+    A ``human_score`` grades the item as a whole, so besides each criterion it is
+    compared with the mean of the item's verdicts over the criteria it got. Rows
+    for ``criteria`` come in the given order; each row has a line per ISO week.
+    """
+    by_criterion: dict[str | None, list[LabelledVerdict]] = defaultdict(list)
+    for v in verdicts:
+        by_criterion[v.criterion].append(v)
+    keys: list[str | None] = [c for c in criteria if by_criterion.get(c)]
+    if len(keys) > 1:
+        by_criterion[None] = _mean_over_criteria(verdicts)
+        keys.append(None)
+    routes: list[str | None] = [*sorted({v.route for v in verdicts})]
+    if len(routes) > 1:
+        routes.append(None)
+    rows = []
+    for criterion in keys:
+        for route in routes:
+            chosen = [v for v in by_criterion[criterion] if route is None or v.route == route]
+            if chosen:
+                rows.append(_row(criterion, route, chosen, scale, pass_threshold))
+    return rows
+
+
+def _row(
+    criterion: str | None,
+    route: str | None,
+    verdicts: Sequence[LabelledVerdict],
+    scale: tuple[int, int],
+    pass_threshold: float,
+) -> AgreementRow:
+    by_week: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for v in verdicts:
+        by_week[v.week].append((v.human, v.judge))
+    return AgreementRow(
+        criterion=criterion,
+        route=route,
+        overall=agreement(
+            [(v.human, v.judge) for v in verdicts], scale=scale, pass_threshold=pass_threshold
+        ),
+        weeks=tuple(
+            WeekAgreement(
+                week=week,
+                agreement=agreement(by_week[week], scale=scale, pass_threshold=pass_threshold),
+            )
+            for week in sorted(by_week)
+        ),
+    )
+
+
+def _mean_over_criteria(verdicts: Iterable[LabelledVerdict]) -> list[LabelledVerdict]:
+    """One verdict per (run, item): the mean judge grade over the criteria it got."""
+    grouped: dict[tuple[int, str], list[LabelledVerdict]] = defaultdict(list)
+    for v in verdicts:
+        grouped[v.run_id, v.item].append(v)
+    means = []
+    for group in grouped.values():
+        first = group[0]
+        means.append(
+            LabelledVerdict(
+                run_id=first.run_id,
+                route=first.route,
+                week=first.week,
+                item=first.item,
+                criterion=MEAN_OF_CRITERIA,
+                human=first.human,
+                judge=sum(v.judge for v in group) / len(group),
+            )
+        )
+    return means
+
+
+def _constant(values: Sequence[float]) -> bool:
+    return max(values) - min(values) <= GRADE_TOLERANCE
