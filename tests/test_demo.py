@@ -18,8 +18,9 @@ from routewatch.demo import (
     run_demo,
     webhook_receiver,
 )
+from routewatch.errors import UsageError
 from routewatch.evalset import load_eval_set
-from routewatch.scaffold import CONFIG_TEMPLATE, template_text
+from routewatch.scaffold import CONFIG_TEMPLATE, template_text, write_project
 from routewatch.store.runs import ClaimOutcome
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -166,3 +167,14 @@ def test_demo_command_runs_the_default_month_and_prints_the_story(
     published = json.loads((folder / "policy" / "chat.json").read_text())
     assert published["chain"][0] != DEGRADED_ROUTE
     assert (folder / CONFIG_TEMPLATE).is_file()
+
+
+def test_the_demo_refuses_a_folder_holding_a_real_project(tmp_path: Path) -> None:
+    write_project(tmp_path)  # `routewatch init`'s files: somebody's project
+    before = (tmp_path / "routewatch.yaml").read_text()
+
+    with pytest.raises(UsageError, match="not a demo project"):
+        run_demo(tmp_path, env={}, clock=FixedClock(NOW), days=2)
+
+    assert (tmp_path / "routewatch.yaml").read_text() == before
+    assert not (tmp_path / "routewatch.db").exists()

@@ -29,6 +29,7 @@ from routewatch.clock import Clock
 from routewatch.config import Config, WebhookAlert
 from routewatch.cycle import RunVerdict, completed_runs, detect_cycle
 from routewatch.detect.findings import Candidate
+from routewatch.errors import UsageError
 from routewatch.project import Project, load_project
 from routewatch.report.data import days_window
 from routewatch.report.render import write_report
@@ -136,6 +137,9 @@ def run_demo(
     env = {k: v for k, v in env.items() if k != "ROUTEWATCH_DATABASE_URL"}
     project = load_project(config_path, env)
     today = clock.now().date()
+    if datetime.combine(today, time(6, 0), tzinfo=UTC) > clock.now():
+        # Before 06:00 UTC today's slot is still ahead: the demo ends with yesterday's.
+        today -= timedelta(days=1)
     slots = [
         datetime.combine(today - timedelta(days=n), time(6, 0), tzinfo=UTC)
         for n in reversed(range(days))
@@ -197,6 +201,10 @@ def run_demo(
     )
 
 
+DEMO_HEADER = "# Written by `routewatch demo`"
+"""The first line of a demo project's config: the demo only ever touches such folders."""
+
+
 def write_demo_project(directory: Path) -> Path:
     """Write the demo's files where they are missing; return the config's path.
 
@@ -204,13 +212,19 @@ def write_demo_project(directory: Path) -> Path:
     """
     config_path = directory / CONFIG_TEMPLATE
     second = Path(SECOND_EVAL_TEMPLATE).stem
+    if config_path.exists() and not config_path.read_text(encoding="utf-8").startswith(DEMO_HEADER):
+        # Never backfill simulated runs into a real project's database or publish its policy.
+        raise UsageError(
+            f"{config_path} is not a demo project (it lacks the demo's first line); "
+            "give `routewatch demo --dir` a new or a demo folder"
+        )
     if not config_path.exists():
         write_project(directory)
         first = Path(EVAL_TEMPLATE).stem
         text = template_text(CONFIG_TEMPLATE).replace(
             f"evals: [{first}]", f"evals: [{first}, {second}]"
         )
-        header = f"# Written by `routewatch demo`: `routewatch init`'s config plus {second}.\n"
+        header = f"{DEMO_HEADER}: `routewatch init`'s config plus {second}.\n"
         config_path.write_text(header + text, encoding="utf-8")
     for path, name in (
         (directory / "evals" / SECOND_EVAL_TEMPLATE, SECOND_EVAL_TEMPLATE),

@@ -79,9 +79,14 @@ def test_runs_happen_on_schedule_and_the_http_surface_answers(
     tmp_path: Path, sim: str, db_url: str
 ) -> None:
     config = project(tmp_path, sim, db_url, "*/2 * * * * *")
+    data = yaml.safe_load(config.read_text())
+    data["reports"] = {"dir": "reports", "schedule": "*/3 * * * * *"}
+    config.write_text(yaml.safe_dump(data))
 
     with daemon(config, ENV) as d:
         wait_until(lambda: len(completed(db_url)) >= 3, what="three scheduled runs")
+        wait_until(lambda: any((tmp_path / "reports").glob("*.html")), what="the weekly report")
+        reports = httpx.get(f"{d.url}/reports/")
         health = httpx.get(f"{d.url}/healthz")
         metrics = httpx.get(f"{d.url}/metrics").text
         policy = httpx.get(f"{d.url}/policy/chat")
@@ -106,6 +111,8 @@ def test_runs_happen_on_schedule_and_the_http_surface_answers(
     assert all(s.second % 2 == 0 and s.microsecond == 0 for s in slots)
     assert health.status_code == 200
     assert health.json()["scheduler"] is True
+    (written,) = (tmp_path / "reports").glob("*.html")
+    assert written.name in reports.text
     families = {f.name: f for f in text_string_to_metric_families(metrics)}
     assert any(name.startswith("routewatch_") for name in families)
     assert policy.status_code == 200

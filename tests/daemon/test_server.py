@@ -29,6 +29,7 @@ from routewatch.daemon.server import create_app
 from routewatch.daemon.state import DaemonState
 from routewatch.errors import UsageError
 from routewatch.policy import manage
+from routewatch.report.render import CSP
 from routewatch.sim.server import serve_in_thread
 from routewatch.status import build_status
 from routewatch.store.migrate import create_engine_for, open_database
@@ -46,7 +47,6 @@ TOKEN = "rw-api-token-5c1e9d0a77f2"
 TOKEN_VAR = "RW_TEST_API_TOKEN"
 AT = datetime(2026, 11, 9, 6, 0, tzinfo=UTC)
 STARTED = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
-CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 
 @dataclasses.dataclass
@@ -318,8 +318,8 @@ def test_metrics_read_runs_judges_outbox_incidents_and_policies(daemon: Daemon) 
     assert response.headers["content-type"].startswith("text/plain; version=")
     got = samples(response.text)
     a, ab = (("route", "a"),), (("eval_set", "faq"), ("route", "a"))
-    assert got[("routewatch_runs_total", (*a, ("status", "completed")))] == 2
-    assert got[("routewatch_runs_total", (*a, ("status", "failed")))] == 1
+    assert got[("routewatch_runs", (*a, ("status", "completed")))] == 2
+    assert got[("routewatch_runs", (*a, ("status", "failed")))] == 1
     assert got[("routewatch_runs_in_progress", (("route", "b"),))] == 1
     assert got[("routewatch_judge_calls_total", a)] == 12
     assert got[("routewatch_judge_cache_hits_total", a)] == 3

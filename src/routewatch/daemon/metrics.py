@@ -147,8 +147,11 @@ LATEST_RUN_GAUGES: tuple[tuple[str, str, str, float], ...] = (
 
 def figures_metrics(figures: StoreFigures) -> Iterator[Metric]:
     """The Prometheus metric families of one reading of the store."""
-    runs = CounterMetricFamily(
-        "routewatch_runs", "Finished runs by route and final state.", labels=["route", "status"]
+    # A gauge: a failed run that is retried leaves ``failed`` again, so the count can fall.
+    runs = GaugeMetricFamily(
+        "routewatch_runs",
+        "Finished runs by route and current final state (a retried run can change state).",
+        labels=["route", "status"],
     )
     running = GaugeMetricFamily(
         "routewatch_runs_in_progress", "Runs pending or running, by route.", labels=["route"]

@@ -40,6 +40,7 @@ from routewatch.daemon.state import DaemonState
 from routewatch.errors import MissingSecretError, UsageError
 from routewatch.policy import manage
 from routewatch.policy.publishers import policy_json
+from routewatch.report.render import CSP
 from routewatch.status import build_status
 from routewatch.store.policies import Reconciled
 from routewatch.store.queries import latest_completed_runs
@@ -49,7 +50,7 @@ log = logging.getLogger("routewatch.daemon")
 REPORT_NAME = re.compile(r"[\w.-]+\.html")
 """Report files that may be served (matched in full): a plain name in the folder, no path."""
 REPORT_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+    "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
 }
 """A report is self-contained (inline CSS and SVG): it may load nothing and run nothing."""
@@ -260,7 +261,7 @@ class _Api:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not given.strip():
             message = "this request needs an `Authorization: Bearer <token>` header"
-        elif not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        elif not hmac.compare_digest(given.strip().encode(), expected.strip().encode()):
             message = "the bearer token is wrong"
         else:
             return None

@@ -242,6 +242,13 @@ class Daemon:
         await asyncio.to_thread(
             detect_left_over, self.engine, config, list(config.routes), now=self.clock.now()
         )
+        # The weekly report, if its slot passed while no leader was there to write it.
+        report_slot = last_fire_at_or_before(
+            parse_cron(config.reports.schedule, config.timezone), datetime.now(UTC)
+        )
+        grace = timedelta(seconds=config.scheduler.misfire_grace_s)
+        if report_slot is not None and datetime.now(UTC) - report_slot <= grace:
+            await self._report_job(only_if_missing=True)
         # Runs whose owner died, however old their slot: resume them where they stopped.
         for route, at in orphaned_runs(self.engine, list(config.routes), datetime.now(UTC)):
             if self._stopping.is_set():
@@ -265,19 +272,21 @@ class Daemon:
             log.info("catching up %s's slot %s", route, slot.isoformat())
             await self._tracked(self._cycle([route], slot), [route])
 
-    async def _report_job(self) -> None:
+    async def _report_job(self, *, only_if_missing: bool = False) -> None:
         """The weekly report of last week (leader only), into ``reports.dir``."""
         if not self.leader.held or self._stopping.is_set():
             return
         from routewatch.report.data import last_full_week, week_window
-        from routewatch.report.render import write_report
+        from routewatch.report.render import report_path, write_report
 
         config = self.project.config
         window = week_window(last_full_week(datetime.now(UTC), config.timezone), config.timezone)
+        if only_if_missing and report_path(config, window).exists():
+            return
         try:
             path = await asyncio.to_thread(write_report, self.engine, config, window)
-        except (RoutewatchError, OSError) as exc:
-            log.error("weekly report for %s failed: %s", window.slug, exc)
+        except Exception:  # a failed report must not stop the scheduler; it is logged
+            log.exception("weekly report for %s failed", window.slug)
             return
         log.info("weekly report for %s written to %s", window.slug, path)
 

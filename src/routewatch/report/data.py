@@ -26,6 +26,7 @@ from routewatch.store.tables import (
     DetectionRow,
     EvalItemRow,
     IncidentRow,
+    ItemOutcomeRow,
     JudgeVerdictRow,
     PolicyVersionRow,
     ResultRow,
@@ -222,7 +223,16 @@ def load_report(
     with engine.connect() as conn:
         runs = _runs(conn, list(config.routes), history_start, window.end)
         detections = _detections(conn, [r.id for r in runs])
-        sections = _sections(config, runs, detections, window)
+        latencies = _latencies(
+            conn,
+            [
+                r.id
+                for r in runs
+                if r.status == RunStatus.completed and window.start <= r.at < window.end
+            ],
+            {r.id: (r.route, r.eval_set_name) for r in runs},
+        )
+        sections = _sections(config, runs, detections, window, latencies)
         incidents = _incidents(conn, list(config.routes), window)
         changes = _policy_changes(conn, list(config.policies), window)
     notes = []
@@ -288,8 +298,38 @@ def _state(run: Any, detection: Any) -> str:
     return "degraded" if detection.in_incident else "healthy"
 
 
+def _latencies(
+    conn: Connection, run_ids: list[int], keys: dict[int, tuple[str, str]]
+) -> dict[tuple[str, str], list[float]]:
+    """Latencies of the answered calls of ``run_ids``, per (route, eval set)."""
+    out: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for chunk in _chunks(run_ids, 900):
+        for r in conn.execute(
+            select(ResultRow.run_id, ResultRow.latency_ms).where(
+                ResultRow.run_id.in_(chunk), ResultRow.error_class.is_(None)
+            )
+        ):
+            out[keys[r.run_id]].append(r.latency_ms)
+    return out
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    """The ``q`` quantile (0..1) by linear interpolation; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
 def _sections(
-    config: Config, runs: Sequence[Any], detections: dict[int, Any], window: Window
+    config: Config,
+    runs: Sequence[Any],
+    detections: dict[int, Any],
+    window: Window,
+    latencies: dict[tuple[str, str], list[float]],
 ) -> list[Section]:
     by_key: dict[tuple[str, str], list[RunPoint]] = defaultdict(list)
     for r in runs:
@@ -328,7 +368,9 @@ def _sections(
                     eval_set=eval_set,
                     model=route.model,
                     points=tuple(points),
-                    summary=_summary([p for p in points if p.in_window]),
+                    summary=_summary(
+                        [p for p in points if p.in_window], latencies.get((name, eval_set), [])
+                    ),
                 )
             )
     return sections
@@ -339,7 +381,8 @@ def _avg(values: Iterable[float | None]) -> float | None:
     return mean(present) if present else None
 
 
-def _summary(points: Sequence[RunPoint]) -> Summary:
+def _summary(points: Sequence[RunPoint], latencies: list[float]) -> Summary:
+    """The window's figures; p50/p95 are over every answered call of the window, pooled."""
     done = [p for p in points if p.status == RunStatus.completed]
     tokens = sum(p.tokens_in + p.tokens_out for p in done)
     cost = sum(p.cost_usd for p in done)
@@ -350,8 +393,8 @@ def _summary(points: Sequence[RunPoint]) -> Summary:
         score=_avg(p.score for p in done),
         pass_rate=_avg(p.pass_rate for p in done),
         error_rate=_avg(p.error_rate for p in done),
-        p50_latency_ms=_avg(p.p50_latency_ms for p in done),
-        p95_latency_ms=max((p.p95_latency_ms for p in done if p.p95_latency_ms), default=None),
+        p50_latency_ms=_percentile(latencies, 0.5),
+        p95_latency_ms=_percentile(latencies, 0.95),
         tokens_per_run=tokens / len(done) if done else None,
         cost_per_run=cost / len(done) if done else None,
         cost_per_1k_requests=cost / requests * 1000 if requests else None,
@@ -407,17 +450,7 @@ def _evidence(conn: Connection, incident: Any, worst: list[dict[str, Any]]) -> l
     run = conn.execute(
         select(RunRow.id, RunRow.at, RunRow.eval_set_id).where(RunRow.id == incident.opening_run_id)
     ).one()
-    before = conn.execute(
-        select(RunRow.id)
-        .where(
-            RunRow.route == incident.route,
-            RunRow.eval_set_name == incident.eval_set_name,
-            RunRow.status == RunStatus.completed,
-            RunRow.at < run.at,
-        )
-        .order_by(RunRow.at.desc())
-        .limit(1)
-    ).scalar_one_or_none()
+    before = _healthy_before(conn, incident, run.at, ids)
     items = {
         r.item_id: r.definition
         for r in conn.execute(
@@ -426,7 +459,7 @@ def _evidence(conn: Connection, incident: Any, worst: list[dict[str, Any]]) -> l
             )
         )
     }
-    run_ids = [run.id] + ([before] if before is not None else [])
+    run_ids = [run.id, *sorted(set(before.values()))]
     outputs: dict[tuple[int, str], tuple[int, str | None]] = {}
     for r in conn.execute(
         select(
@@ -450,7 +483,8 @@ def _evidence(conn: Connection, incident: Any, worst: list[dict[str, Any]]) -> l
             continue
         definition = items.get(item_id) or {}
         today = outputs.get((run.id, item_id))
-        prior = outputs.get((before, item_id)) if before is not None else None
+        before_run = before.get(item_id)
+        prior = outputs.get((before_run, item_id)) if before_run is not None else None
         out.append(
             Evidence(
                 item_id=item_id,
@@ -460,11 +494,55 @@ def _evidence(conn: Connection, incident: Any, worst: list[dict[str, Any]]) -> l
                 reference=_clip(definition.get("reference")),
                 output=_clip(today[1] if today else None),
                 before_output=_clip(prior[1] if prior else None),
-                before_run_id=before,
+                before_run_id=before_run,
                 reasoning=tuple(reasoning.get(today[0], ())) if today else (),
             )
         )
     return out
+
+
+BEFORE_LOOKBACK = 30
+"""Runs before an incident searched for each item's last good output."""
+
+
+def _healthy_before(
+    conn: Connection, incident: Any, at: datetime, item_ids: list[str]
+) -> dict[str, int]:
+    """For each item, the newest earlier run that was trusted and healthy and passed it.
+
+    Trusted and healthy: detected with a known baseline, inside no incident, not
+    ``judge_suspect`` (so the "before" output is a good one, not yesterday's failure).
+    """
+    rows = conn.execute(
+        select(RunRow.id, DetectionRow.in_incident)
+        .join(DetectionRow, DetectionRow.run_id == RunRow.id)
+        .where(
+            RunRow.route == incident.route,
+            RunRow.eval_set_name == incident.eval_set_name,
+            RunRow.status == RunStatus.completed,
+            RunRow.judge_suspect.is_(False),
+            DetectionRow.known.is_(True),
+            RunRow.at < at,
+        )
+        .order_by(RunRow.at.desc())
+        .limit(BEFORE_LOOKBACK)
+    ).all()
+    healthy = [r.id for r in rows if not r.in_incident]
+    if not healthy:
+        return {}
+    rank = {run_id: i for i, run_id in enumerate(healthy)}
+    found: dict[str, int] = {}
+    for o in conn.execute(
+        select(ItemOutcomeRow.run_id, ItemOutcomeRow.item_id).where(
+            ItemOutcomeRow.run_id.in_(healthy),
+            ItemOutcomeRow.item_id.in_(item_ids),
+            ItemOutcomeRow.passed.is_(True),
+        )
+    ):
+        best = found.get(o.item_id)
+        if best is None or rank[o.run_id] < rank[best]:
+            found[o.item_id] = o.run_id
+    return found
 
 
 def _reasoning(

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
@@ -31,11 +32,14 @@ from routewatch.report.svg import (
 
 NONE = "\u2013"
 """Shown for a missing figure (an en dash)."""
-CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+    "form-action 'none'; base-uri 'none'"
+)
 """The page's policy: inline styles and data images only; never a script or a fetch."""
 
 
-def _environment() -> Environment:
+def _environment(timezone: str = "UTC") -> Environment:
     # autoescape=True, not select_autoescape(): ECOSYSTEM trap 10.
     env = Environment(
         loader=PackageLoader("routewatch.report", "templates"),
@@ -47,7 +51,8 @@ def _environment() -> Environment:
     env.filters["num"] = _num
     env.filters["pct"] = _pct
     env.filters["usd"] = _usd
-    env.filters["when"] = _when
+    zone = ZoneInfo(timezone)
+    env.filters["when"] = lambda value: _when(value, zone)
     return env
 
 
@@ -65,8 +70,8 @@ def _usd(value: float | None) -> str:
     return f"${value:,.4f}" if abs(value) < 1 else f"${value:,.2f}"
 
 
-def _when(value: datetime | None) -> str:
-    return NONE if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+def _when(value: datetime | None, zone: ZoneInfo) -> str:
+    return NONE if value is None else value.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def threshold_text(detector: str, threshold: float) -> str:
@@ -134,7 +139,7 @@ def render_report(data: ReportData) -> str:
     timeline_svg = Markup(  # noqa: S704 - escaped inside report.svg
         timeline(events, start=data.window.start, end=data.window.end)
     )
-    template = _environment().get_template("report.html")
+    template = _environment(data.timezone).get_template("report.html")
     return template.render(
         data=data,
         charts=charts,
