@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from routewatch._yamlpos import LineMap, YamlSyntaxError, load_yaml, read_source
-from routewatch.errors import EvalSetError, Problem, display_path
+from routewatch.errors import EvalSetError, Problem, UsageError, display_path
 
 HASH_LENGTH = 16
 """Hex digits kept of a SHA-256: 64 bits, ample for the versions of one eval set."""
@@ -217,8 +217,27 @@ class EvalSet(_Model):
     """The items; ids unique."""
     canaries: tuple[Canary, ...] = ()
     """Judge drift guards."""
+    judge_template: str | None = Field(default=None, min_length=1)
+    """A judge prompt template of the set's own (Jinja2, a path relative to the eval
+    file) instead of the packaged one; it gets the same variables, escaped the same way,
+    and must print the output as ``<output>{{ output }}</output>``."""
 
     _lines: LineMap | None = PrivateAttr(default=None)
+    _judge_template_text: str | None = PrivateAttr(default=None)
+
+    @property
+    def judge_template_text(self) -> str | None:
+        """The text of ``judge_template``, read when the set was loaded; None without one.
+
+        Raises:
+            UsageError: the set names a template but was not loaded from a file.
+        """
+        if self.judge_template is not None and self._judge_template_text is None:
+            raise UsageError(
+                f"eval set {self.name} names judge_template {self.judge_template!r} but was "
+                "not loaded from a file; load it with load_eval_set"
+            )
+        return self._judge_template_text
 
     def problem(self, loc: tuple[str | int, ...], message: str) -> Problem:
         """A Problem located in this set's file (when it was loaded from one)."""
@@ -237,15 +256,18 @@ class EvalSet(_Model):
     def version(self) -> str:
         """Hash of everything that affects scoring; comments, order and tags excluded."""
         items = sorted((item.id, item.hash, item.weight) for item in self.items)
-        return content_hash(
-            {
-                "judge": self.judge,
-                "scale": list(self.scale),
-                "criteria": self.criteria,
-                "pass_threshold": self.pass_threshold,
-                "items": [list(i) for i in items],
-            }
-        )
+        material: dict[str, Any] = {
+            "judge": self.judge,
+            "scale": list(self.scale),
+            "criteria": self.criteria,
+            "pass_threshold": self.pass_threshold,
+            "items": [list(i) for i in items],
+        }
+        if self.judge_template is not None:
+            # The template's text, not its path: an edited prompt is a new version.
+            # Absent otherwise, so sets without one keep their versions.
+            material["judge_template"] = content_hash(self.judge_template_text)
+        return content_hash(material)
 
 
 def _canonical(value: Any) -> str:
@@ -276,10 +298,10 @@ def load_eval_set(path: Path) -> EvalSet:
     if not isinstance(data, dict):
         raise EvalSetError([lines.problem((), "an eval set must be a mapping with `items:`")])
     data = {"name": path.stem, **data}
-    return _validate(data, lines, path.stem)
+    return _validate(data, lines, path.stem, path.parent)
 
 
-def _validate(data: dict[str, Any], lines: LineMap, stem: str) -> EvalSet:
+def _validate(data: dict[str, Any], lines: LineMap, stem: str, folder: Path) -> EvalSet:
     problems: list[Problem] = []
     try:
         evalset = EvalSet.model_validate(data)
@@ -326,10 +348,52 @@ def _validate(data: dict[str, Any], lines: LineMap, stem: str) -> EvalSet:
                 )
     if evalset.canaries and not evalset.criteria:
         problems.append(lines.problem(("canaries",), "canaries need `criteria` to judge"))
+    template_text = None
+    if evalset.judge_template is not None:
+        template_text, template_problems = _read_judge_template(
+            evalset.judge_template, folder, lines
+        )
+        problems += template_problems
+        if not evalset.criteria:
+            problems.append(
+                lines.problem(("judge_template",), "a judge template needs `criteria` to judge")
+            )
     if problems:
         raise EvalSetError(problems)
     evalset._lines = lines
+    evalset._judge_template_text = template_text
     return evalset
+
+
+def _read_judge_template(
+    name: str, folder: Path, lines: LineMap
+) -> tuple[str | None, list[Problem]]:
+    """The text of an eval set's judge template, or the problems that keep it from use."""
+    # Imported here: the judge's prompt module builds on this module's Message.
+    from routewatch.judge.prompt import template_faults
+
+    path = folder / name
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = "not found" if isinstance(exc, FileNotFoundError) else str(exc)
+        message = f"cannot read judge template {display_path(path)}: {reason}"
+        return None, [lines.problem(("judge_template",), message)]
+    problems = []
+    for fault in template_faults(text):
+        if fault.line is None:
+            message = f"judge template {display_path(path)}: {fault.message}"
+            problems.append(lines.problem(("judge_template",), message))
+        else:
+            problems.append(
+                Problem(
+                    path=display_path(path),
+                    line=fault.line,
+                    field="judge_template",
+                    message=fault.message,
+                )
+            )
+    return text, problems
 
 
 _SET_HEADER_KEY = "eval_set"

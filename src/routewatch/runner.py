@@ -524,7 +524,15 @@ def _judge_for(
     judge = project.config.judges.get(name)
     if judge is None:  # load_project refuses this; a Project built by hand may not
         raise UsageError(f"eval set {evalset.name} needs judge {name!r}, which is not configured")
-    return JudgeRunner(name, judge, pool.client(judge.provider), engine, evalset, clock)
+    return JudgeRunner(
+        name,
+        judge,
+        pool.client(judge.provider),
+        engine,
+        evalset,
+        clock,
+        alert_targets=project.config.alerts.targets(),
+    )
 
 
 def _samples_by_item(results: Sequence[StoredResult]) -> dict[str, list[SampleOutcome]]:

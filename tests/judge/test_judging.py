@@ -2,41 +2,21 @@
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+from judge_runs import CANARY, CRITERIA, ITEMS, judge_calls_at, judge_scores, run_at
 
-from routewatch.cli import run
 from routewatch.evalset import Message
 from routewatch.judge.prompt import JudgeRequest, render, template_source, verdict_schema
 from routewatch.judge.verdict import parse_verdict
 from runner_project import faq_simulator, rows, write_project
-
-ITEMS, CRITERIA = 6, 2
-CANARY = 1
-"""The example eval set's one canary criterion, judged afresh on every run."""
 
 
 @pytest.fixture
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with faq_simulator(tmp_path_factory.mktemp("sim")) as url:
         yield url
-
-
-def judge_calls_at(sim: str) -> int:
-    stats = httpx.get(f"{sim}/admin/stats").json()
-    return int(stats["models"].get("judge", {}).get("judge", 0)) + int(
-        stats["models"].get("judge", {}).get("ok", 0)
-    )
-
-
-def run_at(config: Path, day: int) -> int:
-    return run(["run", "-c", str(config), "--at", f"2026-11-{day:02d}T06:00:00Z"])
-
-
-def judge_scores(db: str) -> list[dict[str, Any]]:
-    return [s for s in rows(db, "scores") if s["scorer"].startswith("judge:")]
 
 
 def test_each_criterion_is_scored_and_stored_with_its_reasoning(tmp_path: Path, sim: str) -> None:

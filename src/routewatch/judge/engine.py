@@ -1,16 +1,21 @@
 """Scoring an output by its eval set's criteria: the cache first, then the judge model.
 
-The shell around ``prompt`` and ``verdict``: one call per criterion, structured output
-when the judge supports it, a few tries for a parsable verdict, then a judge error that
-is stored as such (never a zero). Verdicts are cached by everything that could change
-them; a cached verdict costs nothing and is counted as a call saved.
+The shell around ``prompt`` and ``verdict``: ``judge_samples`` calls per criterion, all
+of an output's criteria at once, structured output when the judge supports it, a few
+tries for a parsable verdict, then a judge error that is stored as such (never a zero).
+Verdicts are cached by everything that could change them; a cached verdict costs nothing
+and is counted as a call saved. Past the daily budget no call is made, and the first
+runner to find the budget spent raises ``judge.budget``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 from sqlalchemy import Engine
@@ -19,7 +24,7 @@ from routewatch.clock import Clock
 from routewatch.config import Judge
 from routewatch.evalset import EvalSet, Item, Message
 from routewatch.judge.prompt import JudgeRequest, render, template_source, verdict_schema
-from routewatch.judge.verdict import VerdictError, parse_verdict
+from routewatch.judge.verdict import Verdict, VerdictError, parse_verdict
 from routewatch.providers.base import ChatRequest
 from routewatch.providers.openai import OpenAIClient
 from routewatch.scoring import cost_usd
@@ -27,6 +32,7 @@ from routewatch.store.verdicts import (
     add_judge_spend,
     cached_verdict,
     judge_spend,
+    raise_budget_event,
     store_verdict,
 )
 
@@ -79,6 +85,7 @@ class JudgeRunner:
         engine: Engine,
         evalset: EvalSet,
         clock: Clock,
+        alert_targets: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.judge = judge
@@ -86,7 +93,9 @@ class JudgeRunner:
         self.engine = engine
         self.evalset = evalset
         self.clock = clock
-        self.template = template_source()
+        self.alert_targets = alert_targets
+        """Where the ``judge.budget`` event goes (``Alerts.targets()``)."""
+        self.template = evalset.judge_template_text or template_source()
         self.budget_reached = False
         """Set once a call was skipped for the daily budget: the run is partially judged."""
         self._calls = 0
@@ -95,18 +104,34 @@ class JudgeRunner:
         self._template_id = hashlib.sha256(self.template.encode()).hexdigest()
 
     async def judge_output(self, item: Item, output: str) -> list[Judgement]:
-        """Judge ``output`` on every criterion of the eval set, from the cache where it can."""
-        return [
-            await self._criterion(item.prompt, item.reference, output, name, text, use_cache=True)
-            for name, text in self.evalset.criteria.items()
-        ]
+        """Judge ``output`` on every criterion of the eval set, from the cache where it can.
+
+        The criteria (and their samples) are judged concurrently, as far as the judge
+        provider's concurrency and rate limits let them.
+        """
+        return list(
+            await asyncio.gather(
+                *(
+                    self._criterion(item.prompt, item.reference, output, name, text, use_cache=True)
+                    for name, text in self.evalset.criteria.items()
+                )
+            )
+        )
 
     async def judge_canaries(self) -> list[CanaryCheck]:
-        """Judge every canary of the eval set afresh (never from the cache) and compare."""
-        checks = []
-        for index, canary in enumerate(self.evalset.canaries):
-            for criterion, expected in canary.expect.items():
-                judgement = await self._criterion(
+        """Judge every canary of the eval set afresh (never from the cache) and compare.
+
+        A canary is judged as outputs are, ``judge_samples`` times, and its observed
+        grade is their mean.
+        """
+        asked = [
+            (index, criterion, expected, canary)
+            for index, canary in enumerate(self.evalset.canaries)
+            for criterion, expected in canary.expect.items()
+        ]
+        judgements = await asyncio.gather(
+            *(
+                self._criterion(
                     canary.prompt,
                     canary.reference,
                     canary.output,
@@ -114,18 +139,21 @@ class JudgeRunner:
                     self.evalset.criteria[criterion],
                     use_cache=False,
                 )
-                observed = judgement.raw_score
-                checks.append(
-                    CanaryCheck(
-                        index=index,
-                        criterion=criterion,
-                        expected=expected,
-                        observed=observed,
-                        moved=observed is None or abs(observed - expected) > CANARY_TOLERANCE,
-                        judgement=judgement,
-                    )
-                )
-        return checks
+                for _, criterion, _, canary in asked
+            )
+        )
+        return [
+            CanaryCheck(
+                index=index,
+                criterion=criterion,
+                expected=expected,
+                observed=judgement.raw_score,
+                moved=judgement.raw_score is None
+                or abs(judgement.raw_score - expected) > CANARY_TOLERANCE,
+                judgement=judgement,
+            )
+            for (index, criterion, expected, _), judgement in zip(asked, judgements, strict=True)
+        ]
 
     def _within_budget(self, chat: ChatRequest) -> float | None:
         """Reserve the estimated cost of one more call, or None if it would pass the budget.
@@ -144,8 +172,20 @@ class JudgeRunner:
             chars = sum(len(m["content"]) for m in chat.messages)
             price = self.judge.price
             estimate = cost_usd(chars // 4, 300, price.input_per_mtok, price.output_per_mtok)
-        spent = judge_spend(self.engine, judge=self.name, day=self.clock.now().date())
+        now = self.clock.now().astimezone(UTC)
+        spent = judge_spend(self.engine, judge=self.name, day=now.date())
         if spent + self._reserved + estimate > budget:
+            if not self.budget_reached:
+                # Once per UTC day and judge, whichever run or process gets here first.
+                raise_budget_event(
+                    self.engine,
+                    judge=self.name,
+                    day=now.date(),
+                    spent_usd=spent,
+                    budget_usd=budget,
+                    targets=self.alert_targets,
+                    now=now,
+                )
             self.budget_reached = True
             return None
         self._reserved += estimate
@@ -172,9 +212,10 @@ class JudgeRunner:
         """The verdict cache key: a hash of everything a verdict depends on.
 
         Judge model and params, template, criterion, scale, structured mode, the item's
-        prompt and reference, and the output.
+        prompt and reference, the output, and ``judge_samples`` (a mean of three
+        verdicts is not one verdict).
         """
-        material = {
+        material: dict[str, Any] = {
             "model": self.judge.model,
             "params": self.judge.params,
             "structured": self.judge.structured_output,
@@ -185,6 +226,9 @@ class JudgeRunner:
             "reference": reference,
             "output": output,
         }
+        if self.judge.judge_samples > 1:
+            # Left out at 1, so verdicts cached before samples existed stay valid.
+            material["judge_samples"] = self.judge.judge_samples
         canonical = json.dumps(material, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -230,6 +274,66 @@ class JudgeRunner:
             messages=render(self.template, request, structured=self.judge.structured_output),
             params=params,
         )
+        samples = await asyncio.gather(
+            *(self._sample(chat) for _ in range(self.judge.judge_samples))
+        )
+        calls = sum(s.calls for s in samples)
+        tokens_in = sum(s.tokens_in for s in samples)
+        tokens_out = sum(s.tokens_out for s in samples)
+        price = self.judge.price
+        cost = cost_usd(tokens_in, tokens_out, price.input_per_mtok, price.output_per_mtok)
+        verdicts = [s.verdict for s in samples if s.verdict is not None]
+        if len(verdicts) < len(samples):
+            # A mean over fewer samples than configured is another measurement: no verdict.
+            failed = next(s for s in samples if s.verdict is None)
+            return Judgement(
+                criterion=name,
+                score=None,
+                raw_score=None,
+                reasoning="",
+                error=failed.error,
+                verdict_id=None,
+                cached=False,
+                calls=calls,
+                tokens=tokens_in + tokens_out,
+                cost_usd=cost,
+            )
+        grades = [v.score for v in verdicts]
+        raw_score = sum(grades) / len(grades)
+        score = sum(v.normalised(scale) for v in verdicts) / len(verdicts)
+        reasoning = _reasoning(verdicts)
+        verdict_id = None
+        if use_cache:
+            verdict_id = store_verdict(
+                self.engine,
+                cache_key=key,
+                judge=self.name,
+                model=self.judge.model,
+                criterion=name,
+                raw_score=raw_score,
+                score=score,
+                reasoning=reasoning,
+                samples=grades,
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+                cost_usd=cost,
+                now=self.clock.now(),
+            )
+        return Judgement(
+            criterion=name,
+            score=score,
+            raw_score=raw_score,
+            reasoning=reasoning,
+            error=None,
+            verdict_id=verdict_id,
+            cached=False,
+            calls=calls,
+            tokens=tokens_in + tokens_out,
+            cost_usd=cost,
+        )
+
+    async def _sample(self, chat: ChatRequest) -> _Sample:
+        """One verdict for ``chat``, asked for up to ``VERDICT_TRIES`` times."""
         calls = tokens_in = tokens_out = 0
         error = "no attempt made"
         for _ in range(VERDICT_TRIES):
@@ -249,57 +353,32 @@ class JudgeRunner:
                 error = f"judge call failed: {result.error_class}: {result.error_message}"
                 break  # the client already retried what could pass
             try:
-                verdict = parse_verdict(result.output or "", scale)
+                verdict = parse_verdict(result.output or "", self.evalset.scale)
             except VerdictError as exc:
                 error = str(exc)
                 continue
-            cost = cost_usd(
-                tokens_in,
-                tokens_out,
-                self.judge.price.input_per_mtok,
-                self.judge.price.output_per_mtok,
+            return _Sample(
+                verdict=verdict, error=None, calls=calls, tokens_in=tokens_in, tokens_out=tokens_out
             )
-            score = verdict.normalised(scale)
-            verdict_id = None
-            if use_cache:
-                verdict_id = store_verdict(
-                    self.engine,
-                    cache_key=key,
-                    judge=self.name,
-                    model=self.judge.model,
-                    criterion=name,
-                    raw_score=verdict.score,
-                    score=score,
-                    reasoning=verdict.reasoning,
-                    tokens_in=tokens_in,
-                    tokens_out=tokens_out,
-                    cost_usd=cost,
-                    now=self.clock.now(),
-                )
-            return Judgement(
-                criterion=name,
-                score=score,
-                raw_score=verdict.score,
-                reasoning=verdict.reasoning,
-                error=None,
-                verdict_id=verdict_id,
-                cached=False,
-                calls=calls,
-                tokens=tokens_in + tokens_out,
-                cost_usd=cost,
-            )
-        cost = cost_usd(
-            tokens_in, tokens_out, self.judge.price.input_per_mtok, self.judge.price.output_per_mtok
+        return _Sample(
+            verdict=None, error=error, calls=calls, tokens_in=tokens_in, tokens_out=tokens_out
         )
-        return Judgement(
-            criterion=name,
-            score=None,
-            raw_score=None,
-            reasoning="",
-            error=error,
-            verdict_id=None,
-            cached=False,
-            calls=calls,
-            tokens=tokens_in + tokens_out,
-            cost_usd=cost,
-        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Sample:
+    """One of a criterion's ``judge_samples`` verdicts, or why there is none."""
+
+    verdict: Verdict | None
+    error: str | None
+    calls: int
+    tokens_in: int
+    tokens_out: int
+
+
+def _reasoning(verdicts: list[Verdict]) -> str:
+    """One verdict's reasoning, or every sample's, each after its grade."""
+    if len(verdicts) == 1:
+        return verdicts[0].reasoning
+    n = len(verdicts)
+    return "\n".join(f"[{i}/{n}: {v.score}] {v.reasoning}" for i, v in enumerate(verdicts, 1))

@@ -312,6 +312,8 @@ class JudgeSpendRow(Base):
     day: Mapped[date] = mapped_column(primary_key=True)
     cost_usd: Mapped[float] = mapped_column(default=0.0, server_default=text("0"))
     calls: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    budget_alerted: Mapped[bool] = mapped_column(default=False, server_default=false())
+    """The day's ``judge.budget`` event was raised: it goes out once per judge and day."""
 
 
 class IncidentRow(Base):

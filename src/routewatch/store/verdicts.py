@@ -1,16 +1,21 @@
 """The judge verdict cache: an output already judged the same way is never judged again.
 
-One row per hash of (judge model, params, template, criterion, input, reference, output).
+One row per hash of (judge model, params, template, criterion, input, reference, output,
+samples), with each sample's grade beside their mean. Also each judge's spend per UTC
+day, and the once-a-day ``judge.budget`` event when that spend reaches the budget.
 """
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from routewatch.store.outbox import enqueue
 from routewatch.store.tables import CanaryResultRow, JudgeSpendRow, JudgeVerdictRow
 
 
@@ -52,12 +57,17 @@ def store_verdict(
     raw_score: float,
     score: float,
     reasoning: str,
+    samples: Sequence[float],
     tokens_in: int,
     tokens_out: int,
     cost_usd: float,
     now: datetime,
 ) -> int:
-    """Store a verdict and return its id; if another process stored it first, its id."""
+    """Store a verdict and return its id; if another process stored it first, its id.
+
+    ``raw_score`` is the mean of ``samples``, the grades of the ``judge_samples`` calls,
+    kept so that the judge's own spread can be told from the route's.
+    """
     try:
         with engine.begin() as conn:
             return int(
@@ -71,6 +81,7 @@ def store_verdict(
                         "raw_score": raw_score,
                         "score": score,
                         "reasoning": reasoning,
+                        "samples": list(samples),
                         "tokens_in": tokens_in,
                         "tokens_out": tokens_out,
                         "cost_usd": cost_usd,
@@ -155,3 +166,76 @@ def add_judge_spend(engine: Engine, *, judge: str, day: date, cost_usd: float, c
             return
         except IntegrityError:
             continue  # another process inserted the day's row first: add to it
+
+
+def raise_budget_event(
+    engine: Engine,
+    *,
+    judge: str,
+    day: date,
+    spent_usd: float,
+    budget_usd: float,
+    targets: Sequence[str],
+    now: datetime,
+) -> bool:
+    """Raise ``judge.budget`` for ``judge`` on ``day``, unless it was raised already.
+
+    The flag on the day's ``judge_spend`` row and the outbox messages are written in one
+    transaction, so the event goes out once per judge and UTC day, whichever process
+    finds the budget spent first. Returns whether this call raised it.
+    """
+    body = {
+        "event": "judge.budget",
+        "id": str(uuid.uuid4()),
+        "at": now.isoformat(),
+        "route": None,
+        "eval_set": None,
+        "judge": judge,
+        "day": day.isoformat(),
+        "spent_usd": round(spent_usd, 6),
+        "budget_usd": budget_usd,
+    }
+    for _ in range(2):
+        with engine.begin() as conn:
+            if _flag_budget_alerted(conn, judge, day):
+                enqueue(conn, body, targets, now)
+                return True
+            day_row = conn.execute(
+                select(JudgeSpendRow.judge).where(
+                    JudgeSpendRow.judge == judge, JudgeSpendRow.day == day
+                )
+            ).first()
+            if day_row is not None:
+                return False  # raised already today
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    insert(JudgeSpendRow),
+                    {
+                        "judge": judge,
+                        "day": day,
+                        "cost_usd": 0.0,
+                        "calls": 0,
+                        "budget_alerted": True,
+                    },
+                )
+                enqueue(conn, body, targets, now)
+            return True
+        except IntegrityError:
+            continue  # another process made the day's row first: try the flag again
+    return False
+
+
+def _flag_budget_alerted(conn: Connection, judge: str, day: date) -> bool:
+    """Set the day's ``budget_alerted`` if it was not set; whether this did it."""
+    return bool(
+        conn.execute(
+            update(JudgeSpendRow)
+            .where(
+                JudgeSpendRow.judge == judge,
+                JudgeSpendRow.day == day,
+                JudgeSpendRow.budget_alerted.is_(False),
+            )
+            .values(budget_alerted=True)
+        ).rowcount
+    )
