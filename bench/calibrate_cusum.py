@@ -1,9 +1,10 @@
 """Calibrate the CUSUM threshold ``h`` by simulation (the table in ``detect/cusum.py``).
 
 Stable routes of each profile run for years; each day's input is the mid-p of the
-paired count test against a 14-run baseline behind a 7-run guard band, exactly as in
-``routewatch.detect``. For each wanted ARL0 (mean runs between false alarms) this
-prints the ``h`` whose simulated false-alarm rate matches it.
+paired count test against each item's history (``item_history_runs``, 28) behind the
+7-run guard band, with the configured ``cusum_k``, exactly as in ``routewatch.detect``.
+For each wanted ARL0 (mean runs between false alarms) this prints the ``h`` whose
+simulated false-alarm rate matches it.
 
     python bench/calibrate_cusum.py [--routes 60] [--days 3650]
 """
@@ -21,9 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from routesim import profile
 
+from routewatch.config import Detection
+from routewatch.detect.baseline import item_runs
 from routewatch.detect.cusum import H_BY_ARL0, P_CLIP
 
-B, G, K = 14, 7, 0.5
+SETTINGS = Detection()
+B, G, K = item_runs(SETTINGS), SETTINGS.guard_runs, SETTINGS.cusum_k
 HS = np.round(np.arange(3.0, 12.01, 0.05), 2)
 
 
@@ -41,17 +45,15 @@ def mid_p_series(p: np.ndarray, days: int, rng: np.random.Generator) -> np.ndarr
     return np.clip(cdf - 0.5 * pmf, P_CLIP, 1 - P_CLIP)
 
 
-def alarms(z: np.ndarray) -> np.ndarray:
+def alarms(z: np.ndarray, k: float = K) -> np.ndarray:
     """False alarms for every h in ``HS`` on one route's z series (reset after each)."""
+    c = np.zeros(HS.size)
     out = np.zeros(HS.size)
-    for j, h in enumerate(HS):
-        c, n = 0.0, 0
-        for v in z:
-            c = max(0.0, c - v - K)
-            if c > h:
-                n += 1
-                c = 0.0
-        out[j] = n
+    for v in z:
+        c = np.maximum(0.0, c - v - k)
+        fired = c > HS
+        out += fired
+        c[fired] = 0.0
     return out
 
 
@@ -60,15 +62,16 @@ def main() -> None:
     parser.add_argument("--routes", type=int, default=60)
     parser.add_argument("--days", type=int, default=3650)
     parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--k", type=float, default=K, help="CUSUM allowance (cusum_k)")
     args = parser.parse_args()
     rng = np.random.default_rng(20261123)
     for name in ("near_det", "mixed", "random"):
         total = np.zeros(HS.size)
         for _ in range(args.routes):
             z = stats.norm.ppf(mid_p_series(profile(name, args.n, rng), args.days, rng))
-            total += alarms(z)
+            total += alarms(z, args.k)
         runs = args.routes * args.days
-        print(f"{name} (n={args.n}, {runs} runs)")
+        print(f"{name} (n={args.n}, k={args.k}, B={B}, G={G}, {runs} runs)")
         for arl0, current in H_BY_ARL0:
             rate = total / runs
             ok = np.flatnonzero(rate <= 1 / arl0)

@@ -37,6 +37,7 @@ from routesim import (
 )
 
 from routewatch.config import Detection
+from routewatch.detect.baseline import history_depth
 from routewatch.detect.budget import cycle_alpha
 from routewatch.detect.findings import decide, evaluate, route_alpha
 
@@ -93,8 +94,9 @@ def oracle_stat(x: np.ndarray, table: np.ndarray) -> np.ndarray:
 
 
 def first_run_cell(cell: Cell) -> CellResult:
-    """Per seed: a fresh route, a 21-run stable history, then one stable run and one run
-    per drop scenario, each judged by the real detector against the same history."""
+    """Per seed: a fresh route, a stable history as deep as detection reads (35 runs),
+    then one stable run and one run per drop scenario, each judged by the real detector
+    against the same history."""
     settings = Detection()
     rng = np.random.default_rng(zlib.crc32(repr(cell).encode()))
     result = CellResult(cell=cell)
@@ -106,7 +108,7 @@ def first_run_cell(cell: Cell) -> CellResult:
     k = cell.samples
     for _ in range(cell.seeds):
         p = profile(cell.profile, cell.n, rng)
-        depth = settings.baseline_runs + settings.guard_runs
+        depth = history_depth(settings)
         history = [record(depth - i, rng.binomial(k, p), k) for i in range(depth)]
 
         def judge(
@@ -156,7 +158,7 @@ def drift_cell(cell: DriftCell) -> dict[str, float]:
     """Days to detect a persistent drop (day 1 = the first bad run), real pipeline."""
     settings = Detection()
     rng = np.random.default_rng(zlib.crc32(repr(cell).encode()))
-    warm = settings.baseline_runs + settings.guard_runs
+    warm = history_depth(settings)
     horizon = 30
     days = []
     for _ in range(cell.seeds):
@@ -239,7 +241,11 @@ def main() -> int:
         drift_out = pool.map(drift_cell, drifts)
         fa_out = pool.map(false_alarm_cell, fa_cells)
         firsts, drift_out, fa_out = list(firsts), list(drift_out), list(fa_out)
-    print(f"# detection bench: {seeds} routes per cell, B=14, G=7, budget 1 false alarm/route-year")
+    d = Detection()
+    print(
+        f"# detection bench: {seeds} routes per cell, B={d.baseline_runs} (items "
+        f"{d.item_history_runs}), G={d.guard_runs}, budget 1 false alarm/route-year"
+    )
     print()
     print("## First-run power (share of drops paged on their first bad run)")
     print()

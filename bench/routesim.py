@@ -16,7 +16,7 @@ import numpy as np
 from scipy import optimize
 
 from routewatch.config import Detection
-from routewatch.detect.baseline import ItemOutcome, RunRecord
+from routewatch.detect.baseline import ItemOutcome, RunRecord, history_depth
 from routewatch.detect.budget import cycle_alpha
 from routewatch.detect.findings import Decision, Metric, decide, evaluate, route_alpha
 from routewatch.incidents import OpenIncident, Transition, advance
@@ -106,7 +106,7 @@ class SimRoute:
 
     @property
     def keep(self) -> int:
-        return self.settings.baseline_runs + self.settings.guard_runs + 60
+        return history_depth(self.settings) + 60
 
     def step(
         self, passes: np.ndarray, critical: frozenset[int] = frozenset()

@@ -114,9 +114,14 @@ class Detection(_Model):
     """``classic``: ``sigma`` as written (about 14 false pages a year at 2 and 14 runs);
     ``prediction``: widened by a t prediction interval to the tail ``sigma`` promises."""
     baseline_runs: int = Field(default=14, ge=2, le=365)
-    """Completed runs that make up a baseline (and each item's history)."""
+    """Completed runs that make up a baseline (its mean and sd for the sigma rule)."""
     min_baseline_runs: int = Field(default=5, ge=2)
     """Fewer runs than this: the route's state is ``unknown`` and nothing pages."""
+    item_history_runs: int = Field(default=28, ge=2, le=365)
+    """Runs that make up each item's own history for the paired tests (never fewer than
+    ``baseline_runs``; the same runs are left out: guard band, incidents, suspect judge).
+    A longer history estimates each item's pass rate better, so the paired tests come
+    closer to knowing it; the sigma rule keeps its ``baseline_runs``."""
     guard_runs: int = Field(default=7, ge=0, le=60)
     """Most recent runs left out of the baseline, so a slow drop is not absorbed into it.
     Shrinks while history is short, down to 0 at ``min_baseline_runs`` runs."""
@@ -150,10 +155,11 @@ class Detection(_Model):
                 f"min_baseline_runs ({self.min_baseline_runs}) is larger than "
                 f"baseline_runs ({self.baseline_runs})"
             )
-        if self.min_item_history > self.baseline_runs:
+        if self.min_item_history > max(self.baseline_runs, self.item_history_runs):
             raise ValueError(
                 f"min_item_history ({self.min_item_history}) is larger than "
-                f"baseline_runs ({self.baseline_runs})"
+                f"baseline_runs ({self.baseline_runs}) and item_history_runs "
+                f"({self.item_history_runs})"
             )
         return self
 

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from routewatch.config import Config
 from routewatch.cron import parse_cron
+from routewatch.detect.baseline import history_depth
 from routewatch.detect.budget import cycle_alpha
 from routewatch.detect.findings import Candidate, Evaluation, decide, evaluate, route_alpha
 from routewatch.incidents import advance
@@ -139,7 +140,7 @@ def detect_cycle(
             route=run.route,
             eval_set_name=run.eval_set,
             before=record.at,
-            limit=settings.baseline_runs + settings.guard_runs + HISTORY_SLACK,
+            limit=history_depth(settings) + HISTORY_SLACK,
         )
         if record.judge_suspect and not (history and history[0].judge_suspect):
             drift.add(run.run_id)

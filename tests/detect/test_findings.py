@@ -190,3 +190,49 @@ def test_a_judge_suspect_run_raises_no_quality_finding_and_keeps_the_cusum() -> 
     assert ev.paired_items == 0
     assert ev.cusum == 2.5
     assert decision.findings == ()
+
+
+def test_item_histories_reach_back_item_history_runs_while_the_sigma_rule_keeps_its_own() -> None:
+    """Item 1 failed in the older half of 35 runs and passed since: its item history
+    (28 runs behind the 7-run guard band) says 0.5, the sigma rule's 14 runs say 1.0."""
+    p = near_det()
+    runs = []
+    for run_id in range(1, 36):
+        passes = p.astype(int)
+        passes[1] = 1 if run_id > 14 else 0
+        runs.append(record(run_id, passes, 1))
+    past = runs[::-1]
+    today = p.astype(int)
+    today[1] = 0
+
+    ev, _ = judged(record(36, today, 1), past)
+
+    assert ev.baseline_runs == SETTINGS.baseline_runs
+    assert ev.sigma is not None
+    assert abs(ev.sigma.mean - 0.9) < 1e-12  # item 1 passed in all 14 of the rule's runs
+    (worst,) = (w for w in ev.candidates[0].worst_items if w.item_id == "item-1")
+    assert worst.baseline == 0.5
+    short = Detection(item_history_runs=SETTINGS.baseline_runs)
+    (worst,) = (
+        w
+        for w in evaluate(record(36, today, 1), past, short, alpha_route=ALPHA)
+        .candidates[0]
+        .worst_items
+        if w.item_id == "item-1"
+    )
+    assert worst.baseline == 1.0
+
+
+def test_item_histories_skip_runs_inside_an_incident() -> None:
+    p = near_det()
+    past = [record(36 - i, p.astype(int), 1) for i in range(35)]
+    # The older half was inside an open score incident, with item 1 failing throughout.
+    for i in range(14, 35):
+        passes = p.astype(int)
+        passes[1] = 0
+        past[i] = replace(record(36 - i, passes, 1), incident_metrics=frozenset({"score"}))
+
+    ev, _ = judged(record(36, p.astype(int), 1), past)
+
+    assert ev.binary is not None
+    assert ev.binary.drop == 0.0  # item 1's history is all passes: the incident runs are out

@@ -1,9 +1,10 @@
 """PURE: the false-alarm budget, split across detectors, metrics and routes.
 
 ``detection.false_alarms_per_year`` is turned into a per-cycle probability, then split
-with Bonferroni shares between the detectors of one route (valid under any dependence)
-and across routes by Bonferroni or Benjamini-Hochberg, so adding routes or metrics does
-not add pages (STATISTICS.md 3.7).
+with Bonferroni shares between the detectors of one route (valid under any dependence;
+the paired quality tests pool theirs with weighted Simes) and across routes by
+Bonferroni or Benjamini-Hochberg, so adding routes or metrics does not add pages
+(STATISTICS.md 3.7).
 """
 
 from __future__ import annotations
@@ -29,16 +30,19 @@ class Detector(StrEnum):
 
 
 SHARES: Mapping[Detector, float] = {
-    Detector.cet: 0.25,
-    Detector.cetw: 0.30,
+    Detector.cet: 0.35,
+    Detector.cetw: 0.20,
     Detector.cusum: 0.20,
     Detector.errors: 0.15,
     Detector.latency: 0.05,
     Detector.cost: 0.05,
 }
-"""Bonferroni shares of a route's per-cycle budget. The weighted test gets more than
-the count test: broken items are the usual LLM regression. When graded scores are
-tested too, it takes half of the count test's share."""
+"""Shares of a route's per-cycle budget: Bonferroni between metrics and the CUSUM,
+weighted Simes among the paired quality tests (``findings.combine_paired``). The count
+test gets more than the weighted one: a diffuse drop has only the count test to go on,
+while a break shows in both and the weighted test needs little budget to catch it
+(``bench/detection.py``). When graded scores are tested too, the graded test takes half
+of the count test's share."""
 
 
 def cycle_alpha(false_alarms_per_year: float, cycle_days: float) -> float:

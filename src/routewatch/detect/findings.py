@@ -25,6 +25,7 @@ from routewatch.detect.baseline import (
     ItemOutcome,
     RunRecord,
     item_histories,
+    item_runs,
     select_baseline,
     weighted_score,
 )
@@ -94,12 +95,17 @@ class Candidate:
     pages: bool = True
     """False for the sigma rule when ``method: paired``: it is shown, not paged on."""
     worst_items: tuple[WorstItem, ...] = ()
+    simes: float | None = None
+    """The paired quality tests share their budget (``combine_paired``): this test's
+    weighted Simes value, on the scale of ``adjusted``; None outside that family."""
 
     @property
     def adjusted(self) -> float:
-        """``p / share``: compared with the route's whole per-cycle budget."""
+        """``p / share`` (or its Simes value): compared with the route's per-cycle budget."""
         if self.p_value is None or self.share is None or not self.effect_ok:
             return math.inf
+        if self.simes is not None:
+            return self.simes
         return self.p_value / self.share
 
 
@@ -163,7 +169,9 @@ def evaluate(
         return Evaluation(
             run_id=today.run_id, known=False, baseline_runs=len(base), alpha_route=alpha_route
         )
-    hist = item_histories(base)
+    hist = item_histories(
+        select_baseline(history, Metric.score, settings, runs=item_runs(settings))
+    )
     pairs = [
         (key, item, hist[key])
         for key, item in sorted(today.items.items())
@@ -242,6 +250,7 @@ def evaluate(
                         worst_items=_worst_graded(pairs),
                     )
                 )
+            candidates = combine_paired(candidates, alpha_route)
             previous = history[0].cusum if history else 0.0
             c_now = cusum.step(previous, binary.p_mid, settings.cusum_k)
             h = cusum.threshold(1.0 / (budget[Detector.cusum] * alpha_route))
@@ -270,6 +279,38 @@ def evaluate(
         alpha_route=alpha_route,
         candidates=tuple(candidates),
     )
+
+
+PAIRED = frozenset({Detector.cet, Detector.cetw, Detector.graded})
+
+
+def combine_paired(candidates: Sequence[Candidate], alpha_route: float) -> list[Candidate]:
+    """Weighted Simes over the paired quality tests instead of a fixed Bonferroni split.
+
+    With ``a_i = p_i / share_i`` sorted ascending, test ``i`` (rank ``r``) is rejected at
+    budget ``alpha`` when ``min_{j >= r} a_(j) / j <= alpha``: weighted Benjamini-Hochberg
+    over the family (Genovese, Roeder and Wasserman 2006). It pages on everything a
+    Bonferroni split pages on, and also when several tests are moderately small at
+    once, as the count and weighted tests are on a diffuse drop. Its false-alarm bound
+    holds under positive dependence (PRDS): each test's p-value rises with every item's
+    passes today, and items are independent under the null.
+    """
+    family = sorted(
+        (c.adjusted, i)
+        for i, c in enumerate(candidates)
+        if c.detector in PAIRED and math.isfinite(c.adjusted)
+    )
+    out = list(candidates)
+    best = math.inf
+    for rank in range(len(family), 0, -1):
+        a, i = family[rank - 1]
+        best = min(best, a / rank)
+        c = out[i]
+        share = c.share or 0.0  # set: the adjusted value is finite
+        # The p-value at which this test would page against the route's whole budget.
+        level = share * alpha_route * (a / best if best > 0 else 1.0)
+        out[i] = replace(c, simes=best, threshold=min(1.0, level))
+    return out
 
 
 def decide(
@@ -322,16 +363,19 @@ def _sigma(
 ) -> SigmaRule:
     """The sigma rule on the paired items, so an eval-set change compares like with like."""
     keys = [key for key, _, _ in pairs]
+    # The rule's own runs: its item-noise floor too comes from ``baseline_runs`` runs.
+    own = item_histories(base)
     series = [
         s
         for run in base
         if (s := weighted_score([run.items[k] for k in keys if k in run.items])) is not None
     ]
     observed = weighted_score([item for _, item, _ in pairs]) or 0.0  # every pair is scored
+    hists = [own[k] for k in keys if k in own]
     if graded:
-        floor = graded_sd_floor([h.scores for _, _, h in pairs])
+        floor = graded_sd_floor([h.scores for h in hists])
     else:
-        floor = binary_sd_floor([h.passes for _, _, h in pairs], [h.trials for _, _, h in pairs])
+        floor = binary_sd_floor([h.passes for h in hists], [h.trials for h in hists])
     return sigma_rule(
         series or [observed],
         observed,

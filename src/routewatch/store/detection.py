@@ -40,8 +40,9 @@ from routewatch.store.tables import (
 )
 
 HISTORY_SLACK = 60
-"""Runs fetched beyond ``baseline_runs + guard_runs``, so a baseline can reach back past
-runs left out for an open incident; an incident longer than this shrinks the baseline."""
+"""Runs fetched beyond the history detection needs (``detect.baseline.history_depth``), so
+it can reach back past runs left out for an open incident; an incident longer than this
+shortens the history."""
 
 
 def item_outcome_rows(run_id: int, items: Sequence[ItemOutcome]) -> list[dict[str, Any]]:
