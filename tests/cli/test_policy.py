@@ -353,3 +353,32 @@ def test_status_json_shows_the_pinned_chain(
             "version": 1,
         }
     ]
+
+
+def test_concurrent_pins_each_get_their_own_version(config: Path, db_url: str) -> None:
+    from routewatch.config import load_config
+    from routewatch.policy import manage
+    from routewatch.store.migrate import open_database
+
+    loaded = load_config(config, {"RW_TEST_POLICY_SECRET": "x"})
+    engine = open_database(loaded.database_url)
+    chains = [["a", "b"], ["b", "a"], ["c", "a"], ["a", "c"], ["b", "c"], ["c", "b"]]
+    errors: list[BaseException] = []
+
+    def pin(chain: list[str]) -> None:
+        try:
+            manage.pin(engine, loaded, "chat", chain)
+        except BaseException as exc:  # collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=pin, args=(c,)) for c in chains]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    engine.dispose()
+
+    assert errors == []
+    versions = sorted(v["version"] for v in rows(db_url, "policy_versions"))
+    assert versions == list(range(1, len(versions) + 1))
+    assert len(versions) >= 2

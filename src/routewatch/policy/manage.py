@@ -8,12 +8,13 @@ automatic changes (``store.policies.reconcile``).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import yaml
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 
 from routewatch.config import Config, Policy
 from routewatch.errors import UsageError
@@ -93,17 +94,36 @@ def pin(
         )
     if len(set(routes)) != len(routes):
         raise UsageError("a route appears twice in the pinned chain")
-    with engine.begin() as conn:
-        return reconcile(
-            conn,
-            name=name,
-            policy=policy,
-            alert_targets=config.alerts.targets(),
-            now=now or datetime.now(UTC),
-            actor=actor,
-            reason=f"pinned by hand ({actor}) to {' → '.join(routes)}",
-            pins=list(routes),
-        )
+
+    def write() -> Reconciled:
+        with engine.begin() as conn:
+            return reconcile(
+                conn,
+                name=name,
+                policy=policy,
+                alert_targets=config.alerts.targets(),
+                now=now or datetime.now(UTC),
+                actor=actor,
+                reason=f"pinned by hand ({actor}) to {' → '.join(routes)}",
+                pins=list(routes),
+            )
+
+    return _retrying(write)
+
+
+WRITE_ATTEMPTS = 3
+"""Tries at writing a version when another writer took its number first."""
+
+
+def _retrying(write: Callable[[], Reconciled]) -> Reconciled:
+    """``write()``, again on a version-number clash with a concurrent change."""
+    for attempt in range(WRITE_ATTEMPTS):
+        try:
+            return write()
+        except IntegrityError:
+            if attempt == WRITE_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def unpin(
@@ -111,25 +131,29 @@ def unpin(
 ) -> Reconciled:
     """Return ``name`` to its automatic chain; nothing happens when it is not pinned."""
     policy = _policy(config, name)
-    with engine.begin() as conn:
-        latest = latest_version(conn, name)
-        if latest is None or latest.pins is None:
-            return Reconciled(
-                policy=name,
-                before=latest.chain if latest else tuple(policy.chain),
-                decision=PolicyDecision(chain=latest.chain if latest else tuple(policy.chain)),
-                version=None,
+
+    def write() -> Reconciled:
+        with engine.begin() as conn:
+            latest = latest_version(conn, name)
+            if latest is None or latest.pins is None:
+                return Reconciled(
+                    policy=name,
+                    before=latest.chain if latest else tuple(policy.chain),
+                    decision=PolicyDecision(chain=latest.chain if latest else tuple(policy.chain)),
+                    version=None,
+                )
+            return reconcile(
+                conn,
+                name=name,
+                policy=policy,
+                alert_targets=config.alerts.targets(),
+                now=now or datetime.now(UTC),
+                actor=actor,
+                reason=f"unpinned by hand ({actor}); the automatic chain applies",
+                pins=None,
             )
-        return reconcile(
-            conn,
-            name=name,
-            policy=policy,
-            alert_targets=config.alerts.targets(),
-            now=now or datetime.now(UTC),
-            actor=actor,
-            reason=f"unpinned by hand ({actor}); the automatic chain applies",
-            pins=None,
-        )
+
+    return _retrying(write)
 
 
 def state(engine: Engine, config: Config, name: str) -> PolicyState:

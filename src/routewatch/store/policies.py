@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, insert, select, text
 
 from routewatch.config import Policy
 from routewatch.policy.engine import Demotion, PolicyDecision, Trouble, decide_chain, moves_traffic
@@ -170,6 +170,16 @@ def reconcile(
         deferred: When given, events are appended here (body, targets) for the caller to
             enqueue later in the same transaction, so they follow the caller's own events.
     """
+    # One writer per policy at a time, until this transaction ends: concurrent changes
+    # (two replicas, a pin racing a detection) queue instead of clashing on a number.
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+            {"key": f"routewatch.policy:{name}"},
+        )
+    elif conn.dialect.name == "sqlite":
+        # A write statement takes SQLite's write lock now, before the version is read.
+        conn.execute(text("UPDATE policy_versions SET version = version WHERE 0"))
     latest = latest_version(conn, name)
     stored_pins = latest.pins if latest else None
     new_pins = stored_pins if pins is _UNCHANGED else (tuple(pins) if pins else None)
