@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, and_, or_, select
 
 from routewatch.config import Config
 from routewatch.errors import UsageError
+from routewatch.store.detection import clip, input_text
 from routewatch.store.tables import (
     DetectionRow,
     EvalItemRow,
@@ -490,7 +491,7 @@ def _evidence(conn: Connection, incident: Any, worst: list[dict[str, Any]]) -> l
                 item_id=item_id,
                 baseline=w.get("baseline"),
                 today=w.get("today"),
-                input=_clip(_input_text(definition)),
+                input=_clip(input_text(definition)),
                 reference=_clip(definition.get("reference")),
                 output=_clip(today[1] if today else None),
                 before_output=_clip(prior[1] if prior else None),
@@ -567,19 +568,8 @@ def _reasoning(
     return out
 
 
-def _input_text(definition: dict[str, Any]) -> str | None:
-    if definition.get("input") is not None:
-        return str(definition["input"])
-    messages = definition.get("messages") or []
-    users = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-    return str(users[-1]) if users else None
-
-
 def _clip(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value)
-    return text if len(text) <= TEXT_CHARS else text[: TEXT_CHARS - 1] + "…"
+    return clip(value, TEXT_CHARS)
 
 
 def _policy_changes(conn: Connection, policies: list[str], window: Window) -> list[PolicyChange]:

@@ -473,15 +473,16 @@ def evidence(
     return [
         {
             **w,
-            "input": _clip(_input_text(items.get(w["item_id"]))),
-            "reference": _clip((items.get(w["item_id"]) or {}).get("reference")),
-            "output": _clip(outputs.get(w["item_id"])),
+            "input": clip(input_text(items.get(w["item_id"]))),
+            "reference": clip((items.get(w["item_id"]) or {}).get("reference")),
+            "output": clip(outputs.get(w["item_id"])),
         }
         for w in worst
     ]
 
 
-def _input_text(definition: Mapping[str, Any] | None) -> str | None:
+def input_text(definition: Mapping[str, Any] | None) -> str | None:
+    """A stored item's prompt as text: its ``input``, or the last user message."""
     if not definition:
         return None
     if definition.get("input") is not None:
@@ -491,11 +492,12 @@ def _input_text(definition: Mapping[str, Any] | None) -> str | None:
     return str(users[-1]) if users else None
 
 
-def _clip(value: Any) -> str | None:
+def clip(value: Any, limit: int = EXCERPT_CHARS) -> str | None:
+    """``value`` as text cut at ``limit`` characters (with a mark); None stays None."""
     if value is None:
         return None
     text = str(value)
-    return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 def _apply_policies(
