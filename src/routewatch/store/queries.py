@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, RowMapping, func, select
 
 from routewatch.store.tables import (
     DetectionRow,
@@ -54,6 +54,26 @@ class PolicyVersion:
 _FINISHED = (RunStatus.completed, RunStatus.failed)
 
 
+def _facts(row: RowMapping) -> RunFacts:
+    """A ``runs`` row as ``RunFacts``."""
+    return RunFacts(
+        id=row["id"],
+        route=row["route"],
+        eval_set=row["eval_set_name"],
+        at=row["at"],
+        status=row["status"],
+        score=row["score"],
+        pass_rate=row["pass_rate"],
+        error_rate=row["error_rate"],
+        p50_latency_ms=row["p50_latency_ms"],
+        p95_latency_ms=row["p95_latency_ms"],
+        cost_usd=row["cost_usd"],
+        tokens_in=row["tokens_in"],
+        tokens_out=row["tokens_out"],
+        error_message=row["error_message"],
+    )
+
+
 def latest_runs(engine: Engine, routes: Sequence[str]) -> dict[str, RunFacts]:
     """The newest finished run (by logical time, then id) of each route, any eval set."""
     out: dict[str, RunFacts] = {}
@@ -70,22 +90,7 @@ def latest_runs(engine: Engine, routes: Sequence[str]) -> dict[str, RunFacts]:
                 .first()
             )
             if row is not None:
-                out[route] = RunFacts(
-                    id=row["id"],
-                    route=row["route"],
-                    eval_set=row["eval_set_name"],
-                    at=row["at"],
-                    status=row["status"],
-                    score=row["score"],
-                    pass_rate=row["pass_rate"],
-                    error_rate=row["error_rate"],
-                    p50_latency_ms=row["p50_latency_ms"],
-                    p95_latency_ms=row["p95_latency_ms"],
-                    cost_usd=row["cost_usd"],
-                    tokens_in=row["tokens_in"],
-                    tokens_out=row["tokens_out"],
-                    error_message=row["error_message"],
-                )
+                out[route] = _facts(row)
     return out
 
 
@@ -116,22 +121,7 @@ def latest_completed_runs(engine: Engine, routes: Sequence[str]) -> dict[tuple[s
     with engine.connect() as conn:
         for row in conn.execute(query).mappings():
             # Ordered by id, so of two runs at one logical time the newer one wins.
-            out[(row["route"], row["eval_set_name"])] = RunFacts(
-                id=row["id"],
-                route=row["route"],
-                eval_set=row["eval_set_name"],
-                at=row["at"],
-                status=row["status"],
-                score=row["score"],
-                pass_rate=row["pass_rate"],
-                error_rate=row["error_rate"],
-                p50_latency_ms=row["p50_latency_ms"],
-                p95_latency_ms=row["p95_latency_ms"],
-                cost_usd=row["cost_usd"],
-                tokens_in=row["tokens_in"],
-                tokens_out=row["tokens_out"],
-                error_message=row["error_message"],
-            )
+            out[(row["route"], row["eval_set_name"])] = _facts(row)
     return out
 
 
