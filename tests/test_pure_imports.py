@@ -60,3 +60,21 @@ def test_relative_and_from_imports_are_caught() -> None:
         "routewatch.store",
         "routewatch.store.tables",
     ]
+
+
+def test_the_replay_path_does_not_load_scipy_stats() -> None:
+    """scipy.stats costs ~50 MB of RSS; a replay needs none of it (bench/replay.py: < 150 MB).
+
+    Detection loads it when a run is detected (``routewatch run`` does, after the
+    replay), not when the runner is imported.
+    """
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, routewatch.runner\n"
+        "print(sorted(m for m in sys.modules if m.startswith('scipy.stats')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+    assert out.stdout.strip() == "[]"

@@ -45,25 +45,6 @@ it can reach back past runs left out for an open incident; an incident longer th
 shortens the history."""
 
 
-def item_outcome_rows(run_id: int, items: Sequence[ItemOutcome]) -> list[dict[str, Any]]:
-    """``item_outcomes`` rows for one run."""
-    return [
-        {
-            "run_id": run_id,
-            "item_hash": i.item_hash,
-            "item_id": i.item_id,
-            "weight": i.weight,
-            "critical": i.critical,
-            "score": i.score,
-            "passed": i.passed,
-            "samples_scored": i.samples_scored,
-            "samples_passed": i.samples_passed,
-            "samples_errored": i.samples_errored,
-        }
-        for i in items
-    ]
-
-
 def load_history(
     engine: Engine, *, route: str, eval_set_name: str, before: datetime, limit: int
 ) -> list[RunRecord]:

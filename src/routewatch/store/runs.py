@@ -23,7 +23,6 @@ from sqlalchemy.exc import IntegrityError
 from routewatch.config import Route
 from routewatch.detect.baseline import ItemOutcome
 from routewatch.evalset import EvalSet, content_hash
-from routewatch.store.detection import item_outcome_rows
 from routewatch.store.tables import (
     Base,
     EvalItemRow,
@@ -40,6 +39,25 @@ _scores = Base.metadata.tables["scores"]
 STALE_AFTER = timedelta(seconds=90)
 """A run whose owner on another host has not heartbeated for this long may be taken over.
 Owners heartbeat every few seconds; on the same host a dead pid is noticed at once."""
+
+
+def item_outcome_rows(run_id: int, items: Sequence[ItemOutcome]) -> list[dict[str, Any]]:
+    """``item_outcomes`` rows for one run."""
+    return [
+        {
+            "run_id": run_id,
+            "item_hash": i.item_hash,
+            "item_id": i.item_id,
+            "weight": i.weight,
+            "critical": i.critical,
+            "score": i.score,
+            "passed": i.passed,
+            "samples_scored": i.samples_scored,
+            "samples_passed": i.samples_passed,
+            "samples_errored": i.samples_errored,
+        }
+        for i in items
+    ]
 
 
 class LostClaimError(Exception):
