@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -107,3 +108,58 @@ def test_two_runs_of_one_slot_never_both_write(project: tuple[Path, str]) -> Non
     assert "being run by" in err2
     assert len(rows(db, "results")) == len(ITEMS)
     assert len(rows(db, "runs")) == 1
+
+
+def test_a_run_stopped_by_a_database_failure_is_resumed_by_the_same_process(
+    tmp_path: Path, sim: str
+) -> None:
+    """An unexpected error (here SQLite refusing writes, as a failing disk or a database
+    failover would) leaves the run ``running``; a long-lived process such as the daemon
+    must not then see it as still held by itself."""
+    import asyncio
+
+    import sqlalchemy
+    from sqlalchemy import text
+
+    from routewatch.clock import SystemClock, parse_instant
+    from routewatch.project import load_project
+    from routewatch.runner import execute, plan_runs
+    from routewatch.store.migrate import open_database
+    from routewatch.store.runs import orphaned_runs
+
+    items = ITEMS[:20]
+    db = f"sqlite:///{tmp_path / 'rw.db'}"
+    config = write_project(
+        tmp_path, sim, {"r": {"model": "perfect"}}, items=items, provider={"max_concurrency": 2}
+    )
+    project = load_project(config, {})
+    engine = open_database(db)
+    clock = SystemClock()
+    at = parse_instant(AT)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TRIGGER failing_disk BEFORE INSERT ON results "
+                "WHEN (SELECT count(*) FROM results) >= 3 "
+                "BEGIN SELECT RAISE(ABORT, 'simulated disk failure'); END"
+            )
+        )
+
+    def replay() -> Any:
+        plans = plan_runs(project.config, routes=["r"], at=at, now=clock.now())
+        return asyncio.run(execute(project, engine, plans, env={}, clock=clock))
+
+    with pytest.raises(sqlalchemy.exc.DBAPIError, match="simulated disk failure"):
+        replay()
+    assert orphaned_runs(engine, ["r"], clock.now()) == [("r", at)]
+    with engine.begin() as conn:
+        conn.execute(text("DROP TRIGGER failing_disk"))
+
+    (report,) = replay()
+    engine.dispose()
+
+    assert report.outcome.value == "resumed"
+    keys = Counter(r["item_id"] for r in rows(db, "results"))
+    assert set(keys) == {i["id"] for i in items}
+    assert set(keys.values()) == {1}
+    assert [r["status"] for r in rows(db, "runs")] == ["completed"]

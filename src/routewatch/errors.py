@@ -94,6 +94,14 @@ class DatabaseError(RoutewatchError):
     """The store could not be reached, created or migrated."""
 
 
+class UnavailableError(RoutewatchError):
+    """The service cannot take the request now (it is stopping, or not yet running)."""
+
+
+class ListenError(RoutewatchError):
+    """An HTTP server could not listen on its address (the port is taken, the host unknown)."""
+
+
 class MissingSecretError(RoutewatchError):
     """A secret's environment variable is unset; the message names it, never a value."""
 

@@ -54,6 +54,7 @@ from routewatch.store.runs import (
     find_unfinished_run,
     finish_run,
     new_owner,
+    release_owner,
     run_results,
     touch_run,
     write_results,
@@ -162,16 +163,21 @@ async def execute(
     Raises:
         RoutewatchError: the first error that stopped a run (e.g. a missing API key),
             after every other run has finished and the failed one is marked failed.
+        Exception: an unexpected one (a database failover); its run is left ``running``
+            under a released owner, so the next claim of the slot resumes it.
     """
     owner = new_owner()
-    async with ProviderPool(project.config.providers, env) as pool:
-        outcomes = await asyncio.gather(
-            *(
-                _Run(project, engine, plan, pool, env, clock, owner, on_result).run()
-                for plan in plans
-            ),
-            return_exceptions=True,
-        )
+    try:
+        async with ProviderPool(project.config.providers, env) as pool:
+            outcomes = await asyncio.gather(
+                *(
+                    _Run(project, engine, plan, pool, env, clock, owner, on_result).run()
+                    for plan in plans
+                ),
+                return_exceptions=True,
+            )
+    finally:
+        release_owner(owner)
     reports: list[RunReport] = []
     for outcome in outcomes:
         if isinstance(outcome, BaseException):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 import uuid
@@ -251,3 +252,25 @@ def test_a_replica_that_dies_mid_run_has_its_run_resumed_by_another(
     results = rows(pg_url, "results")
     assert len({(r["item_id"], r["sample"]) for r in results}) == len(results) == 6
     assert run["status"] == "completed"
+
+
+def test_serve_on_a_port_in_use_says_so_and_exits_2(tmp_path: Path, sim: str) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    config = project(tmp_path, sim, f"sqlite:///{tmp_path / 'rw.db'}", "0 6 * * *")
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "routewatch", "serve", "-c", str(config), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **ENV},
+        )
+
+    assert done.returncode == 2, done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert rows(f"sqlite:///{tmp_path / 'rw.db'}", "runs") == []

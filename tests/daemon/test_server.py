@@ -27,7 +27,7 @@ from sqlalchemy import Engine, insert
 from routewatch.config import Config, Server, load_config
 from routewatch.daemon.server import create_app
 from routewatch.daemon.state import DaemonState
-from routewatch.errors import UsageError
+from routewatch.errors import UnavailableError, UsageError
 from routewatch.policy import manage
 from routewatch.report.render import CSP
 from routewatch.sim.server import serve_in_thread
@@ -561,6 +561,19 @@ def test_a_body_that_fails_validation_is_422_naming_the_field(
     assert response.json()["error"].startswith(f"invalid request body: {reason}")
     assert response.json()["detail"][0]["msg"] in response.json()["error"]
     assert web.triggered == []
+
+
+def test_runs_asked_for_while_the_daemon_stops_get_503(web: Daemon) -> None:
+    async def stopping(routes: list[str]) -> list[str]:
+        raise UnavailableError("the daemon is stopping; no new runs")
+
+    web.state.trigger_runs = stopping
+
+    response = web.post("/runs", {})
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "30"
+    assert response.json() == {"error": "the daemon is stopping; no new runs"}
 
 
 def test_a_failing_handler_is_a_bare_500(web: Daemon, caplog: pytest.LogCaptureFixture) -> None:

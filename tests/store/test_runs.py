@@ -25,7 +25,9 @@ from routewatch.store.runs import (
     find_unfinished_run,
     finish_run,
     new_owner,
+    orphaned_runs,
     owner_alive,
+    release_owner,
     run_results,
     touch_run,
     write_results,
@@ -110,6 +112,22 @@ def test_claim_of_a_dead_owner_resumes(engine: Engine, stored: StoredEvalSet) ->
 
     assert second.outcome is ClaimOutcome.resumed
     assert second.run_id == first.run_id
+
+
+def test_a_released_owner_of_this_process_is_gone_at_once(
+    engine: Engine, stored: StoredEvalSet
+) -> None:
+    """A replay ended by an unexpected error (say a database failover) releases its
+    owner; the daemon, still alive under the same pid, can then resume the run."""
+    owner = new_owner()
+    first = claim(engine, stored, owner)
+    assert orphaned_runs(engine, ["chat"], NOW) == []
+
+    release_owner(owner)
+
+    assert orphaned_runs(engine, ["chat"], NOW) == [("chat", first.at)]
+    second = claim(engine, stored, new_owner())
+    assert (second.outcome, second.run_id) == (ClaimOutcome.resumed, first.run_id)
 
 
 def test_completed_slot_is_not_run_again(engine: Engine, stored: StoredEvalSet) -> None:

@@ -37,7 +37,7 @@ from routewatch.alerts.dispatch import Dispatcher
 from routewatch.config import Config, secret
 from routewatch.daemon.metrics import first_line, metrics_registry
 from routewatch.daemon.state import DaemonState
-from routewatch.errors import MissingSecretError, UsageError
+from routewatch.errors import MissingSecretError, UnavailableError, UsageError
 from routewatch.policy import manage
 from routewatch.policy.publishers import policy_json
 from routewatch.report.render import CSP
@@ -187,6 +187,8 @@ class _Api:
             accepted = await self.state.trigger_runs(list(body.routes))
         except UsageError as exc:
             return _error(422, _usage_message(exc))
+        except UnavailableError as exc:
+            return _error(503, str(exc), headers={"Retry-After": "30"})
         log.info("runs requested through the API: %s", ", ".join(accepted) or "none")
         return JSONResponse({"accepted": accepted}, status_code=202)
 

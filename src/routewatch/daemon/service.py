@@ -39,7 +39,7 @@ from routewatch.cron import last_fire_at_or_before, parse_cron
 from routewatch.cycle import completed_runs, detect_cycle, detect_left_over
 from routewatch.daemon.leader import Leadership
 from routewatch.daemon.state import DaemonState
-from routewatch.errors import RoutewatchError, UsageError
+from routewatch.errors import RoutewatchError, UnavailableError, UsageError
 from routewatch.project import Project, load_project
 from routewatch.runner import execute, plan_runs
 from routewatch.store.migrate import open_database
@@ -113,22 +113,25 @@ class Daemon:
         from routewatch.sim.server import serve_in_thread
 
         self.leader.acquire()
-        self._build_jobs()
-        self.scheduler.start()
-        with serve_in_thread(create_app(self.state), host=self.host, port=self.port) as url:
-            self.url = url
-            log.info(
-                "routewatch daemon serving on %s (pid %d, %s)",
-                url,
-                os.getpid(),
-                "leader" if self.leader.held else "follower",
-            )
-            if self.leader.held:
-                self._spawn(self._catch_up(), [])
-            await self._stopping.wait()
-            await self._drain()
-        self.leader.release()
-        self.engine.dispose()
+        try:
+            # Listening before any job starts: a port in use stops the start cleanly.
+            with serve_in_thread(create_app(self.state), host=self.host, port=self.port) as url:
+                self._build_jobs()
+                self.scheduler.start()
+                self.url = url
+                log.info(
+                    "routewatch daemon serving on %s (pid %d, %s)",
+                    url,
+                    os.getpid(),
+                    "leader" if self.leader.held else "follower",
+                )
+                if self.leader.held:
+                    self._spawn(self._catch_up(), [])
+                await self._stopping.wait()
+                await self._drain()
+        finally:
+            self.leader.release()
+            self.engine.dispose()
         log.info("routewatch daemon stopped")
 
     def stop(self) -> None:
@@ -330,8 +333,13 @@ class Daemon:
         plans = plan_runs(project.config, routes=routes, at=at, now=now)
         try:
             reports = await execute(project, self.engine, plans, env=self.env, clock=self.clock)
-        except RoutewatchError as exc:
-            log.error("run of %s failed: %s", ", ".join(routes) or "every route", exc)
+        except Exception as exc:  # the daemon outlives any one cycle
+            names = ", ".join(routes) or "every route"
+            if isinstance(exc, RoutewatchError):
+                log.error("run of %s failed: %s", names, exc)
+            else:
+                # A run it left behind is resumed by the next catch-up (within a minute).
+                log.exception("run of %s stopped by an unexpected error", names)
             # The cycle's other runs completed: detect them (and alert) all the same.
             await asyncio.to_thread(
                 detect_left_over, self.engine, project.config, routes, now=self.clock.now()
@@ -367,6 +375,8 @@ class Daemon:
         self._running_routes[task] = routes
         try:
             await coro
+        except Exception:  # a background task's failure is logged; the daemon goes on
+            log.exception("background task for %s failed", ", ".join(routes) or "the daemon")
         finally:
             self._active.discard(task)
             self._running_routes.pop(task, None)
@@ -378,7 +388,7 @@ class Daemon:
     async def trigger(self, routes: list[str]) -> list[str]:
         """Start a cycle now for ``routes`` (all when empty) in the background."""
         if self._stopping.is_set():
-            raise RoutewatchError("the daemon is stopping; no new runs")
+            raise UnavailableError("the daemon is stopping; no new runs")
         unknown = [r for r in routes if r not in self.project.config.routes]
         if unknown:
             raise UsageError(f"unknown route(s): {', '.join(unknown)}")
@@ -389,7 +399,7 @@ class Daemon:
     async def _trigger_from_http(self, routes: list[str]) -> list[str]:
         """``trigger`` called from the HTTP server's thread, run on the daemon's loop."""
         if self._loop is None:
-            raise RoutewatchError("the daemon is not running")
+            raise UnavailableError("the daemon is not running")
         future = asyncio.run_coroutine_threadsafe(self.trigger(routes), self._loop)
         return await asyncio.wrap_future(future)
 

@@ -6,6 +6,7 @@ real HTTP (ASGI transports buffer whole responses, so streaming needs a socket).
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +14,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
+
+from routewatch.errors import ListenError
 
 
 @contextmanager
@@ -22,13 +25,18 @@ def serve_in_thread(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> Iter
     ``port=0`` picks a free port.
 
     Raises:
+        ListenError: the address cannot be listened on (the port is taken, say).
         RuntimeError: the server did not start within 10 seconds.
     """
+    # Bound here rather than by uvicorn, whose bind error ends its thread with a log line.
+    sock = _listen(host, port)
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="routewatch-serve", daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="routewatch-serve", daemon=True
+    )
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:
@@ -41,3 +49,16 @@ def serve_in_thread(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> Iter
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        sock.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port``, or a ``ListenError`` that says why not."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        return socket.create_server(address[:2], family=family)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ListenError(f"cannot listen on {host}:{port}: {reason}") from None

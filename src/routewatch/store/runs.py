@@ -73,21 +73,39 @@ def _host_id() -> str:
     return f"{socket.gethostname()}@{namespace}"
 
 
+_LIVE_OWNERS: set[str] = set()
+"""Owner tokens this process is still working under; see ``release_owner``."""
+
+
 def new_owner() -> str:
-    """An owner token naming this process: ``host@pidns:pid:random``."""
-    return f"{_host_id()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """An owner token naming this process, ``host@pidns:pid:random``, live until released."""
+    owner = f"{_host_id()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    _LIVE_OWNERS.add(owner)
+    return owner
+
+
+def release_owner(owner: str) -> None:
+    """Say that nothing in this process works under ``owner`` any more.
+
+    A run its owner left ``running`` (an unexpected error, say a database failover,
+    ended the replay) is then orphaned at once, and a long-lived process such as the
+    daemon resumes it instead of waiting for its own pid to die.
+    """
+    _LIVE_OWNERS.discard(owner)
 
 
 def owner_alive(owner: str | None, heartbeat_at: datetime | None, now: datetime) -> bool:
     """Whether the process named by ``owner`` may still be working on its run.
 
-    In this host's PID namespace a dead pid settles it at once; elsewhere only a
-    heartbeat older than ``STALE_AFTER`` does.
+    In this process, a released owner is gone; in this host's PID namespace a dead pid
+    settles it at once; elsewhere only a heartbeat older than ``STALE_AFTER`` does.
     """
     if owner is None or heartbeat_at is None:
         return False
     host, _, rest = owner.partition(":")
     pid_text = rest.partition(":")[0]
+    if host == _host_id() and pid_text == str(os.getpid()):
+        return owner in _LIVE_OWNERS
     if host == _host_id() and pid_text.isdigit():
         try:
             os.kill(int(pid_text), 0)
