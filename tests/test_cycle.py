@@ -12,6 +12,7 @@ import yaml
 from sqlalchemy import text
 
 from routewatch.cli import run
+from routewatch.config import load_config
 from routewatch.store.migrate import create_engine_for
 from runner_project import faq_simulator, rows, write_project
 
@@ -61,7 +62,9 @@ def test_a_drop_opens_one_incident_with_its_event_and_status_shows_it(
     incidents = rows(db, "incidents")
     assert [(i["metric"], i["status"]) for i in incidents] == [("score", "open")]
     outbox = rows(db, "outbox")
-    assert [(o["event"], o["target"]) for o in outbox] == [("incident.opened", "webhook:0")]
+    assert [(o["event"], o["target"]) for o in outbox] == [
+        ("incident.opened", webhook_target(config))
+    ]
     body = outbox[0]["payload"]
     assert set(body) >= {
         "event",
@@ -195,3 +198,10 @@ def test_a_run_left_undetected_by_a_crash_is_detected_by_the_next_run(
     day(config, 4)
 
     assert sorted(d["run_id"] for d in rows(db, "detections")) == [1, 2, 3, 4]
+
+
+def webhook_target(config: Path) -> str:
+    """The outbox target of the project's one webhook, keyed by its URL."""
+    (target,) = load_config(config, {}).alerts.targets()
+    assert target.startswith("webhook:url-")
+    return target

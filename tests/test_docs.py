@@ -22,7 +22,7 @@ def readme_commands() -> list[str]:
 
 
 def test_readme_lists_the_design_commands() -> None:
-    assert len(readme_commands()) == 11
+    assert len(readme_commands()) == 13
 
 
 @pytest.mark.parametrize("command", readme_commands())

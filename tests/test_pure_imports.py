@@ -15,6 +15,9 @@ PURE = [
         "policy/engine.py",
         "alerts/slack_blocks.py",
         "report/svg.py",
+        "judge/verdict.py",
+        "judge/variance.py",
+        "judge/agreement.py",
     )
 ] + sorted((PACKAGE / "detect").glob("**/*.py"))
 FORBIDDEN = (

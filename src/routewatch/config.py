@@ -8,6 +8,7 @@ variables that ``secret()`` reads when a request is made.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +29,8 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ENV_VAR_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _EXPAND = re.compile(r"\$\{([^}]*)\}")
 DATABASE_URL_ENV = "ROUTEWATCH_DATABASE_URL"
+MAX_TOP_LOGPROBS = 20
+"""The most ``top_logprobs`` OpenAI's chat completions return per token."""
 
 
 class _Model(BaseModel):
@@ -99,6 +102,24 @@ class Judge(_Model):
     structured_output: bool = True
     """Ask for the verdict with ``response_format`` JSON schema; false for providers
     without it: the verdict is then asked for as JSON in text and read tolerantly."""
+    logprobs: bool = False
+    """Ask for ``logprobs`` and score each verdict by its probability-weighted grade
+    (G-Eval style: the expected grade over the grade token's ``top_logprobs``) instead of
+    the integer; a reply without usable logprobs counts its integer grade."""
+
+    @model_validator(mode="after")
+    def _logprobs_asked(self) -> Judge:
+        if not self.logprobs:
+            return self
+        if self.params.get("logprobs", True) is not True:
+            raise ValueError("`params.logprobs` must not turn off what `logprobs: true` asks for")
+        top = self.params.get("top_logprobs")
+        if top is not None and (type(top) is not int or not 1 <= top <= MAX_TOP_LOGPROBS):
+            raise ValueError(
+                f"`params.top_logprobs` must be a whole number from 1 to {MAX_TOP_LOGPROBS} "
+                "with `logprobs: true` (leave it out to ask for every grade of the scale)"
+            )
+        return self
 
 
 class Detection(_Model):
@@ -174,10 +195,18 @@ class SlackAlerts(_Model):
 class WebhookAlert(_Model):
     """A generic HTTP receiver of signed event bodies."""
 
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    """What events pending for this receiver are filed under; default: derived from
+    ``url``. Name it before changing its URL while events may be pending."""
     url: str
     """Where events are POSTed; ``${VAR}`` expands."""
     secret_env: str | None = None
     """Name of the environment variable holding the HMAC signing secret."""
+
+    @property
+    def key(self) -> str:
+        """Its stable outbox key: ``name``, else a digest of ``url`` as written."""
+        return self.name or "url-" + hashlib.sha256(self.url.encode()).hexdigest()[:12]
 
 
 class Delivery(_Model):
@@ -210,10 +239,25 @@ class Alerts(_Model):
     delivery: Delivery = Field(default_factory=Delivery)
     """Retries of undelivered events."""
 
+    @model_validator(mode="after")
+    def _webhooks_apart(self) -> Alerts:
+        keys = [h.key for h in self.webhooks]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise ValueError(
+                f"webhooks: more than one receiver is filed as {', '.join(twice)}; "
+                "give each its own `name` (or URL)"
+            )
+        return self
+
     def targets(self) -> list[str]:
-        """Outbox targets of every event: ``slack`` and ``webhook:<index>``, as configured."""
+        """Outbox targets of every event: ``slack`` and ``webhook:<key>``, as configured.
+
+        Keyed by name (or URL), not position, so reordering the list while events are
+        pending sends none of them to the wrong receiver.
+        """
         return (["slack"] if self.slack is not None else []) + [
-            f"webhook:{i}" for i in range(len(self.webhooks))
+            f"webhook:{h.key}" for h in self.webhooks
         ]
 
 

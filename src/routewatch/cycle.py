@@ -8,7 +8,7 @@ false-alarm budget across the cycle's runs, advances the incidents and writes it
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,7 +20,9 @@ from routewatch.cron import parse_cron
 from routewatch.detect.baseline import history_depth
 from routewatch.detect.budget import cycle_alpha
 from routewatch.detect.findings import Candidate, Evaluation, decide, evaluate, route_alpha
+from routewatch.evalset import EvalSet
 from routewatch.incidents import advance
+from routewatch.judge.pairwise import PairwiseTarget, compare_runs
 from routewatch.runner import RunReport
 from routewatch.store.detection import (
     HISTORY_SLACK,
@@ -110,9 +112,17 @@ def cycle_days(config: Config, route: str) -> float:
 
 
 def detect_cycle(
-    engine: Engine, config: Config, runs: Sequence[CompletedRun], *, now: datetime
+    engine: Engine,
+    config: Config,
+    runs: Sequence[CompletedRun],
+    *,
+    now: datetime,
 ) -> list[RunVerdict]:
-    """Detect on ``runs`` (one cycle), record the outcome and return a verdict per run."""
+    """Detect on ``runs`` (one cycle), record the outcome and return a verdict per run.
+
+    Pairwise mode (``compare_cycle``) is left to the caller, after alerts are delivered:
+    its judge calls must not hold up a page.
+    """
     settings = config.detection
     tests = sum(len(r.evals) for r in config.routes.values())
     pending: list[tuple[CompletedRun, Evaluation, float]] = []
@@ -198,8 +208,35 @@ def detect_cycle(
     return [verdicts[r.run_id] for r in runs if r.run_id in verdicts]
 
 
+def compare_cycle(
+    engine: Engine,
+    config: Config,
+    runs: Sequence[CompletedRun | RunVerdict],
+    *,
+    now: datetime,
+    eval_sets: Mapping[str, EvalSet],
+    env: Mapping[str, str],
+) -> None:
+    """Pairwise mode on detected runs whose eval set asks for it (``pairwise: true``).
+
+    Call it after detection and alert delivery. Runs compared before may be passed
+    again: an interrupted comparison is finished, and items already compared are not
+    asked about again. ``env`` is where the judge's API key is read.
+    """
+    targets = [
+        PairwiseTarget(run_id=r.run_id, evalset=eval_sets[r.eval_set])
+        for r in runs
+        if r.eval_set in eval_sets
+    ]
+    compare_runs(engine, config, targets, env=env, now=now)
+
+
 def detect_left_over(
-    engine: Engine, config: Config, routes: Sequence[str], *, now: datetime
+    engine: Engine,
+    config: Config,
+    routes: Sequence[str],
+    *,
+    now: datetime,
 ) -> list[RunVerdict]:
     """Detect completed runs that never were (a crash, a failed cycle), slot by slot.
 

@@ -27,7 +27,7 @@ from routewatch.alerts.dispatch import Dispatcher
 from routewatch.alerts.webhook import verify
 from routewatch.clock import Clock
 from routewatch.config import Config, WebhookAlert
-from routewatch.cycle import RunVerdict, completed_runs, detect_cycle
+from routewatch.cycle import RunVerdict, compare_cycle, completed_runs, detect_cycle
 from routewatch.detect.findings import Candidate
 from routewatch.errors import UsageError
 from routewatch.project import Project, load_project
@@ -175,10 +175,20 @@ def run_demo(
                 verdicts += detect_cycle(engine, local.config, completed_runs(day), now=clock.now())
                 # Publishers write the policy files; the local receiver gets the alerts.
                 Dispatcher(engine, local.config, env, now=clock.now).deliver_due()
+                compare_cycle(
+                    engine,
+                    local.config,
+                    completed_runs(day),
+                    now=clock.now(),
+                    eval_sets=local.eval_sets,
+                    env=env,
+                )
                 reports += day
             first = max(slots[0].date(), today - timedelta(days=REPORT_DAYS - 1))
             window = days_window(first, today, local.config.timezone)
-            report_path = write_report(engine, local.config, window, now=clock.now())
+            report_path = write_report(
+                engine, local.config, window, now=clock.now(), eval_sets=local.eval_sets
+            )
             status = build_status(engine, local.config)
     finally:
         engine.dispose()

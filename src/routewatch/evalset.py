@@ -221,6 +221,14 @@ class EvalSet(_Model):
     """A judge prompt template of the set's own (Jinja2, a path relative to the eval
     file) instead of the packaged one; it gets the same variables, escaped the same way,
     and must print the output as ``<output>{{ output }}</output>``."""
+    pairwise: bool = False
+    """Pairwise mode: after a run's detection, the judge compares today's output of each
+    item whose score fell below its baseline with the item's last good output, in both
+    orders, and the preference is stored. Needs ``criteria`` (a judge); not part of the
+    version, so switching it on keeps the baseline."""
+    pairwise_max_items: int = Field(default=10, ge=1, le=1000)
+    """Most items compared per run in pairwise mode (two judge calls each), those whose
+    score fell most first."""
 
     _lines: LineMap | None = PrivateAttr(default=None)
     _judge_template_text: str | None = PrivateAttr(default=None)
@@ -348,6 +356,14 @@ def _validate(data: dict[str, Any], lines: LineMap, stem: str, folder: Path) -> 
                 )
     if evalset.canaries and not evalset.criteria:
         problems.append(lines.problem(("canaries",), "canaries need `criteria` to judge"))
+    if evalset.pairwise and not evalset.criteria:
+        problems.append(
+            lines.problem(
+                ("pairwise",),
+                "pairwise mode needs a judge: give the set `criteria` (and `judge:` unless "
+                "the judge named `default` should compare)",
+            )
+        )
     template_text = None
     if evalset.judge_template is not None:
         template_text, template_problems = _read_judge_template(

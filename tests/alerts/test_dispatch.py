@@ -23,6 +23,7 @@ from receivers import Receiver, receiver
 from routewatch.alerts.dispatch import Dispatcher
 from routewatch.alerts.webhook import verify
 from routewatch.config import Config, load_config
+from routewatch.errors import ConfigError
 from routewatch.store.migrate import open_database
 from routewatch.store.outbox import claim_due, enqueue
 from routewatch.store.policies import reconcile
@@ -83,6 +84,39 @@ def raise_events(engine: Engine, config: Config, count: int) -> None:
             enqueue(conn, event(n), config.alerts.targets(), datetime.now(UTC))
 
 
+def test_reordering_webhooks_with_events_pending_sends_each_to_its_own_receiver(
+    tmp_path: Path, db_url: str, env: dict[str, str]
+) -> None:
+    with receiver() as first, receiver() as second:
+        hooks = [{"url": f"{first.url}/hook"}, {"url": f"{second.url}/hook", "name": "pager"}]
+        path = tmp_path / "routewatch.yaml"
+        path.write_text(yaml.safe_dump({"database_url": db_url, "alerts": {"webhooks": hooks}}))
+        config, engine = load(path, env)
+        raise_events(engine, config, 1)
+        path.write_text(
+            yaml.safe_dump({"database_url": db_url, "alerts": {"webhooks": hooks[::-1]}})
+        )
+        reordered = load_config(path, env)
+
+        report = Dispatcher(engine, reordered, env).deliver_due()
+        engine.dispose()
+
+        assert report.delivered == 2
+        assert [len(first.requests), len(second.requests)] == [1, 1]
+        assert config.alerts.targets()[1] == "webhook:pager"
+        assert config.alerts.targets()[0].startswith("webhook:url-")
+        assert sorted(config.alerts.targets()) == sorted(reordered.alerts.targets())
+
+
+def test_two_webhooks_under_one_name_are_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "routewatch.yaml"
+    hooks = [{"url": "http://127.0.0.1:9/a", "name": "ops"}, {"url": "http://x/b", "name": "ops"}]
+    path.write_text(yaml.safe_dump({"alerts": {"webhooks": hooks}}))
+
+    with pytest.raises(ConfigError, match="more than one receiver is filed as ops"):
+        load_config(path, {})
+
+
 def test_deliveries_are_signed_and_carry_a_stable_id(
     tmp_path: Path, db_url: str, hook: Receiver, env: dict[str, str]
 ) -> None:
@@ -141,7 +175,7 @@ def test_a_receiver_down_across_a_restart_gets_each_event_exactly_once(
     raise_events(engine, config, 3)
     hook.fail_next = 10**6
 
-    delivered, failed, pending = drain_in_a_new_process(path, 0.5)
+    delivered, failed, pending = drain_in_a_new_process(path, 2.0)
 
     assert (delivered, pending) == (0, 3)
     assert failed >= 6, "each event was retried with backoff while the receiver was down"

@@ -141,7 +141,7 @@ def test_pin_sends_one_signed_policy_changed_event(config: Path, db_url: str, ho
     assert policy(config, "pin", "chat", "b", "a") == 0
 
     [(headers, body)] = hook.requests
-    [message] = [m for m in rows(db_url, "outbox") if m["target"] == "webhook:0"]
+    [message] = [m for m in rows(db_url, "outbox") if m["target"].startswith("webhook:")]
     assert headers["x-routewatch-event"] == "policy.changed"
     assert headers["x-routewatch-delivery"] == message["delivery_id"]
     assert message["status"] == "delivered"

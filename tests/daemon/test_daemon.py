@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from daemon_process import daemon
 from receivers import Receiver, receiver
+from routewatch.config import load_config
 from routewatch.store.migrate import open_database
 from routewatch.store.outbox import enqueue
 from runner_project import faq_simulator, rows, write_project
@@ -180,7 +181,7 @@ def test_two_daemons_run_each_slot_once_and_deliver_each_event_once(
                         enqueue(
                             conn,
                             {"event": "incident.opened", "id": str(uuid.uuid4()), "n": n},
-                            ["webhook:0"],
+                            load_config(config, ENV).alerts.targets(),
                             datetime.now(UTC),
                         )
                 time.sleep(1.5)

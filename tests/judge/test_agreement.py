@@ -109,16 +109,25 @@ def test_no_pairs_gives_no_numbers() -> None:
     assert (found.n, found.exact, found.mean_abs_diff, found.kappa.value) == (0, None, None, None)
 
 
-def verdict(run_id: int, route: str, item: str, criterion: str, human: float, judge: float) -> Any:
-    week = "2026-W44" if run_id == 1 else "2026-W45"
+def verdict(
+    run_id: int,
+    route: str,
+    item: str,
+    criterion: str,
+    human: float,
+    judge: float,
+    verdict_id: int | None = None,
+    week: str | None = None,
+) -> Any:
     return LabelledVerdict(
         run_id=run_id,
         route=route,
-        week=week,
+        week=week or ("2026-W44" if run_id == 1 else "2026-W45"),
         item=item,
         criterion=criterion,
         human=human,
         judge=judge,
+        verdict_ids=(verdict_id or run_id * 1000 + sum(map(ord, criterion)),),
     )
 
 
@@ -154,6 +163,44 @@ def test_one_criterion_and_one_route_need_no_summary_rows() -> None:
     )
 
     assert [(r.criterion, r.route) for r in rows] == [("c1", "a")]
+
+
+def test_a_verdict_reused_by_many_runs_is_one_pair_overall_and_once_a_week() -> None:
+    """Runs 1-3 reuse cached verdict 7 (weeks W44, W44, W45); run 4 made a new one."""
+    verdicts = [
+        verdict(1, "a", "x", "c1", 5, 4, verdict_id=7, week="2026-W44"),
+        verdict(2, "a", "x", "c1", 5, 4, verdict_id=7, week="2026-W44"),
+        verdict(3, "a", "x", "c1", 5, 4, verdict_id=7, week="2026-W45"),
+        verdict(4, "a", "x", "c1", 5, 2, verdict_id=8, week="2026-W45"),
+    ]
+
+    (row,) = agreement_rows(verdicts, criteria=["c1"], scale=SCALE, pass_threshold=0.7)
+
+    assert row.overall.n == 2
+    assert [(w.week, w.agreement.n) for w in row.weeks] == [("2026-W44", 1), ("2026-W45", 2)]
+
+
+def test_the_mean_over_criteria_counts_each_set_of_verdicts_once() -> None:
+    verdicts = [
+        verdict(run, "a", "x", criterion, 5, 4, verdict_id=vid, week="2026-W45")
+        for run in (1, 2)
+        for criterion, vid in (("c1", 7), ("c2", 8))
+    ]
+
+    rows = agreement_rows(verdicts, criteria=["c1", "c2"], scale=SCALE, pass_threshold=0.7)
+
+    assert [(r.criterion, r.overall.n) for r in rows] == [("c1", 1), ("c2", 1), (None, 1)]
+
+
+def test_one_verdict_shared_by_two_items_is_a_pair_for_each() -> None:
+    verdicts = [
+        verdict(1, "a", "x", "c1", 5, 4, verdict_id=7),
+        verdict(1, "a", "y", "c1", 1, 4, verdict_id=7),
+    ]
+
+    (row,) = agreement_rows(verdicts, criteria=["c1"], scale=SCALE, pass_threshold=0.7)
+
+    assert row.overall.n == 2
 
 
 def test_iso_week_is_taken_in_the_configured_time_zone() -> None:
@@ -203,20 +250,26 @@ def run_two_days(config: Path) -> None:
         assert run(["run", "-c", str(config), "--at", f"2026-11-{day:02d}T06:00:00Z"]) == 0
 
 
-def stored_pairs(db: str, route: str, criterion: str) -> list[tuple[float, float]]:
-    """(human, judge) of each run's first sample, read straight from the tables."""
+def stored_scores(db: str, route: str, criterion: str) -> list[tuple[str, int]]:
+    """(item, verdict id) of each run's first sample, read straight from the tables."""
     runs = {r["id"] for r in rows(db, "runs") if r["route"] == route}
-    verdicts = {v["id"]: v["raw_score"] for v in rows(db, "judge_verdicts")}
     results = {
         r["id"]: r["item_id"]
         for r in rows(db, "results")
         if r["run_id"] in runs and r["sample"] == 0 and r["item_id"] in HUMAN
     }
     return [
-        (HUMAN[results[s["result_id"]]], verdicts[s["judge_verdict_id"]])
+        (results[s["result_id"]], s["judge_verdict_id"])
         for s in rows(db, "scores")
         if s["result_id"] in results and s["scorer"] == f"judge:{criterion}"
     ]
+
+
+def stored_pairs(db: str, route: str, criterion: str) -> list[tuple[float, float]]:
+    """(human, judge) once per distinct (item, verdict): one pair per judge decision."""
+    verdicts = {v["id"]: v["raw_score"] for v in rows(db, "judge_verdicts")}
+    distinct = sorted(set(stored_scores(db, route, criterion)))
+    return [(HUMAN[item], verdicts[verdict_id]) for item, verdict_id in distinct]
 
 
 def kappa_by_hand(pairs: list[tuple[float, float]], threshold: float = 0.7) -> float:
@@ -247,7 +300,7 @@ def test_agreement_matches_what_the_stored_rows_say(
     assert run(["judge", "agreement", "-c", str(config)]) == 0
 
     out = capsys.readouterr().out
-    assert len(pairs) == len(HUMAN) * 2
+    assert len(stored_scores(db_url, "mixed", "correctness")) == len(HUMAN) * 2
     line = next(x for x in out.splitlines() if x.startswith("correctness  mixed"))
     assert line.split()[3] == str(len(pairs))
     assert f"{kappa_by_hand(pairs):.2f}" in line.split()
@@ -267,11 +320,28 @@ def test_json_gives_each_row_with_its_weeks(
     found = json_rows(capsys, config)
 
     row = next(r for r in found if (r["criterion"], r["route"]) == ("helpfulness", "good"))
-    assert row["overall"]["n"] == len(pairs) == len(HUMAN) * 2
+    assert row["overall"]["n"] == len(pairs) == len(HUMAN)
     assert row["overall"]["kappa"]["value"] == pytest.approx(kappa_by_hand(pairs))
     assert row["overall"]["spearman"]["note"] == "the judge gave every output the same grade"
     assert [w["week"] for w in row["weeks"]] == ["2026-W44", "2026-W45"]
     assert {(r["criterion"], r["route"]) for r in found} >= {(None, None), ("correctness", None)}
+
+
+def test_a_deterministic_route_counts_each_cached_verdict_once(
+    tmp_path: Path, sim: str, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three runs in one week reuse the first run's verdicts: 5 decisions, not 15 pairs."""
+    config = labelled_project(tmp_path, sim, database_url=db_url)
+    for day in (2, 3, 4):
+        assert run(["run", "-c", str(config), "--at", f"2026-11-{day:02d}T06:00:00Z"]) == 0
+    scored = stored_scores(db_url, "good", "correctness")
+
+    found = json_rows(capsys, config)
+
+    row = next(r for r in found if (r["criterion"], r["route"]) == ("correctness", "good"))
+    assert len(scored) == 3 * len(HUMAN)
+    assert row["overall"]["n"] == len(set(scored)) == len(HUMAN)
+    assert [(w["week"], w["agreement"]["n"]) for w in row["weeks"]] == [("2026-W45", len(HUMAN))]
 
 
 def test_an_unknown_eval_set_is_bad_input_naming_the_known_ones(

@@ -8,6 +8,7 @@ import pytest
 from judge_runs import edit_yaml, run_at
 from sqlalchemy import Engine
 
+from routewatch.config import load_config
 from routewatch.store.migrate import create_engine_for, upgrade
 from routewatch.store.verdicts import add_judge_spend, raise_budget_event
 from runner_project import faq_simulator, rows, write_project
@@ -56,7 +57,7 @@ def test_a_spent_budget_raises_one_judge_budget_event_a_day(
     assert [r["partially_judged"] for r in rows(db, "runs")] == [True, True]
     (event,) = [m for m in rows(db, "outbox") if m["event"] == "judge.budget"]
     (spend,) = rows(db, "judge_spend")
-    assert event["target"] == "webhook:0"
+    assert event["target"] == load_config(config, {}).alerts.targets()[-1]
     assert event["payload"] | {"id": "-", "at": "-"} == {
         "event": "judge.budget",
         "id": "-",

@@ -16,6 +16,8 @@ import yaml
 from browser import ARTIFACTS, check_in_chromium
 from routewatch.cli import run
 from routewatch.evalset import load_eval_set
+from routewatch.judge.agreement import WeekAgreement, agreement
+from routewatch.report.agreement import AgreementSection
 from routewatch.report.data import (
     Evidence,
     IncidentView,
@@ -30,6 +32,7 @@ from routewatch.report.render import render_report
 from routewatch.sim.app import create_app
 from routewatch.sim.scenario import parse_scenario
 from routewatch.sim.server import serve_in_thread
+from routewatch.store.agreement import AgreementTrend
 from runner_project import SIM_SCENARIO, write_project
 
 PAYLOADS = [
@@ -98,6 +101,7 @@ def test_the_report_shows_the_week_its_incident_and_policy_change_all_escaped(
     assert "incident" in html.lower()
     assert "demoted cheap" in html
     assert "chat" in html
+    assert "Judge agreement" not in html, "no eval set is judged: no section, no note"
 
     checked = check_in_chromium(out, screenshot=ARTIFACTS / "report.png")
 
@@ -198,6 +202,18 @@ def synthetic(payload: str) -> ReportData:
         incident_id=1,
     )
     section = Section(route=payload, eval_set=payload, model=payload, points=(point,), summary=data)
+    pairs = [(5, 5), (1, 2), (4, 4), (2, 1)] * 3
+    trend = AgreementTrend(
+        judge=payload,
+        eval_set=payload,
+        criterion=payload,
+        scale=(1, 5),
+        pass_threshold=0.7,
+        weeks=tuple(
+            WeekAgreement(week=week, agreement=agreement(p, scale=(1, 5), pass_threshold=0.7))
+            for week, p in ((payload, pairs[:3]), ("2026-W47", pairs))
+        ),
+    )
     return ReportData(
         window=window,
         generated_at=at,
@@ -206,6 +222,7 @@ def synthetic(payload: str) -> ReportData:
         incidents=(incident,),
         policy_changes=(change,),
         notes=(payload,),
+        agreement=AgreementSection(weeks=(payload, "2026-W47"), trends=(trend,)),
     )
 
 
@@ -238,6 +255,8 @@ def test_every_field_of_the_report_is_escaped(payload: str, tmp_path: Path) -> N
     html = page.read_text()
     assert payload not in html or payload == html_escape(payload)
     assert "{{" not in html or payload.startswith("{{"), "no template left unrendered"
+    assert "n 3: not enough pairs" in html
+    assert "n 12</span>" in html
     checked = check_in_chromium(
         page, screenshot=ARTIFACTS / f"hostile-{PAYLOADS.index(payload)}.png"
     )

@@ -13,9 +13,11 @@ from hypothesis import strategies as st
 
 from routewatch.report.svg import (
     CostQualityPoint,
+    LineSeries,
     ScorePoint,
     TimelineEvent,
     cost_quality_chart,
+    lines_chart,
     score_chart,
     timeline,
 )
@@ -77,7 +79,17 @@ def sample_charts() -> list[str]:
         score_chart(week, title="t"),
         cost_quality_chart(prices),
         timeline(events, start=MONDAY, end=MONDAY + timedelta(days=7)),
+        lines_chart(
+            [line([0.5, None, 0.7])], labels=WEEKS, title="t", legend=[("c", "#000", False)]
+        ),
     ]
+
+
+WEEKS = ["2026-W45", "2026-W46", "2026-W47"]
+
+
+def line(values: list[float | None], label: str = "c kappa", dashed: bool = False) -> LineSeries:
+    return LineSeries(label=label, values=tuple(values), colour="#2c7bb6", dashed=dashed)
 
 
 @pytest.mark.parametrize("hostile", HOSTILE)
@@ -92,6 +104,12 @@ def test_hostile_text_is_escaped_in_every_chart(hostile: str) -> None:
         score_chart(points, title=hostile),
         cost_quality_chart(costs),
         timeline(events, start=MONDAY, end=MONDAY + timedelta(days=7)),
+        lines_chart(
+            [line([0.1, 0.2], label=hostile)],
+            labels=[hostile, "w"],
+            title=hostile,
+            legend=[(hostile, "#000", False)],
+        ),
     ]
 
     for svg in charts:
@@ -99,12 +117,46 @@ def test_hostile_text_is_escaped_in_every_chart(hostile: str) -> None:
         assert hostile not in svg
 
 
-@pytest.mark.parametrize("svg", sample_charts(), ids=["score", "cost", "timeline"])
+@pytest.mark.parametrize("svg", sample_charts(), ids=["score", "cost", "timeline", "lines"])
 def test_charts_reference_nothing_outside_themselves(svg: str) -> None:
     root = check_self_contained(svg)
 
     assert root.get("font-family") == "sans-serif"
     assert root.get("aria-label")
+
+
+def test_lines_chart_breaks_a_line_where_a_value_is_missing() -> None:
+    root = check_self_contained(
+        lines_chart(
+            [line([0.5, 0.6, None, 0.7]), line([None] * 4)], labels=[*WEEKS, "x"], title="t"
+        )
+    )
+
+    (path,) = by_class(root, "series")
+    assert path.get("d", "").count("M") == 2
+    tips = [t.text for p in by_class(root, "point") for t in p.iter(f"{NS}title")]
+    assert tips == ["c kappa · 2026-W45 · 0.50", "c kappa · 2026-W46 · 0.60", "c kappa · x · 0.70"]
+
+
+def test_lines_chart_dashes_a_dashed_series_and_its_legend() -> None:
+    root = check_self_contained(
+        lines_chart(
+            [line([0.5, 0.6, 0.7], dashed=True)],
+            labels=WEEKS,
+            title="t",
+            legend=[("rho", "#555", True)],
+        )
+    )
+
+    dashed = [el for el in root.iter(f"{NS}path") if el.get("stroke-dasharray")]
+    assert len(dashed) == 2
+    assert "rho" in texts(root)
+
+
+def test_lines_chart_without_values_says_so() -> None:
+    svg = lines_chart([line([None, None, None])], labels=WEEKS, title="t")
+
+    assert "no values" in all_text(check_self_contained(svg))
 
 
 def test_score_chart_draws_one_marker_per_run_with_a_tooltip() -> None:

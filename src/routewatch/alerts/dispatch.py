@@ -201,11 +201,9 @@ class Dispatcher:
             )
             return SendResult(ok=sent.ok, status_code=sent.status_code, error=sent.error)
         if kind == "webhook":
-            hooks = self.config.alerts.webhooks
-            index = int(rest) if rest.isdigit() else len(hooks)
-            if index >= len(hooks):
+            hook = next((h for h in self.config.alerts.webhooks if h.key == rest), None)
+            if hook is None:
                 return SendResult(ok=False, error=f"webhook {rest} is no longer configured")
-            hook = hooks[index]
             key = (
                 secret(hook.secret_env, self.env, needed_for="signing webhooks")
                 if hook.secret_env

@@ -16,7 +16,13 @@ from routewatch.cli.exit_codes import ExitCode
 from routewatch.cli.options import config_option
 from routewatch.cli.table import format_table, num, pct, usd
 from routewatch.clock import SystemClock, parse_instant
-from routewatch.cycle import RunVerdict, completed_runs, detect_cycle, detect_left_over
+from routewatch.cycle import (
+    RunVerdict,
+    compare_cycle,
+    completed_runs,
+    detect_cycle,
+    detect_left_over,
+)
 from routewatch.errors import RoutewatchError, UsageError
 from routewatch.project import Project, load_project
 from routewatch.runner import RunPlan, RunReport, execute, plan_runs, replay_gc
@@ -77,6 +83,10 @@ def run_command(
         verdicts += detect_cycle(engine, project.config, completed_runs(reports), now=clock.now())
         delivery = Dispatcher(engine, project.config, env).drain(
             project.config.alerts.delivery.run_wait_s
+        )
+        # After the alerts: a page must not wait for the judge's comparisons.
+        compare_cycle(
+            engine, project.config, verdicts, now=clock.now(), eval_sets=project.eval_sets, env=env
         )
     finally:
         engine.dispose()

@@ -36,7 +36,13 @@ from sqlalchemy import Engine
 from routewatch.alerts.dispatch import Dispatcher
 from routewatch.clock import SystemClock
 from routewatch.cron import last_fire_at_or_before, parse_cron
-from routewatch.cycle import completed_runs, detect_cycle, detect_left_over
+from routewatch.cycle import (
+    RunVerdict,
+    compare_cycle,
+    completed_runs,
+    detect_cycle,
+    detect_left_over,
+)
 from routewatch.daemon.leader import Leadership
 from routewatch.daemon.state import DaemonState
 from routewatch.errors import RoutewatchError, UnavailableError, UsageError
@@ -242,9 +248,10 @@ class Daemon:
 
     async def _catch_up_slots(self) -> None:
         config = self.project.config
-        await asyncio.to_thread(
+        left_over = await asyncio.to_thread(
             detect_left_over, self.engine, config, list(config.routes), now=self.clock.now()
         )
+        await self._compare(left_over)
         # The weekly report, if its slot passed while no leader was there to write it.
         report_slot = last_fire_at_or_before(
             parse_cron(config.reports.schedule, config.timezone), datetime.now(UTC)
@@ -287,7 +294,13 @@ class Daemon:
         if only_if_missing and report_path(config, window).exists():
             return
         try:
-            path = await asyncio.to_thread(write_report, self.engine, config, window)
+            path = await asyncio.to_thread(
+                write_report,
+                self.engine,
+                config,
+                window,
+                eval_sets=self.project.eval_sets,
+            )
         except Exception:  # a failed report must not stop the scheduler; it is logged
             log.exception("weekly report for %s failed", window.slug)
             return
@@ -366,6 +379,19 @@ class Daemon:
             for note in v.policy_notes:
                 log.info("%s x %s: %s", v.route, v.eval_set, note)
         await self._dispatch_job()
+        await self._compare(verdicts)
+
+    async def _compare(self, verdicts: list[RunVerdict]) -> None:
+        """Pairwise mode on detected runs, once their alerts are on their way."""
+        await asyncio.to_thread(
+            compare_cycle,
+            self.engine,
+            self.project.config,
+            verdicts,
+            now=self.clock.now(),
+            eval_sets=self.project.eval_sets,
+            env=self.env,
+        )
 
     async def _tracked(self, coro: Any, routes: list[str]) -> None:
         task = asyncio.current_task()

@@ -3,14 +3,16 @@
 The shell (``store.agreement``) gathers each labelled item's judge verdicts; this
 module turns them into Spearman's rho for the grades, Cohen's kappa for pass/fail,
 the share of equal grades and the mean distance in scale points, per criterion,
-per route and per ISO week. No database here: plain values in, plain values out.
+per route and per ISO week. A pair is one judge decision: the judge cache lets one
+verdict score the same output in many runs, and it still counts once (once per week
+in the weekly figures). No database here: plain values in, plain values out.
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -43,6 +45,9 @@ class LabelledVerdict:
     """The item's ``human_score``, on the eval set's scale."""
     judge: float
     """The judge's grade for ``criterion``, on the same scale."""
+    verdict_ids: tuple[int, ...]
+    """The stored verdicts behind ``judge``: one, or one per criterion for a mean.
+    Pairs of one item with the same verdicts are one judge decision, counted once."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +101,16 @@ class WeekAgreement:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CountedPair:
+    """``decisions`` distinct judge decisions of one week that gave one labelled item a grade."""
+
+    week: str
+    human: float
+    judge: float
+    decisions: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AgreementRow:
     """Agreement for one criterion on one route, overall and week by week."""
 
@@ -123,18 +138,24 @@ def pass_table(
     pairs: Iterable[tuple[float, float]], scale: tuple[int, int], pass_threshold: float
 ) -> PassTable:
     """Count ``(human, judge)`` pairs by who passes them."""
-    counts = {(True, True): 0, (True, False): 0, (False, True): 0, (False, False): 0}
-    for human, judge in pairs:
+    return _pass_table(Counter(pairs), scale, pass_threshold)
+
+
+def _pass_table(
+    counts: Mapping[tuple[float, float], int], scale: tuple[int, int], pass_threshold: float
+) -> PassTable:
+    cells = {(True, True): 0, (True, False): 0, (False, True): 0, (False, False): 0}
+    for (human, judge), count in counts.items():
         key = (
             passes(normalised(human, scale), pass_threshold),
             passes(normalised(judge, scale), pass_threshold),
         )
-        counts[key] += 1
+        cells[key] += count
     return PassTable(
-        both_pass=counts[True, True],
-        human_only=counts[True, False],
-        judge_only=counts[False, True],
-        both_fail=counts[False, False],
+        both_pass=cells[True, True],
+        human_only=cells[True, False],
+        judge_only=cells[False, True],
+        both_fail=cells[False, False],
     )
 
 
@@ -174,18 +195,29 @@ def spearman(humans: Sequence[float], judges: Sequence[float]) -> Statistic:
 
 
 def agreement(
-    pairs: Sequence[tuple[float, float]], *, scale: tuple[int, int], pass_threshold: float
+    pairs: Iterable[tuple[float, float]], *, scale: tuple[int, int], pass_threshold: float
 ) -> Agreement:
     """Every agreement measure over ``(human, judge)`` pairs on ``scale``."""
-    humans = [h for h, _ in pairs]
-    judges = [j for _, j in pairs]
-    n = len(pairs)
-    diffs = [abs(h - j) for h, j in pairs]
-    table = pass_table(pairs, scale, pass_threshold)
+    return counted_agreement(Counter(pairs), scale=scale, pass_threshold=pass_threshold)
+
+
+def counted_agreement(
+    counts: Mapping[tuple[float, float], int], *, scale: tuple[int, int], pass_threshold: float
+) -> Agreement:
+    """``agreement`` over pairs given as ``{(human, judge): how many}``.
+
+    Grades take few values, so a week of many thousand pairs is a few dozen entries;
+    only Spearman's rho needs the pairs one by one.
+    """
+    n = sum(counts.values())
+    diffs = {pair: abs(pair[0] - pair[1]) for pair in counts}
+    table = _pass_table(counts, scale, pass_threshold)
+    humans = [h for (h, _), c in counts.items() for _ in range(c)]
+    judges = [j for (_, j), c in counts.items() for _ in range(c)]
     return Agreement(
         n=n,
-        exact=sum(d <= GRADE_TOLERANCE for d in diffs) / n if n else None,
-        mean_abs_diff=sum(diffs) / n if n else None,
+        exact=sum(c for p, c in counts.items() if diffs[p] <= GRADE_TOLERANCE) / n if n else None,
+        mean_abs_diff=sum(diffs[p] * c for p, c in counts.items()) / n if n else None,
         spearman=spearman(humans, judges),
         kappa=cohen_kappa(table),
         passes=table,
@@ -224,6 +256,30 @@ def agreement_rows(
     return rows
 
 
+def agreement_by_week(
+    pairs: Iterable[CountedPair],
+    weeks: Sequence[str],
+    *,
+    scale: tuple[int, int],
+    pass_threshold: float,
+) -> tuple[WeekAgreement, ...]:
+    """Agreement in each of ``weeks``, in that order; a week without pairs has ``n == 0``.
+
+    Pairs of weeks not in ``weeks`` are ignored.
+    """
+    by_week: dict[str, Counter[tuple[float, float]]] = {week: Counter() for week in weeks}
+    for p in pairs:
+        if p.week in by_week:
+            by_week[p.week][p.human, p.judge] += p.decisions
+    return tuple(
+        WeekAgreement(
+            week=week,
+            agreement=counted_agreement(by_week[week], scale=scale, pass_threshold=pass_threshold),
+        )
+        for week in weeks
+    )
+
+
 def _row(
     criterion: str | None,
     route: str | None,
@@ -231,23 +287,35 @@ def _row(
     scale: tuple[int, int],
     pass_threshold: float,
 ) -> AgreementRow:
-    by_week: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    by_week: dict[str, list[LabelledVerdict]] = defaultdict(list)
     for v in verdicts:
-        by_week[v.week].append((v.human, v.judge))
+        by_week[v.week].append(v)
     return AgreementRow(
         criterion=criterion,
         route=route,
-        overall=agreement(
-            [(v.human, v.judge) for v in verdicts], scale=scale, pass_threshold=pass_threshold
-        ),
+        overall=agreement(decisions(verdicts), scale=scale, pass_threshold=pass_threshold),
         weeks=tuple(
             WeekAgreement(
                 week=week,
-                agreement=agreement(by_week[week], scale=scale, pass_threshold=pass_threshold),
+                agreement=agreement(
+                    decisions(by_week[week]), scale=scale, pass_threshold=pass_threshold
+                ),
             )
             for week in sorted(by_week)
         ),
     )
+
+
+def decisions(verdicts: Iterable[LabelledVerdict]) -> list[tuple[float, float]]:
+    """``(human, judge)`` once per judge decision: per item and verdicts, however many runs.
+
+    A cached verdict reused by every run of a deterministic route would otherwise add
+    the same pair once a run, and overstate ``n`` and the significance.
+    """
+    found: dict[tuple[str, tuple[int, ...]], tuple[float, float]] = {}
+    for v in verdicts:
+        found.setdefault((v.item, v.verdict_ids), (v.human, v.judge))
+    return list(found.values())
 
 
 def _mean_over_criteria(verdicts: Iterable[LabelledVerdict]) -> list[LabelledVerdict]:
@@ -267,6 +335,7 @@ def _mean_over_criteria(verdicts: Iterable[LabelledVerdict]) -> list[LabelledVer
                 criterion=MEAN_OF_CRITERIA,
                 human=first.human,
                 judge=sum(v.judge for v in group) / len(group),
+                verdict_ids=tuple(sorted(i for v in group for i in v.verdict_ids)),
             )
         )
     return means

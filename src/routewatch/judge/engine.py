@@ -5,7 +5,8 @@ of an output's criteria at once, structured output when the judge supports it, a
 tries for a parsable verdict, then a judge error that is stored as such (never a zero).
 Verdicts are cached by everything that could change them; a cached verdict costs nothing
 and is counted as a call saved. Past the daily budget no call is made, and the first
-runner to find the budget spent raises ``judge.budget``.
+runner to find the budget spent raises ``judge.budget``. With ``logprobs`` on, each
+sample's grade is its probability-weighted grade where the reply allows it.
 """
 
 from __future__ import annotations
@@ -15,24 +16,27 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC
 from typing import Any
 
 from sqlalchemy import Engine
 
 from routewatch.clock import Clock
-from routewatch.config import Judge
+from routewatch.config import MAX_TOP_LOGPROBS, Judge
 from routewatch.evalset import EvalSet, Item, Message
+from routewatch.judge.budget import DailyBudget
 from routewatch.judge.prompt import JudgeRequest, render, template_source, verdict_schema
-from routewatch.judge.verdict import Verdict, VerdictError, parse_verdict
+from routewatch.judge.verdict import (
+    Verdict,
+    VerdictError,
+    normalised,
+    parse_verdict,
+    weighted_grade,
+)
 from routewatch.providers.base import ChatRequest
 from routewatch.providers.openai import OpenAIClient
 from routewatch.scoring import cost_usd
 from routewatch.store.verdicts import (
-    add_judge_spend,
     cached_verdict,
-    judge_spend,
-    raise_budget_event,
     store_verdict,
 )
 
@@ -59,6 +63,12 @@ class Judgement:
     calls: int
     tokens: int
     cost_usd: float
+    logprob_fallbacks: int = 0
+    """Samples (``logprobs`` on) whose weighted grade could not be read from the reply,
+    so their integer grade counted; the reasoning says why. 0 for a cached verdict."""
+    stated_score: float | None = None
+    """The mean of the integer grades the judge wrote (``raw_score`` without ``logprobs``
+    weighting); set when judged afresh, None from the cache."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,12 +106,13 @@ class JudgeRunner:
         self.alert_targets = alert_targets
         """Where the ``judge.budget`` event goes (``Alerts.targets()``)."""
         self.template = evalset.judge_template_text or template_source()
-        self.budget_reached = False
-        """Set once a call was skipped for the daily budget: the run is partially judged."""
-        self._calls = 0
-        self._cost = 0.0
-        self._reserved = 0.0
+        self.budget = DailyBudget(engine, name, judge, clock.now, alert_targets)
         self._template_id = hashlib.sha256(self.template.encode()).hexdigest()
+
+    @property
+    def budget_reached(self) -> bool:
+        """Whether a call was skipped for the daily budget: the run is partially judged."""
+        return self.budget.reached
 
     async def judge_output(self, item: Item, output: str) -> list[Judgement]:
         """Judge ``output`` on every criterion of the eval set, from the cache where it can.
@@ -148,58 +159,14 @@ class JudgeRunner:
                 criterion=criterion,
                 expected=expected,
                 observed=judgement.raw_score,
-                moved=judgement.raw_score is None
-                or abs(judgement.raw_score - expected) > CANARY_TOLERANCE,
+                # On the grades the judge wrote: a logprob-weighted 3.93 for a written 4
+                # is the same verdict, and one grade of wobble is within tolerance.
+                moved=judgement.stated_score is None
+                or abs(judgement.stated_score - expected) > CANARY_TOLERANCE,
                 judgement=judgement,
             )
             for (index, criterion, expected, _), judgement in zip(asked, judgements, strict=True)
         ]
-
-    def _within_budget(self, chat: ChatRequest) -> float | None:
-        """Reserve the estimated cost of one more call, or None if it would pass the budget.
-
-        The estimate is the mean cost of this runner's calls so far, or before any, the
-        prompt's size at about four characters a token plus a generous verdict. Calls in
-        flight hold their estimate, so concurrent calls cannot all slip under the budget
-        together (other processes can still overshoot by what they have in flight).
-        """
-        budget = self.judge.daily_budget_usd
-        if budget is None:
-            return 0.0
-        if self._calls:
-            estimate = self._cost / self._calls
-        else:
-            chars = sum(len(m["content"]) for m in chat.messages)
-            price = self.judge.price
-            estimate = cost_usd(chars // 4, 300, price.input_per_mtok, price.output_per_mtok)
-        now = self.clock.now().astimezone(UTC)
-        spent = judge_spend(self.engine, judge=self.name, day=now.date())
-        if spent + self._reserved + estimate > budget:
-            if not self.budget_reached:
-                # Once per UTC day and judge, whichever run or process gets here first.
-                raise_budget_event(
-                    self.engine,
-                    judge=self.name,
-                    day=now.date(),
-                    spent_usd=spent,
-                    budget_usd=budget,
-                    targets=self.alert_targets,
-                    now=now,
-                )
-            self.budget_reached = True
-            return None
-        self._reserved += estimate
-        return estimate
-
-    def _spent(self, reserved: float, tokens_in: int, tokens_out: int) -> None:
-        price = self.judge.price
-        cost = cost_usd(tokens_in, tokens_out, price.input_per_mtok, price.output_per_mtok)
-        self._reserved -= reserved
-        self._calls += 1
-        self._cost += cost
-        add_judge_spend(
-            self.engine, judge=self.name, day=self.clock.now().date(), cost_usd=cost, calls=1
-        )
 
     def cache_key(
         self,
@@ -212,8 +179,8 @@ class JudgeRunner:
         """The verdict cache key: a hash of everything a verdict depends on.
 
         Judge model and params, template, criterion, scale, structured mode, the item's
-        prompt and reference, the output, and ``judge_samples`` (a mean of three
-        verdicts is not one verdict).
+        prompt and reference, the output, ``judge_samples`` (a mean of three
+        verdicts is not one verdict) and ``logprobs`` (a weighted grade is not an integer).
         """
         material: dict[str, Any] = {
             "model": self.judge.model,
@@ -229,6 +196,8 @@ class JudgeRunner:
         if self.judge.judge_samples > 1:
             # Left out at 1, so verdicts cached before samples existed stay valid.
             material["judge_samples"] = self.judge.judge_samples
+        if self.judge.logprobs:
+            material["logprobs"] = True
         canonical = json.dumps(material, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -267,6 +236,10 @@ class JudgeRunner:
             output=output,
         )
         params: dict[str, Any] = dict(self.judge.params)
+        if self.judge.logprobs:
+            # One alternative per grade of the scale, unless params ask for fewer.
+            top = min(scale[1] - scale[0] + 1, MAX_TOP_LOGPROBS)
+            params = {"logprobs": True, "top_logprobs": top, **params}
         if self.judge.structured_output:
             params["response_format"] = verdict_schema(scale)
         chat = ChatRequest(
@@ -298,10 +271,11 @@ class JudgeRunner:
                 tokens=tokens_in + tokens_out,
                 cost_usd=cost,
             )
-        grades = [v.score for v in verdicts]
+        stated = sum(v.score for v in verdicts) / len(verdicts)
+        grades = [s.grade for s in samples if s.grade is not None]
         raw_score = sum(grades) / len(grades)
-        score = sum(v.normalised(scale) for v in verdicts) / len(verdicts)
-        reasoning = _reasoning(verdicts)
+        score = sum(normalised(g, scale) for g in grades) / len(grades)
+        reasoning = _reasoning(samples)
         verdict_id = None
         if use_cache:
             verdict_id = store_verdict(
@@ -330,6 +304,8 @@ class JudgeRunner:
             calls=calls,
             tokens=tokens_in + tokens_out,
             cost_usd=cost,
+            logprob_fallbacks=sum(s.fallback is not None for s in samples),
+            stated_score=stated,
         )
 
     async def _sample(self, chat: ChatRequest) -> _Sample:
@@ -337,7 +313,7 @@ class JudgeRunner:
         calls = tokens_in = tokens_out = 0
         error = "no attempt made"
         for _ in range(VERDICT_TRIES):
-            reserved = self._within_budget(chat)
+            reserved = self.budget.reserve(chat)
             if reserved is None:
                 error = (
                     f"judge budget reached: {self.name} may spend "
@@ -348,7 +324,7 @@ class JudgeRunner:
             calls += 1
             tokens_in += result.tokens_in or 0
             tokens_out += result.tokens_out or 0
-            self._spent(reserved, result.tokens_in or 0, result.tokens_out or 0)
+            self.budget.record(reserved, result.tokens_in or 0, result.tokens_out or 0)
             if not result.ok:
                 error = f"judge call failed: {result.error_class}: {result.error_message}"
                 break  # the client already retried what could pass
@@ -357,8 +333,18 @@ class JudgeRunner:
             except VerdictError as exc:
                 error = str(exc)
                 continue
+            grade, fallback = float(verdict.score), None
+            if self.judge.logprobs:
+                weighted = weighted_grade(result.logprobs, verdict, self.evalset.scale)
+                grade, fallback = weighted.grade, weighted.fallback
             return _Sample(
-                verdict=verdict, error=None, calls=calls, tokens_in=tokens_in, tokens_out=tokens_out
+                verdict=verdict,
+                grade=grade,
+                fallback=fallback,
+                error=None,
+                calls=calls,
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
             )
         return _Sample(
             verdict=None, error=error, calls=calls, tokens_in=tokens_in, tokens_out=tokens_out
@@ -374,11 +360,28 @@ class _Sample:
     calls: int
     tokens_in: int
     tokens_out: int
+    grade: float | None = None
+    """The grade that counts: the verdict's, or its probability-weighted one."""
+    fallback: str | None = None
+    """Why the weighted grade was asked for (``logprobs``) but the integer counted."""
 
 
-def _reasoning(verdicts: list[Verdict]) -> str:
-    """One verdict's reasoning, or every sample's, each after its grade."""
-    if len(verdicts) == 1:
-        return verdicts[0].reasoning
-    n = len(verdicts)
-    return "\n".join(f"[{i}/{n}: {v.score}] {v.reasoning}" for i, v in enumerate(verdicts, 1))
+def _reasoning(samples: Sequence[_Sample]) -> str:
+    """One verdict's reasoning, or every sample's, each after its grade; and any fallback."""
+    verdicts = [s.verdict for s in samples if s.verdict is not None]
+    if len(samples) == 1:
+        text = verdicts[0].reasoning
+    else:
+        n = len(samples)
+        text = "\n".join(
+            f"[{i}/{n}: {v.score if s.grade is None else s.grade:.4g}] {v.reasoning}"
+            for i, (s, v) in enumerate(zip(samples, verdicts, strict=True), 1)
+        )
+    fallbacks = {s.fallback: None for s in samples if s.fallback is not None}
+    if fallbacks:
+        count = sum(s.fallback is not None for s in samples)
+        text += (
+            f"\n[logprobs: the integer grade counted for {count} of {len(samples)} "
+            f"sample(s): {'; '.join(fallbacks)}]"
+        )
+    return text

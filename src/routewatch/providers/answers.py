@@ -40,6 +40,8 @@ class Answer:
     status: int
     served_model: str | None
     meta: dict[str, str]
+    logprobs: object = None
+    """``choices[0].logprobs`` of a JSON body, unchecked: only a judge asks for it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -245,6 +247,7 @@ def _parse_completion(data: bytes, status: int, meta: dict[str, str]) -> Answer 
         status=status,
         served_model=served_model,
         meta=meta,
+        logprobs=choice.get("logprobs") if isinstance(choice, dict) else None,
     )
 
 

@@ -68,6 +68,9 @@ class CallResult:
     """The ``model`` the response body names: who actually answered."""
     response_meta: dict[str, str] = field(default_factory=dict)
     """Gateway headers worth keeping (``x-litellm-*``, ``x-openrouter-*``, request ids)."""
+    logprobs: Any = None
+    """``choices[0].logprobs`` as the provider sent it, unchecked (asked for with
+    ``params: {logprobs: true}``; plain JSON bodies only). The judge reads it."""
 
     @property
     def ok(self) -> bool:

@@ -161,6 +161,7 @@ class OpenAIClient:
                     status=result.status,
                     served_model=result.served_model,
                     response_meta=result.meta,
+                    logprobs=result.logprobs,
                 )
             if result.error_class is not ErrorClass.client_error:
                 wait = self.retry.wait(attempt, result.retry_after, time.perf_counter() - called)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from statistics import mean
@@ -22,12 +22,14 @@ from sqlalchemy import Connection, Engine, and_, or_, select
 
 from routewatch.config import Config
 from routewatch.errors import UsageError
+from routewatch.evalset import EvalSet
+from routewatch.report.agreement import AgreementSection, load_agreement
 from routewatch.store.detection import clip, input_text
+from routewatch.store.pairwise import PreferenceCount, last_good_runs, preference_counts
 from routewatch.store.tables import (
     DetectionRow,
     EvalItemRow,
     IncidentRow,
-    ItemOutcomeRow,
     JudgeVerdictRow,
     PolicyVersionRow,
     ResultRow,
@@ -187,6 +189,9 @@ class IncidentView:
     p_value: float | None
     opening_run_id: int
     evidence: tuple[Evidence, ...] = ()
+    pairwise: PreferenceCount | None = None
+    """Pairwise mode's comparisons on the opening run: how often the judge preferred the
+    item's last good output to the one that fell."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -214,12 +219,23 @@ class ReportData:
     incidents: tuple[IncidentView, ...]
     policy_changes: tuple[PolicyChange, ...]
     notes: tuple[str, ...] = field(default=())
+    agreement: AgreementSection | None = None
+    """Judge agreement with people, week by week; None when no eval set is judged."""
 
 
 def load_report(
-    engine: Engine, config: Config, window: Window, *, now: datetime | None = None
+    engine: Engine,
+    config: Config,
+    window: Window,
+    *,
+    now: datetime | None = None,
+    eval_sets: Mapping[str, EvalSet] | None = None,
 ) -> ReportData:
-    """Read what the report for ``window`` shows, for the configured routes."""
+    """Read what the report for ``window`` shows, for the configured routes.
+
+    ``eval_sets`` give the ``human_score`` labels for judge agreement; without them
+    they are read from the config's ``eval_dir``.
+    """
     history_start = window.start - timedelta(weeks=HISTORY_WEEKS)
     with engine.connect() as conn:
         runs = _runs(conn, list(config.routes), history_start, window.end)
@@ -236,6 +252,7 @@ def load_report(
         sections = _sections(config, runs, detections, window, latencies)
         incidents = _incidents(conn, list(config.routes), window)
         changes = _policy_changes(conn, list(config.policies), window)
+        agreement = load_agreement(conn, config, window.end, eval_sets)
     notes = []
     if not any(s.summary.runs for s in sections):
         notes.append("No run completed in this period.")
@@ -247,6 +264,7 @@ def load_report(
         incidents=tuple(incidents),
         policy_changes=tuple(changes),
         notes=tuple(notes),
+        agreement=agreement,
     )
 
 
@@ -420,6 +438,7 @@ def _incidents(conn: Connection, routes: list[str], window: Window) -> list[Inci
         )
         .order_by(IncidentRow.opened_at, IncidentRow.id)
     ).all()
+    pairwise = preference_counts(conn, [row.opening_run_id for row in rows])
     out = []
     for row in rows:
         worst = (row.detail or {}).get("finding", {}).get("worst_items", [])[:EVIDENCE_ITEMS]
@@ -439,6 +458,7 @@ def _incidents(conn: Connection, routes: list[str], window: Window) -> list[Inci
                 p_value=row.p_value,
                 opening_run_id=row.opening_run_id,
                 evidence=tuple(_evidence(conn, row, worst)),
+                pairwise=pairwise.get(row.opening_run_id),
             )
         )
     return out
@@ -451,7 +471,13 @@ def _evidence(conn: Connection, incident: Any, worst: list[dict[str, Any]]) -> l
     run = conn.execute(
         select(RunRow.id, RunRow.at, RunRow.eval_set_id).where(RunRow.id == incident.opening_run_id)
     ).one()
-    before = _healthy_before(conn, incident, run.at, ids)
+    before = last_good_runs(
+        conn,
+        route=incident.route,
+        eval_set_name=incident.eval_set_name,
+        before=run.at,
+        item_ids=ids,
+    )
     items = {
         r.item_id: r.definition
         for r in conn.execute(
@@ -500,50 +526,6 @@ def _evidence(conn: Connection, incident: Any, worst: list[dict[str, Any]]) -> l
             )
         )
     return out
-
-
-BEFORE_LOOKBACK = 30
-"""Runs before an incident searched for each item's last good output."""
-
-
-def _healthy_before(
-    conn: Connection, incident: Any, at: datetime, item_ids: list[str]
-) -> dict[str, int]:
-    """For each item, the newest earlier run that was trusted and healthy and passed it.
-
-    Trusted and healthy: detected with a known baseline, inside no incident, not
-    ``judge_suspect`` (so the "before" output is a good one, not yesterday's failure).
-    """
-    rows = conn.execute(
-        select(RunRow.id, DetectionRow.in_incident)
-        .join(DetectionRow, DetectionRow.run_id == RunRow.id)
-        .where(
-            RunRow.route == incident.route,
-            RunRow.eval_set_name == incident.eval_set_name,
-            RunRow.status == RunStatus.completed,
-            RunRow.judge_suspect.is_(False),
-            DetectionRow.known.is_(True),
-            RunRow.at < at,
-        )
-        .order_by(RunRow.at.desc())
-        .limit(BEFORE_LOOKBACK)
-    ).all()
-    healthy = [r.id for r in rows if not r.in_incident]
-    if not healthy:
-        return {}
-    rank = {run_id: i for i, run_id in enumerate(healthy)}
-    found: dict[str, int] = {}
-    for o in conn.execute(
-        select(ItemOutcomeRow.run_id, ItemOutcomeRow.item_id).where(
-            ItemOutcomeRow.run_id.in_(healthy),
-            ItemOutcomeRow.item_id.in_(item_ids),
-            ItemOutcomeRow.passed.is_(True),
-        )
-    ):
-        best = found.get(o.item_id)
-        if best is None or rank[o.run_id] < rank[best]:
-            found[o.item_id] = o.run_id
-    return found
 
 
 def _reasoning(

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
+from itertools import groupby
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -20,15 +23,21 @@ from sqlalchemy import Engine
 
 from routewatch import __version__
 from routewatch.config import Config
+from routewatch.evalset import EvalSet
+from routewatch.judge.agreement import Agreement
+from routewatch.report.agreement import AgreementSection
 from routewatch.report.data import HISTORY_WEEKS, ReportData, Section, Window, load_report
 from routewatch.report.svg import (
     CostQualityPoint,
+    LineSeries,
     ScorePoint,
     TimelineEvent,
     cost_quality_chart,
+    lines_chart,
     score_chart,
     timeline,
 )
+from routewatch.store.agreement import AgreementTrend
 
 NONE = "\u2013"
 """Shown for a missing figure (an en dash)."""
@@ -37,6 +46,22 @@ CSP = (
     "form-action 'none'; base-uri 'none'"
 )
 """The page's policy: inline styles and data images only; never a script or a fetch."""
+CRITERION_COLOURS = ("#2c7bb6", "#d7191c", "#1a9641", "#7b3294", "#f28e2b", "#555555")
+"""Line colour per criterion in the agreement charts, in the eval set's order, repeating."""
+_TREND_GREY = "#555555"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgreementGroup:
+    """One judge on one eval set in the agreement section: its chart and its criteria."""
+
+    judge: str
+    eval_set: str
+    scale: tuple[int, int]
+    pass_threshold: float
+    trends: tuple[AgreementTrend, ...]
+    chart: Markup | None
+    """None when no week has enough pairs to draw."""
 
 
 def _environment(timezone: str = "UTC") -> Environment:
@@ -102,6 +127,48 @@ def _score_svg(section: Section) -> Markup:
     return Markup(score_chart(points, title=f"{section.route} · {section.eval_set}"))  # noqa: S704
 
 
+def _shown(a: Agreement, min_pairs: int, which: str) -> float | None:
+    """Kappa or rho for a chart: none below ``min_pairs`` decisions."""
+    if a.n < min_pairs:
+        return None
+    return a.kappa.value if which == "kappa" else a.spearman.value
+
+
+def _agreement_groups(section: AgreementSection | None) -> list[AgreementGroup]:
+    """The section's trends grouped by judge and eval set, each with its chart."""
+    if section is None:
+        return []
+    groups = []
+    for (judge, eval_set), found in groupby(section.trends, key=lambda t: (t.judge, t.eval_set)):
+        trends = tuple(found)
+        series, legend = [], []
+        for i, trend in enumerate(trends):
+            colour = CRITERION_COLOURS[i % len(CRITERION_COLOURS)]
+            for which in ("kappa", "rho"):
+                values = tuple(_shown(w.agreement, section.min_pairs, which) for w in trend.weeks)
+                label = f"{trend.criterion} {which}"
+                series.append(
+                    LineSeries(label=label, values=values, colour=colour, dashed=which == "rho")
+                )
+            legend.append((trend.criterion, colour, False))
+        legend += [("kappa", _TREND_GREY, False), ("Spearman rho", _TREND_GREY, True)]
+        drawn = any(v is not None for x in series for v in x.values)
+        chart = lines_chart(
+            series, labels=section.weeks, title=f"{judge} · {eval_set}", legend=legend
+        )
+        groups.append(
+            AgreementGroup(
+                judge=judge,
+                eval_set=eval_set,
+                scale=trends[0].scale,
+                pass_threshold=trends[0].pass_threshold,
+                trends=trends,
+                chart=Markup(chart) if drawn else None,  # noqa: S704 - escaped inside report.svg
+            )
+        )
+    return groups
+
+
 def render_report(data: ReportData) -> str:
     """The report page for ``data``."""
     charts = {(s.route, s.eval_set): _score_svg(s) for s in data.sections}
@@ -149,6 +216,7 @@ def render_report(data: ReportData) -> str:
         version=__version__,
         history_weeks=HISTORY_WEEKS,
         threshold_text=threshold_text,
+        agreement_groups=_agreement_groups(data.agreement),
     )
 
 
@@ -164,9 +232,14 @@ def write_report(
     *,
     output: Path | None = None,
     now: datetime | None = None,
+    eval_sets: Mapping[str, EvalSet] | None = None,
 ) -> Path:
-    """Render the report for ``window`` and write it atomically; returns its path."""
-    html = render_report(load_report(engine, config, window, now=now))
+    """Render the report for ``window`` and write it atomically; returns its path.
+
+    ``eval_sets`` carry the labels for judge agreement; without them they are read
+    from the config's ``eval_dir``.
+    """
+    html = render_report(load_report(engine, config, window, now=now, eval_sets=eval_sets))
     path = output or report_path(config, window)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)

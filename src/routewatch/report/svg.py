@@ -79,6 +79,17 @@ class CostQualityPoint:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LineSeries:
+    """One line of a ``lines_chart``: a value (or a gap) per x label."""
+
+    label: str
+    """Named in each point's tooltip."""
+    values: tuple[float | None, ...]
+    colour: str
+    dashed: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TimelineEvent:
     """An incident or policy change on the week's timeline."""
 
@@ -318,6 +329,58 @@ def score_chart(
         legend.append((swatch, state))
     body += _legend(legend, 4, height - 8, width)
     return _svg(width, height, title, body)
+
+
+def _stroke(colour: str, dashed: bool) -> str:
+    dash = ' stroke-dasharray="4 3"' if dashed else ""
+    return f'fill="none" stroke="{_esc(colour)}" stroke-width="1.5"{dash}'
+
+
+def lines_chart(
+    series: Sequence[LineSeries],
+    *,
+    labels: Sequence[str],
+    title: str,
+    legend: Sequence[tuple[str, str, bool]] = (),
+    domain: tuple[float, float] = (-1.0, 1.0),
+    width: int = 640,
+    height: int = 180,
+) -> str:
+    """Lines over evenly spaced categories (weeks), with gaps where a value is None.
+
+    Args:
+        series: The lines; each has one value per label.
+        labels: The x axis, left to right.
+        title: Shown above the chart and used as its accessible name.
+        legend: (label, colour, dashed) entries drawn under the chart.
+        domain: The y axis range, widened to any value outside it.
+        width: Width in pixels.
+        height: Height in pixels.
+
+    Returns:
+        An ``<svg>`` element; a small one saying "no values" when every value is None.
+    """
+    values = [f for s in series for v in s.values if (f := _fin(v)) is not None]
+    if not labels or not values:
+        return _message(f"{title}: no values", "no values", width)
+    px0, px1, py0, py1 = 40.0, width - 12.0, 24.0, height - 40.0
+    xs = [px0 + (i + 0.5) * (px1 - px0) / len(labels) for i in range(len(labels))]
+    y0, y1 = min(domain[0], *values), max(domain[1], *values)
+    fy = _scale(y0, y1, py1, py0)
+    body = [_text(4, 15, title, ' font-size="12" font-weight="bold"', limit=int(width / 7))]
+    body += _y_grid(y0, y1, fy, px0, px1)
+    for x, label in zip(xs, labels, strict=True):
+        body += _x_tick(x, py1, label)
+    for s in series:
+        runs = _runs([_fin(v) for v in s.values])
+        d = "".join(_path_d([(xs[i], fy(v)) for i, v in run]) for run in runs)
+        body += [f'<path class="series" d="{d}" {_stroke(s.colour, s.dashed)}/>'] if runs else []
+        for i, v in (p for run in runs for p in run):
+            tip = f"<title>{_esc(f'{s.label} · {labels[i]} · {v:.2f}')}</title>"
+            at = f'cx="{_n(xs[i])}" cy="{_n(fy(v))}" r="2.5" fill="{_esc(s.colour)}"'
+            body.append(f'<circle class="point" {at}>{tip}</circle>')
+    swatches = [(f'<path d="M0 -4h10" {_stroke(c, dashed)}/>', t) for t, c, dashed in legend]
+    return _svg(width, height, title, [*body, *_legend(swatches, 4, height - 8, width)])
 
 
 def cost_quality_chart(

@@ -33,7 +33,8 @@ from starlette.types import Receive, Scope, Send
 from routewatch.errors import InputError
 from routewatch.evalset import EvalSet
 from routewatch.sim.scenario import Behaviour, Scenario, parse_scenario
-from routewatch.sim.state import Moment, Simulator
+from routewatch.sim.state import Answer, Moment, Simulator
+from routewatch.sim.verdicts import pairwise_answer, reply_logprobs
 
 AT_HEADER = "x-routewatch-at"
 """ISO 8601 logical time of the run; picks the day's behaviour and seeds the draws."""
@@ -123,6 +124,10 @@ class ChatBody(_Body):
     """Streaming options."""
     response_format: ResponseFormat | None = None
     """Structured output; ``json_schema`` makes this a judge call."""
+    logprobs: bool = False
+    """Add ``choices[0].logprobs`` to a JSON answer (see ``verdicts.reply_logprobs``)."""
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    """Alternatives listed per token, with ``logprobs``."""
 
 
 def create_app(scenario: Scenario, eval_sets: Mapping[str, EvalSet] | None = None) -> Starlette:
@@ -186,13 +191,17 @@ async def chat_completions(request: Request) -> Response:
     if body.response_format is not None and body.response_format.type == "json_schema":
         fmt = body.response_format.json_schema
         schema = fmt.schema_ if fmt is not None else {}
-    answer = sim.answer(
-        model=served,
-        behaviour=behaviour,
-        messages=[(m.role, m.text) for m in body.messages],
-        schema=schema,
-        moment=moment,
-    )
+    messages = [(m.role, m.text) for m in body.messages]
+    preference = None
+    if schema is not None:
+        preference = pairwise_answer("\n".join(text for _, text in messages))
+    if preference is not None:
+        # Pairwise judge calls are counted apart, so tests can count them.
+        answer = Answer(content=preference, outcome="pairwise")
+    else:
+        answer = sim.answer(
+            model=served, behaviour=behaviour, messages=messages, schema=schema, moment=moment
+        )
     if fault is None or fault == "truncated":
         sim.count(body.model, fault or answer.outcome)
     reply = _Reply(
@@ -201,6 +210,11 @@ async def chat_completions(request: Request) -> Response:
         prompt_tokens=_tokens(sum(len(m.text) for m in body.messages)),
         latency_s=sim.latency_s(behaviour),
         truncated=fault == "truncated",
+        logprobs=(
+            reply_logprobs(answer.content, schema, body.top_logprobs or 0)
+            if body.logprobs
+            else None
+        ),
     )
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
@@ -330,7 +344,14 @@ class _Reply:
     """One successful answer, as a JSON body or as server-sent events."""
 
     def __init__(
-        self, *, model: str, content: str, prompt_tokens: int, latency_s: float, truncated: bool
+        self,
+        *,
+        model: str,
+        content: str,
+        prompt_tokens: int,
+        latency_s: float,
+        truncated: bool,
+        logprobs: dict[str, Any] | None = None,
     ) -> None:
         self.id = f"chatcmpl-sim-{_ID_PREFIX}{next(_ID_COUNTER):08x}"
         self.created = int(time.time())
@@ -338,6 +359,7 @@ class _Reply:
         self.content = content
         self.latency_s = latency_s
         self.truncated = truncated
+        self.logprobs = logprobs
         completion = _tokens(len(content))
         self.usage = {
             "prompt_tokens": prompt_tokens,
@@ -357,6 +379,7 @@ class _Reply:
                     {
                         "index": 0,
                         "message": {"role": "assistant", "content": self.content},
+                        "logprobs": self.logprobs,
                         "finish_reason": "stop",
                     }
                 ],

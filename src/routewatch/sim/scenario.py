@@ -118,6 +118,9 @@ class Behaviour(_Model):
     serve_as: str | None = None
     """Answer as this other model (its behaviour, its name in the body) and add the header
     ``x-litellm-attempted-fallbacks: 1``, like a gateway that fell back."""
+    grade_noise: float = Field(default=0.0, ge=0, le=1)
+    """For a judge: the probability that a verdict's grade lands one step off (up or
+    down, within the scale), drawn afresh per call: judge noise, apart from wrong verdicts."""
 
 
 class Change(Behaviour):

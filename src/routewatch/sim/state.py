@@ -20,7 +20,7 @@ from routewatch.errors import InputError, Problem
 from routewatch.evalset import EvalSet
 from routewatch.sim.answers import AnswerBook, generic_answer, item_answer, unit
 from routewatch.sim.scenario import FAULT_KINDS, Behaviour, Faults, Scenario
-from routewatch.sim.verdicts import fill_schema, find_judge_input, matches
+from routewatch.sim.verdicts import fill_schema, find_judge_input, matches, nudge_grades
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,7 +173,12 @@ class Simulator:
             digest = hashlib.blake2b(prompt.encode("utf-8"), digest_size=8).hexdigest()
             honest = self.draw(moment, model, digest, "verdict") < behaviour.quality
             good = right if honest else not right
-        return json.dumps(fill_schema(schema, good=good))
+        verdict = fill_schema(schema, good=good)
+        if behaviour.grade_noise > 0:
+            flip = self.draw(moment, model, prompt, "noise") - behaviour.grade_noise
+            up = self.draw(moment, model, prompt, "noise up")
+            verdict = nudge_grades(verdict, schema, flip=flip, up=up)
+        return json.dumps(verdict)
 
 
 def item_probability(behaviour: Behaviour, *, seed: int, key: str) -> float:

@@ -3,12 +3,15 @@
 A judge call asks for structured output (``response_format`` with a JSON schema)
 and carries the reference between ``<reference>`` tags and the judged output
 between ``<output>`` tags, each with ``&``, ``<`` and ``>`` HTML-escaped, so text
-inside them can never close a tag. ``fill_schema`` turns a verdict into JSON.
+inside them can never close a tag. ``fill_schema`` turns a verdict into JSON,
+``nudge_grades`` adds a judge's noise, and ``reply_logprobs`` the ``logprobs`` a reply
+carries when asked for them.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -207,3 +210,116 @@ class _Filler:
 
 def _without(schema: dict[str, Any], key: str) -> dict[str, Any]:
     return {k: v for k, v in schema.items() if k != key}
+
+
+def _grade_bounds(schema: dict[str, Any], key: str) -> tuple[int, int] | None:
+    """The scale of a top-level integer property with both bounds (a grade), or None."""
+    properties = schema.get("properties")
+    prop = properties.get(key) if isinstance(properties, dict) else None
+    if not isinstance(prop, dict) or prop.get("type") != "integer":
+        return None
+    low, high = prop.get("minimum"), prop.get("maximum")
+    if type(low) is not int or type(high) is not int or low >= high:
+        return None
+    return low, high
+
+
+def nudge_grades(value: Any, schema: dict[str, Any], *, flip: float, up: float) -> Any:
+    """``value`` with each grade one step off when ``flip`` < 0 (a draw minus the noise).
+
+    A grade is a top-level integer property with a ``minimum`` and ``maximum``; it moves
+    up when ``up`` < 0.5, else down, and the other way at the edge of its scale.
+    """
+    if flip >= 0 or not isinstance(value, dict):
+        return value
+    nudged = dict(value)
+    for key, grade in value.items():
+        bounds = _grade_bounds(schema, key)
+        if bounds is None or type(grade) is not int:
+            continue
+        step = 1 if up < 0.5 else -1
+        if not bounds[0] <= grade + step <= bounds[1]:
+            step = -step
+        nudged[key] = grade + step
+    return nudged
+
+
+LOGPROB_DECAY = 0.2
+"""Each grade one step further from the one written is this many times as likely: most
+mass on the written grade, some on its neighbours (a 1-5 grade of 5 weighs 4.75)."""
+OTHER_TOKEN_P = 0.01
+"""Probability of a non-grade token at a grade's place, which readers must skip."""
+_TOKEN = re.compile(r"\s*[A-Za-z0-9]+|\s*[^\sA-Za-z0-9]+|\s+")
+
+
+def reply_logprobs(content: str, schema: dict[str, Any] | None, top: int) -> dict[str, Any]:
+    """``choices[0].logprobs`` for ``content``, with ``top`` alternatives per token.
+
+    Deterministic. Text is cut into word and punctuation tokens, each certain. In a
+    JSON verdict (``schema`` given) each grade is a token of its own whose alternatives
+    are the grades of its scale, weighted by ``LOGPROB_DECAY`` per step from it, and one
+    non-grade token.
+    """
+    pieces: list[tuple[str, tuple[int, int] | None]] = [(content, None)]
+    value = _json(content) if schema is not None else None
+    if isinstance(value, dict) and json.dumps(value) == content:
+        pieces = [("{", None)]
+        for i, (key, item) in enumerate(value.items()):
+            bounds = _grade_bounds(schema or {}, key) if type(item) is int else None
+            pieces.append((f"{', ' if i else ''}{json.dumps(key)}: ", None))
+            pieces.append((json.dumps(item), bounds))
+        pieces.append(("}", None))
+    tokens: list[dict[str, Any]] = []
+    for text, bounds in pieces:
+        if bounds is not None:
+            tokens.append(_grade_token(int(text), bounds, top))
+        else:
+            tokens.extend(_certain(t, top) for t in _TOKEN.findall(text))
+    return {"content": tokens, "refusal": None}
+
+
+def _entry(token: str, logprob: float) -> dict[str, Any]:
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+
+
+def _certain(token: str, top: int) -> dict[str, Any]:
+    return {**_entry(token, 0.0), "top_logprobs": [_entry(token, 0.0)][:top]}
+
+
+def _grade_token(grade: int, bounds: tuple[int, int], top: int) -> dict[str, Any]:
+    weights = {str(g): LOGPROB_DECAY ** abs(g - grade) for g in range(bounds[0], bounds[1] + 1)}
+    scale = (1 - OTHER_TOKEN_P) / sum(weights.values())
+    probabilities = {token: w * scale for token, w in weights.items()} | {'"': OTHER_TOKEN_P}
+    ranked = sorted(probabilities.items(), key=lambda pair: -pair[1])
+    return {
+        **_entry(str(grade), math.log(probabilities[str(grade)])),
+        "top_logprobs": [_entry(token, math.log(p)) for token, p in ranked[:top]],
+    }
+
+
+_OUTPUT_A = re.compile(r"<output_a>([^<]*)</output_a>")
+_OUTPUT_B = re.compile(r"<output_b>([^<]*)</output_b>")
+
+
+def pairwise_answer(prompt: str) -> str | None:
+    """The simulated judge's preference for a pairwise prompt; None if ``prompt`` is not one.
+
+    A pairwise prompt shows two outputs between ``<output_a>`` and ``<output_b>`` tags
+    (escaped as ``<output>`` is). The answer, ``{"reasoning", "preference"}``, prefers
+    the output that matches the ``<reference>`` and says ``tie`` when both or neither
+    do; it is the same in either order, so this judge has no position bias.
+    """
+    outputs_a, outputs_b = _OUTPUT_A.findall(prompt), _OUTPUT_B.findall(prompt)
+    if not outputs_a or not outputs_b:
+        return None
+    references = _REFERENCE.findall(prompt)
+    reference = unescape(references[-1]) if references else None
+    a_right = reference is not None and matches(reference, unescape(outputs_a[-1]))
+    b_right = reference is not None and matches(reference, unescape(outputs_b[-1]))
+    if a_right != b_right:
+        preference = "A" if a_right else "B"
+        reasoning = f"Answer {preference} agrees with the reference; the other does not."
+    else:
+        preference = "tie"
+        reasoning = "Both answers agree with the reference." if a_right else "Neither is better."
+    return json.dumps({"reasoning": reasoning, "preference": preference})

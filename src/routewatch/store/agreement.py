@@ -1,5 +1,7 @@
-"""Reads for ``routewatch judge agreement``: judge verdicts on labelled items, by week.
+"""Reads for judge agreement: judge verdicts on labelled items, by week.
 
+``routewatch judge agreement`` reads the pairs themselves (``eval_set_agreement``); the
+weekly report reads them counted per week in one grouped query (``agreement_trends``).
 Labels come from the eval-set file as it is now, matched to stored items by item
 hash: a ``human_score`` added or corrected later applies to every output of the same
 prompt, reference and checks (it is not part of the set's version, so a stored
@@ -9,14 +11,35 @@ read, so the query stays bounded however long the history.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Select,
+    and_,
+    case,
+    distinct,
+    func,
+    or_,
+    select,
+)
 
 from routewatch.evalset import EvalSet
-from routewatch.judge.agreement import AgreementRow, LabelledVerdict, agreement_rows, iso_week
+from routewatch.judge.agreement import (
+    AgreementRow,
+    CountedPair,
+    LabelledVerdict,
+    WeekAgreement,
+    agreement_by_week,
+    agreement_rows,
+    iso_week,
+)
 from routewatch.store.tables import (
     EvalItemRow,
     EvalSetRow,
@@ -34,6 +57,10 @@ FIRST_SAMPLE = 0
 """Samples are numbered from 0; the first one stands for the (run, item)."""
 
 JUDGE_SCORER_PREFIX = "judge:"
+
+MAX_BOUND_HASHES = 900
+"""Labelled item hashes filtered in SQL at most (old SQLite builds allow 999 bound
+values); beyond that they are filtered as the grouped rows arrive."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,6 +178,7 @@ def _labelled_verdicts(
             EvalItemRow.item_hash,
             ResultRow.item_id,
             ScoreRow.scorer,
+            JudgeVerdictRow.id,
             JudgeVerdictRow.raw_score,
         )
         .select_from(RunRow)
@@ -171,7 +199,9 @@ def _labelled_verdicts(
     weeks: dict[datetime, str] = {}
     verdicts = []
     with engine.connect() as conn:
-        for run_id, route, at, item_hash, item_id, scorer, raw_score in conn.execute(query):
+        for run_id, route, at, item_hash, item_id, scorer, verdict_id, raw_score in conn.execute(
+            query
+        ):
             human = labels.get(item_hash)
             if human is None or raw_score is None:
                 continue
@@ -186,6 +216,7 @@ def _labelled_verdicts(
                     criterion=scorers[scorer],
                     human=human,
                     judge=raw_score,
+                    verdict_ids=(verdict_id,),
                 )
             )
     return verdicts
@@ -196,3 +227,148 @@ def agreements(
 ) -> list[EvalSetAgreement]:
     """``eval_set_agreement`` of each set, in the order given."""
     return [eval_set_agreement(engine, s, timezone=timezone, weeks=weeks) for s in eval_sets]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WeekSpan:
+    """One week of an agreement trend: ``[start, end)``, timezone-aware, and its label."""
+
+    label: str
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgreementTrend:
+    """One judge's agreement with people on one eval set and criterion, week by week."""
+
+    judge: str
+    eval_set: str
+    criterion: str
+    scale: tuple[int, int]
+    pass_threshold: float
+    weeks: tuple[WeekAgreement, ...]
+    """Every week asked for, oldest first; ``n == 0`` where no labelled item was judged."""
+
+
+def agreement_trends(
+    conn: Connection,
+    eval_sets: Iterable[EvalSet],
+    *,
+    routes: Sequence[str],
+    weeks: Sequence[WeekSpan],
+) -> list[AgreementTrend]:
+    """Agreement per judge, eval set and criterion in each of ``weeks`` (contiguous, oldest first).
+
+    The pairs are those ``eval_set_agreement`` reads (completed runs of ``routes`` on
+    the set's current scale, first sample, no fallback), each (item, verdict) counted
+    once a week. The database counts the distinct verdicts per week, criterion, item
+    and grade in one grouped query, so the rows read grow with the labelled items and
+    grades, not with the runs. Sets without criteria or labels give no trend, nor does
+    a criterion without a pair in any of ``weeks``.
+    """
+    sets = {
+        s.name: s
+        for s in eval_sets
+        if s.criteria and any(i.human_score is not None for i in s.items)
+    }
+    if not sets or not routes or not weeks:
+        return []
+    labels = {
+        (s.name, i.hash): i.human_score
+        for s in sets.values()
+        for i in s.items
+        if i.human_score is not None
+    }
+    found: dict[tuple[str, str, str], list[CountedPair]] = defaultdict(list)
+    for row in conn.execute(_trend_query(sets.values(), labels, routes, weeks)):
+        human = labels.get((row.eval_set, row.item_hash))
+        criterion = row.scorer.removeprefix(JUDGE_SCORER_PREFIX)
+        if human is None or criterion not in sets[row.eval_set].criteria:
+            continue
+        found[row.judge, row.eval_set, criterion].append(
+            CountedPair(
+                week=weeks[row.week].label,
+                human=human,
+                judge=row.raw_score,
+                decisions=row.decisions,
+            )
+        )
+    labels_of_weeks = [w.label for w in weeks]
+    order = sorted(found, key=lambda k: (k[0], k[1], list(sets[k[1]].criteria).index(k[2])))
+    return [
+        AgreementTrend(
+            judge=judge,
+            eval_set=name,
+            criterion=criterion,
+            scale=sets[name].scale,
+            pass_threshold=sets[name].pass_threshold,
+            weeks=agreement_by_week(
+                found[judge, name, criterion],
+                labels_of_weeks,
+                scale=sets[name].scale,
+                pass_threshold=sets[name].pass_threshold,
+            ),
+        )
+        for judge, name, criterion in order
+    ]
+
+
+def _trend_query(
+    sets: Iterable[EvalSet],
+    labels: dict[tuple[str, str], float],
+    routes: Sequence[str],
+    weeks: Sequence[WeekSpan],
+) -> Select[Any]:
+    sets = list(sets)
+    week = case(*((RunRow.at < w.end, i) for i, w in enumerate(weeks)), else_=len(weeks))
+    scorers = sorted({f"{JUDGE_SCORER_PREFIX}{c}" for s in sets for c in s.criteria})
+    conditions = [
+        RunRow.route.in_(list(routes)),
+        RunRow.at >= weeks[0].start,
+        RunRow.at < weeks[-1].end,
+        RunRow.status == RunStatus.completed,
+        # Grades on another scale are not comparable with today's labels.
+        or_(
+            *(
+                and_(
+                    RunRow.eval_set_name == s.name,
+                    EvalSetRow.scale_min == s.scale[0],
+                    EvalSetRow.scale_max == s.scale[1],
+                )
+                for s in sets
+            )
+        ),
+        ResultRow.sample == FIRST_SAMPLE,
+        ResultRow.served_by_fallback.is_(False),
+        ScoreRow.scorer.in_(scorers),
+        JudgeVerdictRow.raw_score.is_not(None),
+    ]
+    hashes = sorted({h for _, h in labels})
+    if len(hashes) <= MAX_BOUND_HASHES:
+        conditions.append(EvalItemRow.item_hash.in_(hashes))
+    scored = (
+        select(
+            week.label("week"),
+            RunRow.eval_set_name.label("eval_set"),
+            JudgeVerdictRow.judge,
+            ScoreRow.scorer,
+            EvalItemRow.item_hash,
+            JudgeVerdictRow.id.label("verdict_id"),
+            JudgeVerdictRow.raw_score,
+        )
+        .select_from(RunRow)
+        .join(EvalSetRow, EvalSetRow.id == RunRow.eval_set_id)
+        .join(ResultRow, ResultRow.run_id == RunRow.id)
+        .join(EvalItemRow, EvalItemRow.id == ResultRow.eval_item_id)
+        .join(ScoreRow, ScoreRow.result_id == ResultRow.id)
+        .join(JudgeVerdictRow, JudgeVerdictRow.id == ScoreRow.judge_verdict_id)
+        .where(*conditions)
+        .subquery()
+    )
+    # Grouped outside: PostgreSQL would not match the CASE (with its bound times) in
+    # the select list to a second rendering of it in GROUP BY.
+    keys = [scored.c[k] for k in ("week", "eval_set", "judge", "scorer", "item_hash", "raw_score")]
+    return select(*keys, func.count(distinct(scored.c.verdict_id)).label("decisions")).group_by(
+        *keys
+    )

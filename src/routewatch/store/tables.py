@@ -77,6 +77,14 @@ class OutboxStatus(StrEnum):
     dead = "dead"
 
 
+class PairwisePreference(StrEnum):
+    """Which output the judge preferred in both orders; ``tie`` when the orders disagree."""
+
+    baseline = "baseline"
+    today = "today"
+    tie = "tie"
+
+
 def _one_of(column: str, vocabulary: type[StrEnum]) -> str:
     values = ", ".join(f"'{member.value}'" for member in vocabulary)
     return f"{column} IN ({values})"
@@ -488,4 +496,47 @@ class DetectionRow(Base):
     """Metrics with an incident open during this run: left out of their baselines."""
     findings: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     """Every detector's verdict, paging or not."""
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+
+
+class PairwisePreferenceRow(Base):
+    """The judge's comparison of an item's output in a run with its last good output.
+
+    Asked in both orders (the baseline's output shown first, then today's first), so the
+    judge's position bias cancels: ``preference`` is the side chosen both times, else
+    ``tie``, and null with ``error`` set when an order gave no answer (or the judge's
+    budget was spent). One row per run and item, so a run is never compared twice.
+    """
+
+    __tablename__ = "pairwise_preferences"
+    __table_args__ = (
+        UniqueConstraint("run_id", "item_hash"),
+        CheckConstraint(_one_of("preference", PairwisePreference), name="preference"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    item_hash: Mapped[str] = mapped_column(String(HASH_LENGTH))
+    item_id: Mapped[str] = mapped_column(String(200))
+    baseline_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    """The run whose output was the baseline: the item's last good output before this run."""
+    today_score: Mapped[float]
+    baseline_score: Mapped[float]
+    """The item's mean score over the healthy runs before this one."""
+    judge: Mapped[str] = mapped_column(String(200))
+    model: Mapped[str] = mapped_column(String(200))
+    preference: Mapped[str | None] = mapped_column(String(16))
+    baseline_first: Mapped[str | None] = mapped_column(String(16))
+    """The side preferred when the baseline's output was shown first (as A)."""
+    today_first: Mapped[str | None] = mapped_column(String(16))
+    """The side preferred when today's output was shown first (as A)."""
+    baseline_first_answer: Mapped[str | None] = mapped_column(Text)
+    """The judge's raw reply in the baseline-first order."""
+    today_first_answer: Mapped[str | None] = mapped_column(Text)
+    reasoning: Mapped[str | None] = mapped_column(Text)
+    calls: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    tokens_in: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    tokens_out: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    cost_usd: Mapped[float] = mapped_column(default=0.0, server_default=text("0"))
+    error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)

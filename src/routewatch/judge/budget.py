@@ -1,0 +1,101 @@
+"""A judge's daily budget as one process sees it: reserve before a call, record after.
+
+Shared by output judging (``engine``) and pairwise mode (``pairwise``), so both count
+against ``judges.<name>.daily_budget_usd`` the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+
+from routewatch.config import Judge
+from routewatch.providers.base import ChatRequest
+from routewatch.scoring import cost_usd
+from routewatch.store.verdicts import add_judge_spend, judge_spend, raise_budget_event
+
+ANSWER_TOKENS_GUESS = 300
+"""Completion tokens assumed for the first call's estimate: a generous verdict."""
+
+
+class DailyBudget:
+    """Reserves and records one judge's spend for the UTC day of each call.
+
+    Args:
+        engine: Where the day's spend is kept (shared by every process).
+        name: The judge's name in ``routewatch.yaml``.
+        judge: Its configuration (price and ``daily_budget_usd``).
+        now: The clock of the calls.
+        alert_targets: Where the ``judge.budget`` event goes (``Alerts.targets()``).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        name: str,
+        judge: Judge,
+        now: Callable[[], datetime],
+        alert_targets: Sequence[str] = (),
+    ) -> None:
+        self.engine = engine
+        self.name = name
+        self.judge = judge
+        self.now = now
+        self.alert_targets = alert_targets
+        self.reached = False
+        """Set once a call was refused: what it was for is partially judged."""
+        self._calls = 0
+        self._cost = 0.0
+        self._reserved = 0.0
+
+    def reserve(self, chat: ChatRequest) -> float | None:
+        """Reserve the estimated cost of one more call, or None if it would pass the budget.
+
+        The estimate is the mean cost of the calls so far, or before any, the prompt's
+        size at about four characters a token plus a generous answer. Calls in flight
+        hold their estimate, so concurrent calls cannot all slip under the budget
+        together (other processes can still overshoot by what they have in flight).
+        The first refusal raises ``judge.budget``, once per UTC day and judge, whichever
+        run or process gets there first.
+        """
+        budget = self.judge.daily_budget_usd
+        if budget is None:
+            return 0.0
+        price = self.judge.price
+        if self._calls:
+            estimate = self._cost / self._calls
+        else:
+            chars = sum(len(m["content"]) for m in chat.messages)
+            estimate = cost_usd(
+                chars // 4, ANSWER_TOKENS_GUESS, price.input_per_mtok, price.output_per_mtok
+            )
+        now = self.now().astimezone(UTC)
+        spent = judge_spend(self.engine, judge=self.name, day=now.date())
+        if spent + self._reserved + estimate > budget:
+            if not self.reached:
+                raise_budget_event(
+                    self.engine,
+                    judge=self.name,
+                    day=now.date(),
+                    spent_usd=spent,
+                    budget_usd=budget,
+                    targets=self.alert_targets,
+                    now=now,
+                )
+            self.reached = True
+            return None
+        self._reserved += estimate
+        return estimate
+
+    def record(self, reserved: float, tokens_in: int, tokens_out: int) -> float:
+        """Release a reservation and add the call's actual cost to the day; returns it."""
+        price = self.judge.price
+        cost = cost_usd(tokens_in, tokens_out, price.input_per_mtok, price.output_per_mtok)
+        self._reserved -= reserved
+        self._calls += 1
+        self._cost += cost
+        day = self.now().astimezone(UTC).date()
+        add_judge_spend(self.engine, judge=self.name, day=day, cost_usd=cost, calls=1)
+        return cost
