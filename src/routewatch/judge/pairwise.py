@@ -316,6 +316,7 @@ class PairwiseJudge:
             tokens_out=tokens_out,
         )
 
+
 def _meaning(side: Side, *, baseline_is_a: bool) -> PairwisePreference:
     """Which output the side names, in the order it was shown."""
     if side == "tie":
