@@ -164,3 +164,37 @@ def test_eval_dir_collects_problems_of_every_file(tmp_path: Path) -> None:
         load_eval_dir(tmp_path)
 
     assert {p.path.rsplit("/", 1)[-1] for p in info.value.problems} == {"faq.yaml", "two.yaml"}
+
+
+def test_history_key_is_the_item_hash_for_checks_at_the_default_threshold(tmp_path: Path) -> None:
+    checks_only = load(
+        tmp_path, BASE.replace("criteria: {correctness: Agrees with the reference.}\n", "")
+    )
+
+    assert [checks_only.history_key(i) for i in checks_only.items] == [
+        i.hash for i in checks_only.items
+    ]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "same"),
+    [
+        ("description: first", "description: second", True),
+        ("    tags: [x]", "    tags: [y]", True),
+        ("Agrees with the reference.", "Agrees word for word.", False),
+        ("description: first", "description: first\nscale: [1, 10]", False),
+        ("description: first", "description: first\npass_threshold: 0.9", False),
+    ],
+)
+def test_history_key_follows_the_scoring_rules(
+    tmp_path: Path, old: str, new: str, same: bool
+) -> None:
+    before, after = load(tmp_path, BASE), load(tmp_path, BASE.replace(old, new))
+
+    keys = [
+        (before.history_key(a), after.history_key(b))
+        for a, b in zip(before.items, after.items, strict=True)
+    ]
+
+    assert all((k1 == k2) is same for k1, k2 in keys)
+    assert [a.hash for a in after.items] == [b.hash for b in before.items]

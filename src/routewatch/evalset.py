@@ -35,6 +35,9 @@ HASH_LENGTH = 16
 
 EVAL_SUFFIXES = (".yaml", ".yml", ".jsonl")
 
+DEFAULT_PASS_THRESHOLD = 0.7
+"""An item passes when its score reaches this (``pass_threshold``)."""
+
 
 class CheckKind(StrEnum):
     """The deterministic checks an item can carry; values are the eval-file keys."""
@@ -211,7 +214,7 @@ class EvalSet(_Model):
     """The judge's grade range, normalised to 0..1."""
     criteria: dict[str, str] = Field(default_factory=dict)
     """Criterion name -> what the judge checks; each scored separately."""
-    pass_threshold: float = Field(default=0.7, ge=0, le=1)
+    pass_threshold: float = Field(default=DEFAULT_PASS_THRESHOLD, ge=0, le=1)
     """An item passes when its score is at least this."""
     items: tuple[Item, ...] = Field(min_length=1)
     """The items; ids unique."""
@@ -259,6 +262,32 @@ class EvalSet(_Model):
         if lo >= hi:
             raise ValueError(f"scale [{lo}, {hi}]: the first number must be below the second")
         return self
+
+    @cached_property
+    def _rules_key(self) -> str | None:
+        """A hash of how this set turns an item's results into its score and pass.
+
+        The judging (judge, criteria, scale, own template) and a non-default pass
+        threshold; None for a set scored by checks alone at the default threshold.
+        """
+        material: dict[str, Any] = {}
+        if self.criteria:
+            material |= {"judge": self.judge, "criteria": self.criteria, "scale": list(self.scale)}
+            if self.judge_template is not None:
+                material["judge_template"] = content_hash(self.judge_template_text)
+        if self.pass_threshold != DEFAULT_PASS_THRESHOLD:
+            material["pass_threshold"] = self.pass_threshold
+        return content_hash(material) if material else None
+
+    def history_key(self, item: Item) -> str:
+        """What ``item``'s outcomes are paired on across versions (``item_outcomes.item_hash``).
+
+        The item's own ``hash`` combined with the set's scoring rules, so an edited rubric
+        or threshold starts the item's history afresh: grades given under other rules are
+        no baseline. Sets scored by checks alone at the default threshold use the hash.
+        """
+        rules = self._rules_key
+        return item.hash if rules is None else content_hash({"item": item.hash, "rules": rules})
 
     @cached_property
     def version(self) -> str:

@@ -562,7 +562,7 @@ def item_outcomes(evalset: EvalSet, results: Sequence[StoredResult]) -> list[Ite
         summary = item_score(item.id, samples, evalset.pass_threshold)
         out.append(
             ItemOutcome(
-                item_hash=item.hash,
+                item_hash=evalset.history_key(item),
                 item_id=item.id,
                 weight=item.weight,
                 critical=item.critical,

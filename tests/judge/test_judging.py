@@ -5,7 +5,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from judge_runs import CANARY, CRITERIA, ITEMS, judge_calls_at, judge_scores, run_at
+import yaml
+from judge_runs import CANARY, CRITERIA, ITEMS, edit_yaml, judge_calls_at, judge_scores, run_at
 
 from routewatch.evalset import Message
 from routewatch.judge.prompt import JudgeRequest, render, template_source, verdict_schema
@@ -145,3 +146,30 @@ def test_judging_stops_at_the_daily_budget_and_the_run_is_partially_judged(
     assert all("judge budget reached" in s["detail"]["error"] for s in errors)
     assert run_row["score"] == 1.0  # the unjudged outputs keep their check scores
     assert "partially judged" in capsys.readouterr().err
+
+
+def test_an_edited_rubric_starts_each_items_history_afresh(tmp_path: Path, sim: str) -> None:
+    """Grades given under other criteria are no baseline: after a rubric edit detection
+    pairs no item with its old grades, while a description edit keeps them paired."""
+    config = write_project(tmp_path, sim, {"r": {"model": "perfect"}})
+    evals = tmp_path / "evals" / "support-faq.yaml"
+    for day in range(1, 7):  # past min_baseline_runs (5)
+        assert run_at(config, day) == 0
+    edit_yaml(evals, description="Reworded, same rules.")
+    assert run_at(config, 7) == 0
+    data = yaml.safe_load(evals.read_text())
+    data["criteria"]["correctness"] = "The answer agrees with the reference, word for word."
+    evals.write_text(yaml.safe_dump(data))
+    assert run_at(config, 8) == 0
+
+    db = f"sqlite:///{tmp_path / 'rw.db'}"
+    keys: dict[int, set[str]] = {}
+    for o in rows(db, "item_outcomes"):
+        keys.setdefault(o["run_id"], set()).add(o["item_hash"])
+    runs = [r["id"] for r in sorted(rows(db, "runs"), key=lambda r: r["at"])]
+    assert keys[runs[0]] == keys[runs[6]], "a description edit keeps the items' history"
+    assert keys[runs[7]].isdisjoint(keys[runs[6]]), "a rubric edit starts it afresh"
+    paired = {d["run_id"]: d["paired_items"] for d in rows(db, "detections")}
+    assert paired[runs[6]] == ITEMS
+    assert paired[runs[7]] == 0
+    assert rows(db, "incidents") == []
