@@ -205,3 +205,30 @@ def webhook_target(config: Path) -> str:
     (target,) = load_config(config, {}).alerts.targets()
     assert target.startswith("webhook:url-")
     return target
+
+
+def test_a_backfilled_bad_run_is_recorded_but_moves_no_incident(
+    tmp_path: Path, sim: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs of the past (``run --at`` an earlier slot) are detected and stored for the
+    history and the report, but incidents, alerts and policies follow time."""
+    monkeypatch.setenv("RW_TEST_HOOK_SECRET", WEBHOOK_SECRET)
+    config = project(tmp_path, sim)
+    db = f"sqlite:///{tmp_path / 'rw.db'}"
+    for n in range(1, 8):
+        assert day(config, n * 2) == 0
+    httpx.patch(f"{sim}/admin/models/perfect", json={"quality": 0.0}).raise_for_status()
+    capsys.readouterr()
+
+    assert day(config, 13, "--fail-on-regression") == 0
+
+    err = capsys.readouterr().err
+    assert "a backfill: incidents follow time" in err
+    (late,) = [d for d in rows(db, "detections") if d["at"].day == 13]
+    assert any(f["paged"] for f in late["findings"])
+    assert "score" in late["in_incident"]
+    assert rows(db, "incidents") == []
+    assert rows(db, "outbox") == []
+
+    assert day(config, 15, "--fail-on-regression") == 3, "the present still pages"
+    assert [i["status"] for i in rows(db, "incidents")] == ["open"]

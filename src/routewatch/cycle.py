@@ -21,12 +21,13 @@ from routewatch.detect.baseline import history_depth
 from routewatch.detect.budget import cycle_alpha
 from routewatch.detect.findings import Candidate, Evaluation, decide, evaluate, route_alpha
 from routewatch.evalset import EvalSet
-from routewatch.incidents import advance
+from routewatch.incidents import advance, backfilled
 from routewatch.judge.pairwise import PairwiseTarget, compare_runs
 from routewatch.runner import RunReport
 from routewatch.store.detection import (
     HISTORY_SLACK,
     already_detected,
+    detected_after,
     load_history,
     load_run,
     open_incidents,
@@ -69,6 +70,8 @@ class RunVerdict:
     """Detection had already been recorded for this run."""
     policy_notes: tuple[str, ...] = ()
     """Fallback-policy changes made or suggested on this run, in words."""
+    backfill: bool = False
+    """A later run had been detected first: incidents and policies were left alone."""
 
     @property
     def state(self) -> str:
@@ -163,28 +166,37 @@ def detect_cycle(
         group = [(run, ev) for run, ev, a in pending if a == alpha]
         decisions = decide([ev for _, ev in group], settings, alpha_cycle=alpha, tests=tests)
         for (run, ev), decision in zip(group, decisions, strict=True):
+            record = records[run.run_id]
+            late = detected_after(engine, route=run.route, eval_set_name=run.eval_set, at=record.at)
             for attempt in range(WRITE_ATTEMPTS):
-                transition = advance(
-                    open_incidents(engine, route=run.route, eval_set_name=run.eval_set),
-                    decision.findings,
-                    decision.bad_metrics,
-                    recover_runs=settings.recover_runs,
-                    known=ev.known,
-                    hold_quality=records[run.run_id].judge_suspect,
-                )
+                still_open = open_incidents(engine, route=run.route, eval_set_name=run.eval_set)
+                if late:
+                    # A backfill: recorded for the history and the report, but incidents,
+                    # alerts and policies follow time and are not moved by the past.
+                    bad = {f.metric for f in decision.findings} | set(decision.bad_metrics)
+                    transition = backfilled(still_open, bad)
+                else:
+                    transition = advance(
+                        still_open,
+                        decision.findings,
+                        decision.bad_metrics,
+                        recover_runs=settings.recover_runs,
+                        known=ev.known,
+                        hold_quality=record.judge_suspect,
+                    )
                 try:
                     recorded = record_detection(
                         engine,
-                        run=records[run.run_id],
+                        run=record,
                         route=run.route,
                         eval_set_name=run.eval_set,
                         decision=decision,
                         transition=transition,
                         targets=config.alerts.targets(),
                         now=now,
-                        policies=config.policies,
+                        policies=None if late else config.policies,
                         renotify_hours=config.alerts.renotify_hours,
-                        judge_drift=run.run_id in drift,
+                        judge_drift=run.run_id in drift and not late,
                     )
                     break
                 except IntegrityError:
@@ -204,6 +216,7 @@ def detect_cycle(
                 lower_limit=ev.sigma.lower_limit if ev.sigma else None,
                 skipped=not recorded.written,
                 policy_notes=recorded.policy_notes,
+                backfill=late,
             )
     return [verdicts[r.run_id] for r in runs if r.run_id in verdicts]
 

@@ -42,6 +42,19 @@ class Transition:
     """Metrics with an incident still open after this run."""
 
 
+def backfilled(open_incidents: Sequence[OpenIncident], bad_metrics: Iterable[str]) -> Transition:
+    """The transition of a run detected after a later one (a backfill): none.
+
+    Incidents follow time; a run from before the newest detected one neither opens,
+    attaches to nor recovers any. It is still marked in incident for the metrics it was
+    bad for, so later baselines leave it out.
+    """
+    return Transition(
+        in_incident=frozenset(bad_metrics),
+        open_after=frozenset(i.metric for i in open_incidents),
+    )
+
+
 def is_quality(metric: str) -> bool:
     """Whether ``metric`` measures answer quality (judged scores may feed it)."""
     return metric == "score" or metric.startswith("critical:")

@@ -154,6 +154,8 @@ def finding_lines(verdicts: list[RunVerdict]) -> Iterator[str]:
         where = f"{v.route} x {v.eval_set} (run {v.run_id})"
         for f in v.findings:
             new = " opened an incident" if v.opened else ""
+            if v.backfill:
+                new = " (a backfill: incidents follow time and were left alone)"
             p = f", p = {f.p_value:.2g}" if f.p_value is not None else ""
             base = f" (baseline {f.baseline_mean:.3f})" if f.baseline_mean is not None else ""
             yield f"{where}: {f.metric} {f.observed:.3f}{base} by {f.detector.value}{p}{new}"

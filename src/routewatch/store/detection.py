@@ -166,6 +166,21 @@ def already_detected(engine: Engine, run_id: int) -> bool:
         return found.first() is not None
 
 
+def detected_after(engine: Engine, *, route: str, eval_set_name: str, at: datetime) -> bool:
+    """Whether a run of (route, eval set) later than ``at`` has been detected already."""
+    with engine.connect() as conn:
+        found = conn.execute(
+            select(DetectionRow.run_id)
+            .where(
+                DetectionRow.route == route,
+                DetectionRow.eval_set_name == eval_set_name,
+                DetectionRow.at > at,
+            )
+            .limit(1)
+        )
+        return found.first() is not None
+
+
 def open_incidents(engine: Engine, *, route: str, eval_set_name: str) -> list[OpenIncident]:
     """The open incidents of (route, eval set), one per metric."""
     with engine.connect() as conn:
