@@ -5,7 +5,7 @@ through the real, pure detection code (``routewatch.detect``), beside two yardst
 the plain 2-sigma rule on a 14-run baseline, and an oracle that knows every item's true
 baseline pass probability and the shape of the drop, but not which items break.
 
-    python bench/detection.py            # the full table (about 14 minutes on 2 cores)
+    python bench/detection.py            # the full table (about 55 minutes on 2 busy cores)
     python bench/detection.py --quick    # fewer seeds, a smoke run
 
 Targets (issue 5) are checked at the end; the exit status is 1 when one is missed.
@@ -164,18 +164,7 @@ def drift_cell(cell: DriftCell) -> dict[str, float]:
     for _ in range(cell.seeds):
         route = SimRoute(settings=settings)
         p = profile(cell.profile, cell.n, rng)
-        if cell.kind == "break":
-            order = rng.permutation(cell.n)
-            full = p.copy()
-            target, lost = cell.drop * cell.n, 0.0
-            for i in order:
-                if lost >= target - 1e-12:
-                    break
-                if p[i] >= 0.5:
-                    lost += 0.9 * p[i]
-                    full[i] = 0.1 * p[i]
-        else:
-            full = diffuse(p, cell.drop)
+        full = break_items(p, cell.drop, rng) if cell.kind == "break" else diffuse(p, cell.drop)
 
         def at(day: int, p: np.ndarray = p, full: np.ndarray = full) -> np.ndarray:
             if day < warm:

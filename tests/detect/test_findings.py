@@ -117,6 +117,21 @@ def test_an_error_burst_is_its_own_finding_not_a_quality_drop() -> None:
     ]
 
 
+def test_a_quality_drop_and_an_error_burst_in_one_run_both_page() -> None:
+    """Under BH a rejected route pages every candidate below the step-up level, not only
+    its smallest."""
+    rng = np.random.default_rng(6)
+    p = near_det()
+    past = history(p, 21, rng)
+    broken = p.copy()
+    broken[[1, 2, 3, 4, 5, 6, 7, 8, 9, 11]] = 0
+    today = replace(record(22, broken.astype(int), 1), errors_total=30, results_total=230)
+
+    _, decision = judged(today, past)
+
+    assert {f.metric for f in decision.findings} == {Metric.score, Metric.error_rate}
+
+
 def test_latency_pages_only_on_a_material_rise() -> None:
     rng = np.random.default_rng(7)
     p = near_det()

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from routewatch.detect.paired import binary_test, cet, cetw, graded_test
+from routewatch.detect.paired import binary_test, cet, cetw, graded_test, pooled
 
 
 def test_cet_with_one_baseline_run_is_the_exact_mcnemar_test() -> None:
@@ -78,6 +78,45 @@ def test_a_failure_of_a_reliable_item_weighs_more_than_of_a_flaky_one() -> None:
 
     assert cetw(passes, trials, reliable_fail) < 0.01
     assert cetw(passes, trials, flaky_fail) > 0.1
+
+
+def test_pooled_matches_a_monte_carlo_of_its_null() -> None:
+    """Redraw today's outcomes given each item's total; the weights stay those totals'."""
+    rng = np.random.default_rng(4)
+    c, m, x = next(_null_runs(rng, 1, n=80, b=28))
+    x[:3] = 0
+    pi = (c + x) / (m + 1)
+
+    p = pooled(c, m, x)
+
+    draws = (rng.random((20_000, x.size)) < pi).astype(float)
+    plain = np.mean((1 - draws).sum(1) >= (1 - x).sum())
+    below = np.mean((1 - draws).sum(1) > (1 - x).sum())
+    # A weighted count: its tail lies between the plain count's strict and weak tails.
+    assert below - 0.01 <= p <= plain + 0.01
+
+
+def test_pooled_spends_its_level_where_the_plain_count_cannot() -> None:
+    """The count is an integer, so its exact test is conservative; the pooled test's
+    small bonuses break ties and bring its size close to the nominal level."""
+    rng = np.random.default_rng(12)
+    runs = list(_null_runs(rng, 2000, n=60, b=28))
+
+    size_pooled = np.mean([pooled(c, m, x) <= 0.02 for c, m, x in runs])
+    size_count = np.mean([cet(c, m, x)[0] <= 0.02 for c, m, x in runs])
+
+    assert size_count < size_pooled <= 0.02 + 3 * (0.02 * 0.98 / len(runs)) ** 0.5
+
+
+def test_a_failure_of_a_reliable_item_weighs_a_little_more_in_the_pooled_test() -> None:
+    trials = np.full(100, 28)
+    passes = np.where(np.arange(100) < 50, 28, 20)
+    usual = np.where(np.arange(100) < 50, 1.0, (np.arange(100) % 4 != 0).astype(float))
+    reliable_fail, flaky_fail = usual.copy(), usual.copy()
+    reliable_fail[:2] = 0
+    flaky_fail[[51, 53]] = 0
+
+    assert pooled(passes, trials, reliable_fail) < pooled(passes, trials, flaky_fail)
 
 
 def test_k_samples_per_item_use_the_hypergeometric_null() -> None:

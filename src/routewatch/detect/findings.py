@@ -329,10 +329,14 @@ def decide(
         cutoffs = [e.alpha_route for e in evaluations]
     else:
         routes_p = [e.route_p for e in evaluations if e.known]
-        cutoff = bh_cutoff(
-            [p for p in routes_p if math.isfinite(p)], alpha_cycle, max(tests, len(routes_p))
-        )
-        cutoffs = [-1.0 if cutoff is None else cutoff for _ in evaluations]
+        finite = [p for p in routes_p if math.isfinite(p)]
+        m = max(tests, len(routes_p))
+        cutoff = bh_cutoff(finite, alpha_cycle, m)
+        # The step-up level k q / m rejects the same routes as the cutoff, and lets
+        # every candidate of a rejected route below it page, not only its smallest
+        # (with one route this is the Bonferroni split within the route).
+        level = -1.0 if cutoff is None else sum(p <= cutoff for p in finite) * alpha_cycle / m
+        cutoffs = [level for _ in evaluations]
     decisions = []
     for evaluation, cut in zip(evaluations, cutoffs, strict=True):
         findings = tuple(
