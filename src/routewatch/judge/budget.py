@@ -7,14 +7,19 @@ against ``judges.<name>.daily_budget_usd`` the same way.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Generic, TypeVar
 
 from sqlalchemy import Engine
 
 from routewatch.config import Judge
-from routewatch.providers.base import ChatRequest
+from routewatch.providers.base import CallResult, ChatRequest
+from routewatch.providers.openai import OpenAIClient
 from routewatch.scoring import cost_usd
 from routewatch.store.verdicts import add_judge_spend, judge_spend, raise_budget_event
+
+T = TypeVar("T")
 
 ANSWER_TOKENS_GUESS = 300
 """Completion tokens assumed for the first call's estimate: a generous verdict."""
@@ -99,3 +104,73 @@ class DailyBudget:
         day = self.now().astimezone(UTC).date()
         add_judge_spend(self.engine, judge=self.name, day=day, cost_usd=cost, calls=1)
         return cost
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Asked(Generic[T]):
+    """What asking a judge up to a few times gave: a parsed answer, or why there is none."""
+
+    value: T | None
+    result: CallResult | None
+    """The call the value was parsed from (its ``logprobs``, say); else the last one."""
+    error: str | None
+    calls: int
+    tokens_in: int
+    tokens_out: int
+
+
+async def ask(
+    client: OpenAIClient,
+    budget: DailyBudget,
+    chat: ChatRequest,
+    parse: Callable[[str], T],
+    *,
+    tries: int,
+    refused: str,
+) -> Asked[T]:
+    """Ask ``chat`` until ``parse`` reads the answer, at most ``tries`` times, within budget.
+
+    ``parse`` raises ``ValueError`` (``VerdictError``, ``PreferenceError``) for an answer it
+    cannot read; that answer is asked again. A failed call is not: the client already
+    retried what could pass. ``refused`` ends the error when the budget stops a call.
+    """
+    calls = tokens_in = tokens_out = 0
+    error = "no attempt made"
+    result: CallResult | None = None
+    for _ in range(tries):
+        reserved = budget.reserve(chat)
+        if reserved is None:
+            error = (
+                f"judge budget reached: {budget.name} may spend "
+                f"${budget.judge.daily_budget_usd:.2f} a day; {refused}"
+            )
+            break
+        result = await client.complete(chat)
+        calls += 1
+        tokens_in += result.tokens_in or 0
+        tokens_out += result.tokens_out or 0
+        budget.record(reserved, result.tokens_in or 0, result.tokens_out or 0)
+        if not result.ok:
+            error = f"judge call failed: {result.error_class}: {result.error_message}"
+            break
+        try:
+            value = parse(result.output or "")
+        except ValueError as exc:
+            error = str(exc)
+            continue
+        return Asked(
+            value=value,
+            result=result,
+            error=None,
+            calls=calls,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+        )
+    return Asked(
+        value=None,
+        result=result,
+        error=error,
+        calls=calls,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+    )

@@ -23,11 +23,10 @@ from sqlalchemy import Engine
 from routewatch.clock import Clock
 from routewatch.config import MAX_TOP_LOGPROBS, Judge
 from routewatch.evalset import EvalSet, Item, Message
-from routewatch.judge.budget import DailyBudget
+from routewatch.judge.budget import DailyBudget, ask
 from routewatch.judge.prompt import JudgeRequest, render, template_source, verdict_schema
 from routewatch.judge.verdict import (
     Verdict,
-    VerdictError,
     normalised,
     parse_verdict,
     weighted_grade,
@@ -310,44 +309,29 @@ class JudgeRunner:
 
     async def _sample(self, chat: ChatRequest) -> _Sample:
         """One verdict for ``chat``, asked for up to ``VERDICT_TRIES`` times."""
-        calls = tokens_in = tokens_out = 0
-        error = "no attempt made"
-        for _ in range(VERDICT_TRIES):
-            reserved = self.budget.reserve(chat)
-            if reserved is None:
-                error = (
-                    f"judge budget reached: {self.name} may spend "
-                    f"${self.judge.daily_budget_usd:.2f} a day; judging resumes tomorrow (UTC)"
-                )
-                break
-            result = await self.client.complete(chat)
-            calls += 1
-            tokens_in += result.tokens_in or 0
-            tokens_out += result.tokens_out or 0
-            self.budget.record(reserved, result.tokens_in or 0, result.tokens_out or 0)
-            if not result.ok:
-                error = f"judge call failed: {result.error_class}: {result.error_message}"
-                break  # the client already retried what could pass
-            try:
-                verdict = parse_verdict(result.output or "", self.evalset.scale)
-            except VerdictError as exc:
-                error = str(exc)
-                continue
-            grade, fallback = float(verdict.score), None
+        scale = self.evalset.scale
+        asked = await ask(
+            self.client,
+            self.budget,
+            chat,
+            lambda text: parse_verdict(text, scale),
+            tries=VERDICT_TRIES,
+            refused="judging resumes tomorrow (UTC)",
+        )
+        verdict, grade, fallback = asked.value, None, None
+        if verdict is not None and asked.result is not None:
+            grade = float(verdict.score)
             if self.judge.logprobs:
-                weighted = weighted_grade(result.logprobs, verdict, self.evalset.scale)
+                weighted = weighted_grade(asked.result.logprobs, verdict, scale)
                 grade, fallback = weighted.grade, weighted.fallback
-            return _Sample(
-                verdict=verdict,
-                grade=grade,
-                fallback=fallback,
-                error=None,
-                calls=calls,
-                tokens_in=tokens_in,
-                tokens_out=tokens_out,
-            )
         return _Sample(
-            verdict=None, error=error, calls=calls, tokens_in=tokens_in, tokens_out=tokens_out
+            verdict=verdict,
+            grade=grade,
+            fallback=fallback,
+            error=asked.error,
+            calls=asked.calls,
+            tokens_in=asked.tokens_in,
+            tokens_out=asked.tokens_out,
         )
 
 

@@ -25,7 +25,7 @@ from sqlalchemy import Engine
 
 from routewatch.config import Config, Judge
 from routewatch.evalset import EvalSet, Message
-from routewatch.judge.budget import DailyBudget
+from routewatch.judge.budget import DailyBudget, ask
 from routewatch.judge.prompt import escape_data, template_source
 from routewatch.judge.verdict import excerpt, reply_values
 from routewatch.providers.base import ChatRequest
@@ -272,48 +272,26 @@ class PairwiseJudge:
             messages=render_pairwise(request, structured=structured),
             params=params,
         )
-        calls = tokens_in = tokens_out = 0
-        answer: str | None = None
-        error = "no attempt made"
-        for _ in range(PREFERENCE_TRIES):
-            reserved = self.budget.reserve(chat)
-            if reserved is None:
-                error = (
-                    f"judge budget reached: {self.name} may spend "
-                    f"${self.judge.daily_budget_usd:.2f} a day; not compared"
-                )
-                break
-            result = await self.client.complete(chat)
-            calls += 1
-            tokens_in += result.tokens_in or 0
-            tokens_out += result.tokens_out or 0
-            self.budget.record(reserved, result.tokens_in or 0, result.tokens_out or 0)
-            if not result.ok:
-                error = f"judge call failed: {result.error_class}: {result.error_message}"
-                break  # the client already retried what could pass
-            answer = result.output or ""
-            try:
-                choice = parse_preference(answer)
-            except PreferenceError as exc:
-                error = str(exc)
-                continue
-            return _Order(
-                preferred=_meaning(choice.side, baseline_is_a=baseline_is_a),
-                answer=answer,
-                reasoning=choice.reasoning,
-                error=None,
-                calls=calls,
-                tokens_in=tokens_in,
-                tokens_out=tokens_out,
-            )
+        asked = await ask(
+            self.client,
+            self.budget,
+            chat,
+            parse_preference,
+            tries=PREFERENCE_TRIES,
+            refused="not compared",
+        )
+        last = asked.result
+        choice = asked.value
         return _Order(
-            preferred=None,
-            answer=answer,
-            reasoning="",
-            error=error,
-            calls=calls,
-            tokens_in=tokens_in,
-            tokens_out=tokens_out,
+            preferred=None
+            if choice is None
+            else _meaning(choice.side, baseline_is_a=baseline_is_a),
+            answer=(last.output or "") if last is not None and last.ok else None,
+            reasoning="" if choice is None else choice.reasoning,
+            error=asked.error,
+            calls=asked.calls,
+            tokens_in=asked.tokens_in,
+            tokens_out=asked.tokens_out,
         )
 
 
