@@ -198,3 +198,31 @@ def test_history_key_follows_the_scoring_rules(
 
     assert all((k1 == k2) is same for k1, k2 in keys)
     assert [a.hash for a in after.items] == [b.hash for b in before.items]
+
+
+GOLDEN = """\
+name: faq
+criteria: {correctness: Agrees with the reference.}
+items:
+  - id: a
+    input: "Qüestion A? ✓"
+    reference: Answer A
+    checks: [{contains: "A"}, {max_chars: 100}, {json_schema: {type: object, required: [x]}}]
+    weight: 2.5
+  - id: b
+    messages: [{role: system, content: Be brief.}, {role: user, content: "Question B?"}]
+    checks: [{regex: "^B"}]
+"""
+
+
+def test_version_and_item_hashes_never_change_for_the_same_file(tmp_path: Path) -> None:
+    # Stored runs, baselines and item histories are keyed by these hashes: a change in
+    # how they are computed would orphan every history. Values as first stored.
+    evalset = load(tmp_path, GOLDEN)
+
+    assert evalset.version == "ee4ed43cc6067152"
+    assert [item.hash for item in evalset.items] == ["c1141f14ce29ba6b", "a534fe9597a34e75"]
+    assert [evalset.history_key(item) for item in evalset.items] == [
+        "0b958a084b7747ec",
+        "bd9389f99dba5bef",
+    ]

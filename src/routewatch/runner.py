@@ -308,10 +308,10 @@ class _Run:
                 error_message=str(exc),
             )
             raise
-        summary = summarize_run(self.evalset, self.results)
+        summary, outcomes = score_run(self.evalset, self.results)
         finish_run(
             self.engine,
-            items=item_outcomes(self.evalset, self.results),
+            items=outcomes,
             run_id=claim.run_id,
             owner=self.owner,
             now=self.clock.now(),
@@ -394,6 +394,9 @@ class _Run:
             headers={"X-Routewatch-At": self.at_header, "X-Routewatch-Sample": str(sample)},
         )
         result = await self.client.complete(request)
+        # The call's slot is free now: let the call waiting for it go out before this
+        # one is scored, so scoring never stands between an answer and the next request.
+        await asyncio.sleep(0)
         fallback = served_by_fallback(self.route.model, result)
         judgements: list[Judgement] = []
         if self.judge is not None and result.ok and not fallback:
@@ -552,15 +555,24 @@ def _samples_by_item(results: Sequence[StoredResult]) -> dict[str, list[SampleOu
     return by_item
 
 
-def item_outcomes(evalset: EvalSet, results: Sequence[StoredResult]) -> list[ItemOutcome]:
-    """Each item's outcome in a run, as detection compares it with the item's history."""
+def score_run(
+    evalset: EvalSet, results: Sequence[StoredResult]
+) -> tuple[RunSummary, list[ItemOutcome]]:
+    """A run's summary and each item's outcome, from its stored results in one pass.
+
+    The summary covers checks and judge scores alike; the outcomes are what detection
+    compares with each item's history.
+    """
     by_item = _samples_by_item(results)
-    out = []
+    threshold = evalset.pass_threshold
+    weighted: list[WeightedItem] = []
+    outcomes: list[ItemOutcome] = []
     for item in evalset.items:
         samples = by_item.get(item.id, [])
+        summary = item_score(item.id, samples, threshold)
+        weighted.append(WeightedItem(item=summary, weight=item.weight))
         scored = [s.score for s in samples if not (s.errored or s.fallback) and s.score is not None]
-        summary = item_score(item.id, samples, evalset.pass_threshold)
-        out.append(
+        outcomes.append(
             ItemOutcome(
                 item_hash=evalset.history_key(item),
                 item_id=item.id,
@@ -569,23 +581,10 @@ def item_outcomes(evalset: EvalSet, results: Sequence[StoredResult]) -> list[Ite
                 score=summary.score,
                 passed=summary.passed,
                 samples_scored=len(scored),
-                samples_passed=sum(1 for v in scored if passes(v, evalset.pass_threshold)),
+                samples_passed=sum(1 for v in scored if passes(v, threshold)),
                 samples_errored=summary.samples_errored,
             )
         )
-    return out
-
-
-def summarize_run(evalset: EvalSet, results: Sequence[StoredResult]) -> RunSummary:
-    """A run's summary from its stored results (checks and judge scores alike)."""
-    by_item = _samples_by_item(results)
-    items = [
-        WeightedItem(
-            item=item_score(item.id, by_item.get(item.id, []), evalset.pass_threshold),
-            weight=item.weight,
-        )
-        for item in evalset.items
-    ]
     facts = [
         ResultFacts(
             latency_ms=r.latency_ms,
@@ -597,7 +596,7 @@ def summarize_run(evalset: EvalSet, results: Sequence[StoredResult]) -> RunSumma
         )
         for r in results
     ]
-    return summarize(items, facts)
+    return summarize(weighted, facts), outcomes
 
 
 def run_totals(summary: RunSummary) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from routewatch.store.runs import (
     ResultRecord,
     ScoreRecord,
     StoredEvalSet,
+    StoredResult,
     claim_run,
     ensure_eval_set,
     ensure_route_snapshot,
@@ -172,6 +173,29 @@ def test_results_and_scores_are_written_together(engine: Engine, stored: StoredE
     read = run_results(engine, run.run_id)
     assert {(r.item_id, r.sample) for r in read} == {("refund-window", 0), ("refund-window", 1)}
     assert scores == 2
+
+
+def test_each_score_is_stored_with_its_own_result(engine: Engine, stored: StoredEvalSet) -> None:
+    owner = new_owner()
+    run = claim(engine, stored, owner)
+    item = stored.item_ids["refund-window"]
+    records = [
+        ResultRecord(
+            values={**record("refund-window", n, item).values, "latency_ms": float(n)},
+            scores=[
+                ScoreRecord(scorer=f"check:contains:{k}", value=(n + k) / 10, passed=None)
+                for k in range(n % 3)
+            ],
+        )
+        for n in (4, 0, 3, 1, 5, 2)
+    ]
+
+    write_results(engine, run_id=run.run_id, owner=owner, now=NOW, records=records)
+
+    def by_sample(results: list[StoredResult]) -> list[StoredResult]:
+        return sorted(results, key=lambda r: r.sample)
+
+    assert by_sample(run_results(engine, run.run_id)) == by_sample([r.facts() for r in records])
 
 
 def test_owner_on_another_host_counts_as_alive_until_stale() -> None:

@@ -27,6 +27,9 @@ from routewatch.providers.base import CallResult, ChatRequest, ErrorClass
 from routewatch.providers.limits import ProviderLimits, RetryPolicy
 from routewatch.providers.transport import BUFFERED, BufferedAiohttpTransport
 
+_SET_BY_CLIENT = frozenset({"host", "content-length", "transfer-encoding"})
+"""Headers the client sets from the URL and body; a route's own value would contradict them."""
+
 
 class OpenAIClient:
     """Calls one OpenAI-compatible provider; shared by every route and judge on it.
@@ -61,6 +64,7 @@ class OpenAIClient:
         self.retry = retry if retry is not None else RetryPolicy(max_retries=provider.max_retries)
         self._env = env
         self._url = httpx.URL(provider.base_url.rstrip("/") + "/chat/completions")
+        self._host = self._url.netloc
         self._headers = {
             "content-type": "application/json",
             "user-agent": f"routewatch/{__version__}",
@@ -134,12 +138,8 @@ class OpenAIClient:
                 **(options if isinstance(options, dict) else {}),
                 "include_usage": True,
             }
-        http_request = httpx.Request(
-            "POST",
-            self._url,
-            headers=headers,
-            content=json.dumps(payload).encode(),
-            extensions={BUFFERED: not request.stream},
+        http_request = self._http_request(
+            headers, json.dumps(payload).encode(), buffered=not request.stream
         )
         attempt = 0
         called = time.perf_counter()
@@ -182,6 +182,34 @@ class OpenAIClient:
                 served_model=result.served_model,
                 response_meta=result.meta or {},
             )
+
+    def _http_request(
+        self, headers: Mapping[str, str], body: bytes, *, buffered: bool
+    ) -> httpx.Request:
+        """A POST of ``body`` to the completions URL, its ``Host`` and ``Content-Length`` set.
+
+        Built from a ready stream and header pairs, as httpx itself copies a request:
+        ``Request(content=..., headers=dict)`` normalises every header twice, 33 µs per
+        call against 6 µs this way on the development machine.
+
+        Raises:
+            UnicodeEncodeError: a header value is not ASCII (httpx refuses those too).
+        """
+        pairs = [(b"Host", self._host), (b"Content-Length", str(len(body)).encode())]
+        pairs += [
+            (name.encode("ascii"), value.encode("ascii"))
+            for name, value in headers.items()
+            if name not in _SET_BY_CLIENT
+        ]
+        request = httpx.Request(
+            "POST",
+            self._url,
+            headers=pairs,
+            stream=httpx.ByteStream(body),
+            extensions={BUFFERED: buffered},
+        )
+        request.read()  # makes .content available, as Request(content=...) does
+        return request
 
     async def _attempt(
         self, request: httpx.Request, stream: bool, started: float

@@ -161,6 +161,7 @@ def openai_error(status: int, message: str, *, kind: str, code: str | None = Non
 
 async def chat_completions(request: Request) -> Response:
     """``POST /v1/chat/completions``: an answer, a verdict, or the fault the scenario draws."""
+    started = time.monotonic()
     sim = _sim(request)
     try:
         body = ChatBody.model_validate(json.loads(await request.body()))
@@ -223,8 +224,11 @@ async def chat_completions(request: Request) -> Response:
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", **headers},
         )
-    await asyncio.sleep(reply.latency_s)
-    return Response(reply.body(), media_type="application/json", headers=headers)
+    body_bytes = reply.body()
+    # The drawn latency counts from the request's start, so the simulator's own work on
+    # it is part of the latency rather than added to it.
+    await asyncio.sleep(max(0.0, reply.latency_s - (time.monotonic() - started)))
+    return Response(body_bytes, media_type="application/json", headers=headers)
 
 
 async def _fault_response(fault: str, behaviour: Behaviour, request: Request) -> Response | None:

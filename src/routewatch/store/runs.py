@@ -458,20 +458,17 @@ def write_results(
             raise LostClaimError(f"run {run_id} is no longer owned by {owner}")
         if not batch:
             return 0
-        ids = (
-            conn.execute(
-                insert(_results).returning(_results.c.id, sort_by_parameter_order=True),
-                [
-                    {**_RESULT_DEFAULTS, "run_id": run_id, "created_at": now, **r.values}
-                    for r in batch
-                ],
-            )
-            .scalars()
-            .all()
+        # Ids are matched to records by (item, sample), unique within a run, rather than
+        # by RETURNING order: SQLite cannot keep that order for a multi-row INSERT, so
+        # asking for it makes SQLAlchemy send one INSERT per row.
+        inserted = conn.execute(
+            insert(_results).returning(_results.c.id, _results.c.item_id, _results.c.sample),
+            [{**_RESULT_DEFAULTS, "run_id": run_id, "created_at": now, **r.values} for r in batch],
         )
+        ids = {(item_id, sample): result_id for result_id, item_id, sample in inserted}
         scores = [
             {
-                "result_id": result_id,
+                "result_id": ids[record.values["item_id"], record.values["sample"]],
                 "scorer": s.scorer,
                 "value": s.value,
                 "passed": s.passed,
@@ -479,7 +476,7 @@ def write_results(
                 "weight": s.weight,
                 "judge_verdict_id": s.judge_verdict_id,
             }
-            for result_id, record in zip(ids, batch, strict=True)
+            for record in batch
             for s in record.scores
         ]
         if scores:
