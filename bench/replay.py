@@ -2,7 +2,9 @@
 
 Prints, per concurrency, the wall time as a ratio of the limit
 ``items x latency / concurrency``, the client CPU per item (calls, checks and
-SQLite writes included) and the peak RSS, each against its target.
+SQLite writes included) and the peak RSS, each against its target; and where the
+wall time went: seconds to the first stored answer (setup and one round trip),
+from the first answer to the last, and after the last (final writes and summary).
 
 The simulator runs in its own process (``routewatch sim serve``) so the client's
 CPU is measured alone; each concurrency runs in a fresh child process so each
@@ -89,9 +91,16 @@ def child(config_path: Path, at: str) -> None:
     engine = open_database(project.config.database_url)
     clock = SystemClock()
     plans = plan_runs(project.config, routes=[], at=parse_instant(at), now=clock.now())
+    stored: list[float] = []
+
+    def on_result() -> None:
+        stored.append(time.perf_counter())
+
     cpu0, wall0 = time.process_time(), time.perf_counter()
     with replay_gc():
-        reports = asyncio.run(execute(project, engine, plans, env=env, clock=clock))
+        reports = asyncio.run(
+            execute(project, engine, plans, env=env, clock=clock, on_result=on_result)
+        )
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     summary = reports[0].summary
     assert summary is not None
@@ -100,6 +109,11 @@ def child(config_path: Path, at: str) -> None:
             {
                 "wall_s": wall,
                 "cpu_s": cpu,
+                # Where the wall time goes: before the first answer (setup and the
+                # first call), between first and last answer, and after the last.
+                "first_s": stored[0] - wall0 if stored else None,
+                "answers_s": stored[-1] - stored[0] if stored else None,
+                "after_s": wall0 + wall - stored[-1] if stored else None,
                 "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "results": summary.results_total,
                 "errors": summary.errors_total,
@@ -107,6 +121,12 @@ def child(config_path: Path, at: str) -> None:
             }
         )
     )
+
+
+def phases(m: dict[str, float | None]) -> str:
+    """``first/answers/after`` in seconds: to the first answer, to the last, to the end."""
+    parts = (m.get("first_s"), m.get("answers_s"), m.get("after_s"))
+    return "/".join("-" if p is None else f"{p:.2f}" for p in parts)
 
 
 def main() -> int:
@@ -161,7 +181,8 @@ def main() -> int:
             print(f"replay bench: {args.items} items, {args.latency_ms:.0f} ms simulated latency")
             print(
                 f"{'concurrency':>11}  {'run':>6}  {'wall':>7}  {'limit':>6}  {'ratio':>5}  "
-                f"{'cpu/item':>8}  {'peak rss':>8}  {'errors':>6}  {'sim cpu/req':>11}  verdict"
+                f"{'cpu/item':>8}  {'peak rss':>8}  {'errors':>6}  {'sim cpu/req':>11}  "
+                f"{'first/answers/after':>19}  verdict"
             )
             failures = 0
             for concurrency in args.concurrency:
@@ -197,7 +218,7 @@ def main() -> int:
                     print(
                         f"{concurrency:>11}  {label:>6}  {m['wall_s']:>6.2f}s  {limit:>5.2f}s  "
                         f"{ratio:>5.2f}  {cpu_ms:>6.2f}ms  {m['rss_mb']:>6.1f}MB  "
-                        f"{m['errors']:>6}  {sim_ms:>9.2f}ms  {verdict}"
+                        f"{m['errors']:>6}  {sim_ms:>9.2f}ms  {phases(m):>19}  {verdict}"
                     )
             print(
                 f"targets: ratio <= {TARGET_RATIO}, cpu/item <= {TARGET_CPU_MS} ms, "
