@@ -9,6 +9,7 @@ variables that ``secret()`` reads when a request is made.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -282,6 +283,15 @@ class Publisher(_Model):
     of the active head; ``litellm-api``: the model whose fallbacks are set). Default: the
     policy's name for ``litellm``, the first configured route's model for ``litellm-api``."""
 
+    @property
+    def key(self) -> str:
+        """Its stable outbox key: the type and a digest of where it writes, as loaded.
+
+        At most 24 characters, so ``publish:<policy>:<key>`` fits the outbox's target column.
+        """
+        where = json.dumps([self.path, self.url, self.group])
+        return f"{self.type}-" + hashlib.sha256(where.encode()).hexdigest()[:12]
+
     @model_validator(mode="after")
     def _target_matches_type(self) -> Publisher:
         if self.type in ("json", "litellm", "openrouter") and not self.path:
@@ -302,6 +312,13 @@ class Policy(_Model):
     """``auto``: demote a degraded route; ``suggest``: only say what should change."""
     publish: list[Publisher] = Field(default_factory=list)
     """Where the active chain is written."""
+
+    @model_validator(mode="after")
+    def _publishers_apart(self) -> Policy:
+        keys = [p.key for p in self.publish]
+        if len(set(keys)) < len(keys):
+            raise ValueError("publish: the same publisher is listed more than once")
+        return self
 
 
 class Reports(_Model):

@@ -288,6 +288,70 @@ def test_a_failing_publisher_is_retried_and_alerted_once(
     engine.dispose()
 
 
+def test_editing_publishers_with_writes_pending_sends_none_to_the_wrong_file(
+    tmp_path: Path, db_url: str, env: dict[str, str]
+) -> None:
+    def write(publish: list[dict[str, str]]) -> Path:
+        return write_config(
+            tmp_path,
+            db_url,
+            "http://127.0.0.1:9",
+            providers={"p": {"base_url": "http://127.0.0.1:9/v1"}},
+            routes={n: {"provider": "p", "model": f"m-{n}", "evals": ["faq"]} for n in "ab"},
+            policies={"chat": {"chain": ["a", "b"], "publish": publish}},
+        )
+
+    kept = {"type": "openrouter", "path": "out/openrouter.json"}
+    dropped = {"type": "json", "path": "out/chat.json"}
+    config, engine = load(write([dropped, kept]), env)
+    with engine.begin() as conn:
+        reconcile(
+            conn,
+            name="chat",
+            policy=config.policies["chat"],
+            alert_targets=[],
+            now=datetime.now(UTC),
+            actor="test",
+        )
+    # The first publisher is removed while both writes are queued: the one left moves
+    # to position 0, where the removed one's write must not land.
+    edited = load_config(write([kept]), env)
+
+    report = Dispatcher(engine, edited, env).deliver_due()
+    engine.dispose()
+
+    status = {r["target"]: r["status"] for r in rows(db_url, "outbox")}
+    dropped_key, kept_key = (p.key for p in config.policies["chat"].publish)
+    assert edited.policies["chat"].publish[0].key == kept_key
+    assert status == {
+        f"publish:chat:{kept_key}": "delivered",
+        f"publish:chat:{dropped_key}": "pending",
+    }
+    assert report.delivered == 1
+    assert not (tmp_path / "out" / "chat.json").exists()
+    assert json.loads((tmp_path / "out" / "openrouter.json").read_text())["models"] == [
+        "m-a",
+        "m-b",
+    ]
+
+
+def test_one_publisher_listed_twice_is_a_config_error(tmp_path: Path) -> None:
+    twice = [{"type": "json", "path": "chat.json"}, {"type": "json", "path": "chat.json"}]
+    path = tmp_path / "routewatch.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "providers": {"p": {"base_url": "http://127.0.0.1:9/v1"}},
+                "routes": {"a": {"provider": "p", "model": "m", "evals": ["faq"]}},
+                "policies": {"chat": {"chain": ["a"], "publish": twice}},
+            }
+        )
+    )
+
+    with pytest.raises(ConfigError, match="the same publisher is listed more than once"):
+        load_config(path, {})
+
+
 def test_secrets_never_reach_the_database_or_the_logs(
     tmp_path: Path,
     db_url: str,

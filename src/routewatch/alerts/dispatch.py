@@ -24,7 +24,7 @@ from sqlalchemy import Engine
 from routewatch.alerts.slack import send_slack
 from routewatch.alerts.slack_blocks import slack_message
 from routewatch.alerts.webhook import SendResult, send_webhook
-from routewatch.config import Config, secret
+from routewatch.config import Config, Publisher, secret
 from routewatch.errors import RoutewatchError
 from routewatch.policy.publishers import PolicyState, PublishError, describe, publish
 from routewatch.store.outbox import Backlog, Message, backlog, backoff_s, claim_due, enqueue
@@ -221,12 +221,10 @@ class Dispatcher:
         return SendResult(ok=False, error=f"unknown target {message.target!r}")
 
     def _publish(self, rest: str) -> SendResult:
-        name, _, index_text = rest.rpartition(":")
-        policy = self.config.policies.get(name)
-        index = int(index_text) if index_text.isdigit() else -1
-        if policy is None or not 0 <= index < len(policy.publish):
+        name, _, key = rest.rpartition(":")
+        publisher = self._publisher(name, key)
+        if publisher is None:
             return SendResult(ok=False, error=f"publisher {rest} is no longer configured")
-        publisher = policy.publish[index]
         written = -1
         # Always the newest version, so an older message delivered late never rolls a chain
         # back; and again if a newer one was written meanwhile (two dispatchers at once).
@@ -243,7 +241,7 @@ class Dispatcher:
                     version=stored.version,
                     updated_at=stored.created_at,
                     chain=stored.chain,
-                    configured_chain=tuple(policy.chain),
+                    configured_chain=tuple(self.config.policies[name].chain),
                     demoted=stored.demoted,
                     models={r: route.model for r, route in self.config.routes.items()},
                 )
@@ -255,15 +253,17 @@ class Dispatcher:
             written = stored.version
         return SendResult(ok=True)
 
+    def _publisher(self, policy_name: str, key: str) -> Publisher | None:
+        """The publisher of ``policy_name`` filed under ``key``, if still configured."""
+        policy = self.config.policies.get(policy_name)
+        if policy is None:
+            return None
+        return next((p for p in policy.publish if p.key == key), None)
+
     def _publish_failed(self, message: Message, error: str) -> None:
-        name, _, index_text = message.target.removeprefix("publish:").rpartition(":")
-        policy = self.config.policies.get(name)
-        index = int(index_text) if index_text.isdigit() else -1
-        label = (
-            describe(policy.publish[index])
-            if policy and 0 <= index < len(policy.publish)
-            else message.target
-        )
+        name, _, key = message.target.removeprefix("publish:").rpartition(":")
+        publisher = self._publisher(name, key)
+        label = describe(publisher) if publisher is not None else message.target
         now = self.now()
         body = {
             "event": "policy.publish_failed",

@@ -1,6 +1,6 @@
 """The outbox: events written with the change that caused them, delivered later, at least once.
 
-A message is one event for one target (``slack``, ``webhook:<i>``, ``publish:<policy>:<i>``)
+A message is one event for one target (``slack``, ``webhook:<key>``, ``publish:<policy>:<key>``)
 with its own ``delivery_id``, the receivers' idempotency key. ``claim_due`` leases due
 messages to one dispatcher (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, and a conditional
 update everywhere, so two dispatchers never claim one message): the lease pushes

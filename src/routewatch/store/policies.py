@@ -56,8 +56,12 @@ class Reconciled:
 
 
 def publish_targets(name: str, policy: Policy) -> list[str]:
-    """Outbox targets of a policy's publishers: ``publish:<policy>:<index>``."""
-    return [f"publish:{name}:{i}" for i in range(len(policy.publish))]
+    """Outbox targets of a policy's publishers: ``publish:<policy>:<key>``.
+
+    Keyed by what each publisher writes to (``Publisher.key``), not by its position, so
+    editing the list while writes are queued sends none to the wrong place.
+    """
+    return [f"publish:{name}:{p.key}" for p in policy.publish]
 
 
 def _version(row: Any) -> StoredVersion:
