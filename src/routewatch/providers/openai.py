@@ -121,31 +121,19 @@ class OpenAIClient:
         Raises:
             MissingSecretError: ``provider.api_key_env`` is set but the variable is not.
         """
-        headers = self._headers | {name.lower(): value for name, value in request.headers.items()}
         key = None
         if self.provider.api_key_env:
             key = secret(self.provider.api_key_env, self._env, needed_for=f"provider {self.name}")
-            headers["authorization"] = f"Bearer {key}"
-        payload: dict[str, Any] = {
-            "model": request.model,
-            "messages": request.messages,
-            **request.params,
-            "stream": request.stream,
-        }
-        if request.stream:
-            options = request.params.get("stream_options")
-            payload["stream_options"] = {
-                **(options if isinstance(options, dict) else {}),
-                "include_usage": True,
-            }
-        http_request = self._http_request(
-            headers, json.dumps(payload).encode(), buffered=not request.stream
-        )
+        http_request: httpx.Request | None = None
         attempt = 0
         called = time.perf_counter()
         while True:
             attempt += 1
             async with self.limits:
+                if http_request is None:
+                    # Built once a slot is free: a replay queues hundreds of calls at
+                    # once, and requests built while they wait delay the first ones sent.
+                    http_request = self._encode(request, key)
                 started = time.perf_counter()
                 result = await self._attempt(http_request, request.stream, started)
                 latency_ms = (time.perf_counter() - started) * 1000.0
@@ -182,6 +170,27 @@ class OpenAIClient:
                 served_model=result.served_model,
                 response_meta=result.meta or {},
             )
+
+    def _encode(self, request: ChatRequest, key: str | None) -> httpx.Request:
+        """The HTTP request for ``request``, with ``key`` as its bearer token if any."""
+        headers = self._headers | {name.lower(): value for name, value in request.headers.items()}
+        if key is not None:
+            headers["authorization"] = f"Bearer {key}"
+        payload: dict[str, Any] = {
+            "model": request.model,
+            "messages": request.messages,
+            **request.params,
+            "stream": request.stream,
+        }
+        if request.stream:
+            options = request.params.get("stream_options")
+            payload["stream_options"] = {
+                **(options if isinstance(options, dict) else {}),
+                "include_usage": True,
+            }
+        return self._http_request(
+            headers, json.dumps(payload).encode(), buffered=not request.stream
+        )
 
     def _http_request(
         self, headers: Mapping[str, str], body: bytes, *, buffered: bool
