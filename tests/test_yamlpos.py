@@ -1,0 +1,46 @@
+"""The located YAML loader: what it refuses, where it says the problem is, what it keeps."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from routewatch._yamlpos import YamlSyntaxError, _SafeLoader, load_yaml
+
+BOMB = "a: &a [1,1,1,1,1,1,1,1,1]\n" + "".join(
+    f"{n}: &{n} [{','.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdef", "bcdefg", strict=True)
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("a: b\x01c\n", 1, "character #x0001 is not allowed"),
+        ("a: " + "[" * 100 + "]" * 100 + "\n", 1, "nested more than 64 levels deep"),
+        ("a: [1, 2\nb: 3\nc: 4\n", 2, "flow sequence that began at line 1"),
+        ("a: 1\na: 2\n", 2, "duplicate key 'a'"),
+        ("a: 1\n---\nb: 2\n", 2, "expected a single document"),
+        ("a:\n\tb: 1\n", 2, "cannot start any token"),
+        ("[1, 2]: x\n", 1, "a key must be a plain value"),
+        (BOMB, 1, "aliases expanding?"),
+    ],
+)
+def test_bad_yaml_is_refused_with_its_line(text: str, line: int, message: str) -> None:
+    with pytest.raises(YamlSyntaxError) as caught:
+        load_yaml(text, "f.yaml")
+
+    assert caught.value.problem.line == line
+    assert message in caught.value.problem.message
+
+
+def test_values_keep_their_lines_merge_keys_and_dates_as_text() -> None:
+    located = load_yaml("x: &x {a: 1}\ny:\n  <<: *x\n  b: 2\nd: 2026-01-01\n", "f.yaml")
+
+    assert located.data == {"x": {"a": 1}, "y": {"a": 1, "b": 2}, "d": "2026-01-01"}
+    assert located.lines.line(("y", "b")) == 4
+    assert located.lines.line(("d",)) == 5
+
+
+def test_libyaml_parses_when_pyyaml_has_it() -> None:
+    # Eight times faster on a 1,000-item eval set; PyYAML's wheels include it.
+    assert (_SafeLoader is yaml.CSafeLoader) == yaml.__with_libyaml__
