@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from routewatch.sim.app import create_app
@@ -63,17 +64,26 @@ def wait_for_results(db: str, count: int, timeout: float = 20.0) -> int:
     return stored
 
 
+def answer_fast(sim: str) -> None:
+    """From now on the ``slow`` model answers at once: the rest of a run need not wait.
+
+    Only the simulator changes; the route and its config stay as they were.
+    """
+    httpx.patch(f"{sim}/admin/models/slow", json={"latency_ms": {"fixed": 2}}).raise_for_status()
+
+
 @pytest.fixture
-def project(tmp_path: Path, sim: str) -> tuple[Path, str]:
+def project(tmp_path: Path, sim: str) -> Iterator[tuple[Path, str]]:
     config = write_project(
         tmp_path, sim, {"r": {"model": "slow"}}, items=ITEMS, provider={"max_concurrency": 2}
     )
-    return config, f"sqlite:///{tmp_path / 'rw.db'}"
+    yield config, f"sqlite:///{tmp_path / 'rw.db'}"
+    httpx.delete(f"{sim}/admin/models/slow").raise_for_status()
 
 
 @pytest.mark.parametrize("again", [["--at", AT], ["--route", "r"]], ids=["same-at", "no-at"])
 def test_a_killed_run_resumes_and_stores_each_result_once(
-    project: tuple[Path, str], again: list[str]
+    project: tuple[Path, str], sim: str, again: list[str]
 ) -> None:
     config, db = project
     first = start_run(config)
@@ -82,6 +92,7 @@ def test_a_killed_run_resumes_and_stores_each_result_once(
     first.communicate()
     stored = results_stored(db)
     assert before_kill <= stored < len(ITEMS)
+    answer_fast(sim)
 
     second = start_run(config, *again)
     _, err = second.communicate(timeout=60)

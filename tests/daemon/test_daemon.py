@@ -154,6 +154,10 @@ def test_sigterm_mid_run_leaves_a_run_that_the_next_start_resumes(
     assert run["status"] == "running", "left resumable, not failed"
     stored = len(rows(db_url, "results"))
     assert stored < 6
+    # The stop was mid-run; the resumed rest need not be slow (the config is unchanged).
+    httpx.patch(
+        f"{sim}/admin/models/sluggish", json={"latency_ms": {"fixed": 2}}
+    ).raise_for_status()
 
     with daemon(config, ENV) as d:
         wait_until(lambda: len(completed(db_url)) == 1, what="the resumed run to complete")

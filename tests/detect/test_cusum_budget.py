@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from scipy import stats
 
 from routewatch.detect import cusum
 from routewatch.detect.budget import SHARES, bh_cutoff, cycle_alpha, shares
@@ -14,6 +16,15 @@ def test_cusum_grows_on_bad_runs_and_drains_on_good_ones() -> None:
     assert c == pytest.approx(3 * (2.326 - 0.5), abs=0.01)
     assert cusum.step(c, 0.9) < c
     assert cusum.step(0.0, 0.6) == 0.0
+
+
+def test_the_z_score_is_the_normal_quantile_of_the_clipped_mid_p() -> None:
+    mid_p = [0.0, 1e-13, 1e-12, 0.01, 0.5, 0.9, 1.0 - 1e-12, 1.0, *np.linspace(0, 1, 1001)]
+
+    got = [cusum.z_score(p) for p in mid_p]
+
+    clipped = np.clip(mid_p, cusum.P_CLIP, 1.0 - cusum.P_CLIP)
+    assert got == [float(stats.norm.ppf(p)) for p in clipped]
 
 
 @pytest.mark.parametrize(("arl0", "h"), cusum.H_BY_ARL0)

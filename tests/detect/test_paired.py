@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from routewatch.detect import paired
 from routewatch.detect.paired import binary_test, cet, cetw, graded_test, pooled
 
 
@@ -158,3 +159,86 @@ def test_graded_test_finds_a_drop_and_not_noise() -> None:
     assert dropped.p_value < 0.001
     assert dropped.drop == pytest.approx(0.1, abs=0.02)
     assert same.p_value > 0.01
+
+
+def _failure_tail_by_stratum(total, size, draws, today, steps) -> float:
+    """``_failure_tail`` as first written: one stratum at a time, ``np.unique`` strata."""
+    free = (total > 0) & (total < size)
+    if not free.any():
+        return 1.0
+    total, size, draws, today, steps = (a[free] for a in (total, size, draws, today, steps))
+    observed = int(((draws - today) * steps).sum())
+    keys = np.stack([total, size, draws, steps], axis=1)
+    strata, counts = np.unique(keys, axis=0, return_counts=True)
+    if np.all(strata[:, 2] == 1):
+        share = strata[:, 0] / strata[:, 1]
+        pmfs = np.stack([1.0 - share, share], axis=1)
+    else:
+        pmfs = paired._hypergeom_pmfs(strata[:, 0], strata[:, 1], strata[:, 2])
+    size_fft = 1 << max(4, int((counts * strata[:, 2] * strata[:, 3]).sum()).bit_length())
+    roots = np.exp(-2j * np.pi * np.arange(size_fft) / size_fft)
+    j = np.arange(size_fft // 2 + 1)
+    log_cf = np.zeros(j.shape, dtype=np.complex128)
+    zero = np.zeros(j.shape, dtype=bool)
+    for (_, _, n_draws, step), count, pmf in zip(strata, counts, pmfs, strict=True):
+        cf = np.zeros(j.shape, dtype=np.complex128)
+        for passed, weight in enumerate(pmf):
+            if weight > 0:
+                cf += weight * roots[(j * int((n_draws - passed) * step)) % size_fft]
+        small = np.abs(cf) < 1e-300
+        zero |= small
+        log_cf += count * np.log(np.where(small, 1.0, cf))
+    dist = np.clip(np.fft.irfft(np.where(zero, 0.0, np.exp(log_cf)), size_fft), 0.0, None)
+    return float(min(1.0, dist[observed:].sum() / dist.sum()))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_the_blocked_failure_tail_is_bit_for_bit_the_stratum_by_stratum_one(
+    data: st.DataObject,
+) -> None:
+    """Computing strata's characteristic functions at once, and keeping them from one
+    call to the next, changes no p-value: one sample per item first, then a mix."""
+    n = data.draw(st.integers(1, 120))
+    samples = data.draw(st.sampled_from([1, 2, 3]))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    size = rng.integers(samples + 1, 40, n).astype(float)
+    draws = rng.integers(1, samples + 1, n).astype(float)
+    total = np.minimum(rng.integers(0, 40, n), size).astype(float)
+    today = np.minimum(rng.integers(0, samples + 1, n), draws).astype(float)
+    steps = rng.integers(1, 33, n).astype(float)
+    block = data.draw(st.sampled_from([1, 300, paired.CF_BLOCK]))
+    ones, passed_one = np.ones(n), np.minimum(today, 1.0)
+    paired._LOG_CF.clear()
+
+    one = paired._failure_tail(total, size, ones, passed_one, steps, block=block)
+    computed = paired._failure_tail(total, size, draws, today, steps, block=block)
+    cached = paired._failure_tail(total, size, draws, today, steps, block=block)
+
+    assert one == _failure_tail_by_stratum(total, size, ones, passed_one, steps)
+    assert computed == cached == _failure_tail_by_stratum(total, size, draws, today, steps)
+
+
+def test_the_log_cf_cache_keeps_the_most_recent_strata_within_its_bytes() -> None:
+    cache = paired._LogCfCache(max_bytes=3 * (16 + 1) * 10)
+    for key in range(5):
+        cache.put((float(key),), np.full(10, key, dtype=np.complex128), np.zeros(10, bool))
+    cache.get((2.0,))
+
+    cache.put((5.0,), np.zeros(10, dtype=np.complex128), np.zeros(10, bool))
+
+    assert [k for k in range(6) if cache.get((float(k),)) is not None] == [2, 4, 5]
+    log_cf, _ = cache.get((4.0,)) or pytest.fail("kept")
+    assert not log_cf.flags.writeable
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(*[st.sampled_from([0.0, 0.5, 1.0, 28.0])] * 4), min_size=1))
+def test_strata_are_numpys_unique_rows_with_their_counts(rows: list[tuple[float, ...]]) -> None:
+    keys = np.array(rows)
+
+    strata, counts = paired._strata(keys)
+
+    want_strata, want_counts = np.unique(keys, axis=0, return_counts=True)
+    assert np.array_equal(strata, want_strata)
+    assert np.array_equal(counts, want_counts)

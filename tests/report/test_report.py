@@ -13,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from browser import ARTIFACTS, check_in_chromium
+from browser import ARTIFACTS, ChromiumSession, check_in_chromium
 from routewatch.cli import run
 from routewatch.evalset import load_eval_set
 from routewatch.judge.agreement import WeekAgreement, agreement
@@ -53,9 +53,21 @@ ITEMS = [
 ]
 
 
-@pytest.fixture
-def history(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """Seven days of two routes in a policy; the cheap one breaks on day 7."""
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[ChromiumSession]:
+    """One browser for the module's checks; each check still loads in a fresh context."""
+    with ChromiumSession.start() as session:
+        yield session
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """Seven days of two routes in a policy; the cheap one breaks on day 7.
+
+    Shared by the module: reports only read the database, and each test writes its own
+    file (or, once, the default one under ``reports/``).
+    """
+    tmp_path = tmp_path_factory.mktemp("history")
     (tmp_path / "sim").mkdir()
     evals = tmp_path / "sim" / "bench.yaml"
     evals.write_text(yaml.safe_dump({"name": "bench", "items": ITEMS}))
@@ -81,7 +93,10 @@ def history(tmp_path: Path) -> Iterator[tuple[Path, str]]:
 
 
 def test_the_report_shows_the_week_its_incident_and_policy_change_all_escaped(
-    history: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    history: tuple[Path, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    chromium: ChromiumSession,
 ) -> None:
     config, _ = history
     out = tmp_path / "week.html"
@@ -103,7 +118,7 @@ def test_the_report_shows_the_week_its_incident_and_policy_change_all_escaped(
     assert "chat" in html
     assert "Judge agreement" not in html, "no eval set is judged: no section, no note"
 
-    checked = check_in_chromium(out, screenshot=ARTIFACTS / "report.png")
+    checked = check_in_chromium(out, screenshot=ARTIFACTS / "report.png", session=chromium)
 
     assert not checked.script_ran, checked.summary()
     assert checked.requests == [], "the page fetched nothing"
@@ -247,7 +262,9 @@ def load_summary_free(point: RunPoint) -> Summary:
 
 
 @pytest.mark.parametrize("payload", PAYLOADS, ids=range(len(PAYLOADS)))
-def test_every_field_of_the_report_is_escaped(payload: str, tmp_path: Path) -> None:
+def test_every_field_of_the_report_is_escaped(
+    payload: str, tmp_path: Path, chromium: ChromiumSession
+) -> None:
     page = tmp_path / "hostile.html"
 
     page.write_text(render_report(synthetic(payload)))
@@ -258,7 +275,7 @@ def test_every_field_of_the_report_is_escaped(payload: str, tmp_path: Path) -> N
     assert "n 3: not enough pairs" in html
     assert "n 12</span>" in html
     checked = check_in_chromium(
-        page, screenshot=ARTIFACTS / f"hostile-{PAYLOADS.index(payload)}.png"
+        page, screenshot=ARTIFACTS / f"hostile-{PAYLOADS.index(payload)}.png", session=chromium
     )
     assert not checked.script_ran, checked.summary()
     assert checked.requests == []

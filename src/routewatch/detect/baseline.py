@@ -107,9 +107,20 @@ def history_depth(settings: Detection) -> int:
     return item_runs(settings) + settings.guard_runs
 
 
-def item_histories(runs: Sequence[RunRecord]) -> dict[str, ItemHistory]:
-    """Per item hash, its passes, trials and scores over ``runs``."""
-    out: dict[str, ItemHistory] = {}
+def item_histories(
+    runs: Sequence[RunRecord], *, start: Mapping[str, ItemHistory] | None = None
+) -> dict[str, ItemHistory]:
+    """Per item hash, its passes, trials and scores over ``runs``.
+
+    Args:
+        runs: Runs, newest first.
+        start: Histories over newer runs, to go on from (left unchanged): the result is
+            then that of those runs followed by ``runs``, without going over them again.
+    """
+    out: dict[str, ItemHistory] = {
+        key: ItemHistory(passes=h.passes, trials=h.trials, runs=h.runs, scores=list(h.scores))
+        for key, h in (start or {}).items()
+    }
     for run in runs:
         for key, item in run.items.items():
             score = item.score
@@ -128,7 +139,7 @@ def item_histories(runs: Sequence[RunRecord]) -> dict[str, ItemHistory]:
 def weighted_score(items: Sequence[ItemOutcome]) -> float | None:
     """The weight-averaged score of the scored ``items``; None when none is scored."""
     scored = [i for i in items if i.score is not None]
-    total = sum(i.weight for i in scored)
+    total = sum([i.weight for i in scored])
     if total <= 0:
         return None
-    return sum(i.weight * (i.score or 0.0) for i in scored) / total
+    return sum([i.weight * (i.score or 0.0) for i in scored]) / total

@@ -11,7 +11,7 @@ statistical test *and* a drop of at least ``min_effect``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -169,9 +169,10 @@ def evaluate(
         return Evaluation(
             run_id=today.run_id, known=False, baseline_runs=len(base), alpha_route=alpha_route
         )
-    hist = item_histories(
-        select_baseline(history, Metric.score, settings, runs=item_runs(settings))
-    )
+    # The item runs start with the baseline runs: one pass gives both histories.
+    own = item_histories(base)
+    longer = select_baseline(history, Metric.score, settings, runs=item_runs(settings))
+    hist = item_histories(longer[len(base) :], start=own)
     pairs = [
         (key, item, hist[key])
         for key, item in sorted(today.items.items())
@@ -196,7 +197,7 @@ def evaluate(
             [p[1].samples_scored for p in pairs],
             design_drop=settings.design_drop,
         )
-        rule = _sigma(base, pairs, settings, graded=graded_scores)
+        rule = _sigma(base, own, pairs, settings, graded=graded_scores)
         drop_ok = binary.drop >= settings.min_effect
         worst = _worst_binary(pairs)
         # Every quality candidate describes the same run against the same baseline.
@@ -355,20 +356,24 @@ def decide(
 
 def _graded(pairs: Sequence[tuple[str, ItemOutcome, ItemHistory]]) -> bool:
     """Whether scores carry more than pass/fail (then the graded test runs too)."""
-    return any(v not in (0.0, 1.0) for _, item, h in pairs for v in (item.score, *h.scores))
+    binary = {0.0, 1.0}
+    return any(item.score not in binary or not binary.issuperset(h.scores) for _, item, h in pairs)
 
 
 def _sigma(
     base: Sequence[RunRecord],
+    own: Mapping[str, ItemHistory],
     pairs: Sequence[tuple[str, ItemOutcome, ItemHistory]],
     settings: Detection,
     *,
     graded: bool,
 ) -> SigmaRule:
-    """The sigma rule on the paired items, so an eval-set change compares like with like."""
+    """The sigma rule on the paired items, so an eval-set change compares like with like.
+
+    ``own`` holds the items' histories over ``base``, the rule's own runs: its
+    item-noise floor too comes from ``baseline_runs`` runs.
+    """
     keys = [key for key, _, _ in pairs]
-    # The rule's own runs: its item-noise floor too comes from ``baseline_runs`` runs.
-    own = item_histories(base)
     series = [
         s
         for run in base
