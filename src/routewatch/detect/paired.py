@@ -119,8 +119,7 @@ def cet(passes: object, trials: object, today: object, samples: object = 1) -> t
     Returns:
         ``(p, mid_p)``: P(Y <= X) and P(Y < X) + P(Y = X) / 2 under the null.
     """
-    c, m, x = _as_float(passes), _as_float(trials), _as_float(today)
-    k = np.broadcast_to(_as_float(samples), x.shape).astype(np.float64)
+    c, m, x, k = _counts(passes, trials, today, samples)
     if x.size == 0:
         return 1.0, 1.0
     observed = float(x.sum())
@@ -156,8 +155,7 @@ def cetw(
     Returns:
         P(T >= t) under the null, computed exactly on the lattice of rounded weights.
     """
-    c, m, x = _as_float(passes), _as_float(trials), _as_float(today)
-    k = np.broadcast_to(_as_float(samples), x.shape).astype(np.float64)
+    c, m, x, k = _counts(passes, trials, today, samples)
     if x.size == 0 or m.sum() <= 0:
         return 1.0
     pi = (c + x) / (m + k)
@@ -190,8 +188,7 @@ def pooled(passes: object, trials: object, today: object, samples: object = 1) -
     Returns:
         P(T >= t) under the null, computed exactly on the integer lattice of weights.
     """
-    c, m, x = _as_float(passes), _as_float(trials), _as_float(today)
-    k = np.broadcast_to(_as_float(samples), x.shape).astype(np.float64)
+    c, m, x, k = _counts(passes, trials, today, samples)
     if x.size == 0 or m.sum() <= 0:
         return 1.0
     total, size = c + x, m + k
@@ -204,6 +201,14 @@ def pooled(passes: object, trials: object, today: object, samples: object = 1) -
     top = float(surprise[free].max())
     bonus = np.rint(POOLED_BONUS * surprise / top) if top > 0 else np.zeros_like(surprise)
     return _failure_tail(total, size, k, x, POOLED_STEPS + bonus)
+
+
+def _counts(
+    passes: object, trials: object, today: object, samples: object
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """The tests' inputs as float arrays, ``samples`` broadcast to one per item."""
+    c, m, x = _as_float(passes), _as_float(trials), _as_float(today)
+    return c, m, x, np.broadcast_to(_as_float(samples), x.shape).astype(np.float64)
 
 
 def _failure_tail(
@@ -377,8 +382,7 @@ def binary_test(
     The pooled count test, the plain count's mid-p (for the CUSUM) and, unless
     ``weighted`` is False, CETW.
     """
-    c, m, x = _as_float(passes), _as_float(trials), _as_float(today)
-    k = np.broadcast_to(_as_float(samples), x.shape).astype(np.float64)
+    c, m, x, k = _counts(passes, trials, today, samples)
     _, mid = cet(c, m, x, k)
     p = pooled(c, m, x, k)
     p_w = cetw(c, m, x, k, design_drop=design_drop) if weighted else 1.0
