@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,9 +15,11 @@ from sqlalchemy.orm import Session
 
 from routewatch.errors import DatabaseError
 from routewatch.store.migrate import (
+    SCHEMA_HEAD,
     create_engine_for,
     current_revision,
     head_revision,
+    open_database,
     script_location,
     upgrade,
 )
@@ -177,3 +181,69 @@ def test_sqlite_file_whose_folder_cannot_be_made_raises_database_error(tmp_path:
 
     with pytest.raises(DatabaseError, match="cannot create the folder"):
         upgrade(url)
+
+
+def test_schema_head_is_alembics_newest_revision() -> None:
+    # A new migration that forgets SCHEMA_HEAD would leave databases un-upgraded.
+    assert head_revision() == SCHEMA_HEAD
+
+
+def test_open_database_upgrades_a_database_at_an_older_revision(db_url: str) -> None:
+    upgrade(db_url)
+    config = Config()
+    config.set_main_option("script_location", str(script_location()))
+    engine = create_engine_for(db_url, for_migrations=True)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0005")
+    engine.dispose()
+    assert current_revision(db_url) == "0005"
+
+    open_database(db_url).dispose()
+
+    assert current_revision(db_url) == SCHEMA_HEAD
+    assert "pairwise_preferences" in table_names(db_url)
+
+
+def test_open_database_creates_a_new_sqlite_file_at_head(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new' / 'routewatch.db'}"
+
+    open_database(url).dispose()
+
+    assert current_revision(url) == SCHEMA_HEAD
+
+
+def test_open_database_refuses_a_database_from_a_newer_routewatch(db_url: str) -> None:
+    upgrade(db_url)
+    engine = create_engine_for(db_url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+
+    with pytest.raises(DatabaseError, match=r"cannot migrate database .*9999"):
+        open_database(db_url)
+
+    assert current_revision(db_url) == "9999"
+
+
+def test_open_database_of_an_up_to_date_database_does_not_import_alembic(db_url: str) -> None:
+    upgrade(db_url)
+    probe = (
+        "import sys\n"
+        "from routewatch.store.migrate import open_database\n"
+        f"open_database({db_url!r}).dispose()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))\n"
+    )
+
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+
+    assert out.strip() == "[]"
+
+
+def test_open_database_on_an_unreachable_server_names_it_without_the_password() -> None:
+    with pytest.raises(DatabaseError, match="cannot connect") as raised:
+        open_database("postgresql+psycopg://u:s3cret@127.0.0.1:1/x")
+
+    assert "s3cret" not in str(raised.value)
