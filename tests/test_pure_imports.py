@@ -68,8 +68,8 @@ def test_relative_and_from_imports_are_caught() -> None:
 def test_the_replay_path_does_not_load_scipy_stats() -> None:
     """scipy.stats costs ~50 MB of RSS; a replay needs none of it (bench/replay.py: < 150 MB).
 
-    Detection loads it when a run is detected (``routewatch run`` does, after the
-    replay), not when the runner is imported.
+    Detection does not load it either (``detect/dist.py``);
+    ``tests/cli/test_command_imports.py`` checks the commands that detect.
     """
     import subprocess
     import sys

@@ -2,5 +2,6 @@
 
 ``baseline`` picks what a run is compared with, ``sigma``, ``paired`` and ``cusum`` are
 the detectors, ``budget`` splits the false-alarm budget, and ``findings`` puts them
-together. Everything here takes plain values and returns plain values.
+together; ``dist`` has the distribution functions they use, without ``scipy.stats``.
+Everything here takes plain values and returns plain values.
 """

@@ -17,7 +17,6 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import stats
 
 from routewatch.detect import cusum, paired
 from routewatch.detect.baseline import (
@@ -30,6 +29,7 @@ from routewatch.detect.baseline import (
     weighted_score,
 )
 from routewatch.detect.budget import Detector, bh_cutoff, shares
+from routewatch.detect.dist import binomtest_greater
 from routewatch.detect.sigma import (
     SigmaMode,
     SigmaRule,
@@ -482,9 +482,7 @@ def _errors(
     calls = sum(r.results_total for r in base)
     rate = (errors + 0.5) / (calls + 1.0)
     observed = today.errors_total / today.results_total
-    p = float(
-        stats.binomtest(today.errors_total, today.results_total, rate, alternative="greater").pvalue
-    )
+    p = binomtest_greater(today.errors_total, today.results_total, rate)
     share = shares(False)[Detector.errors]
     effect_ok = observed - errors / max(calls, 1) >= settings.min_effect
     worst = tuple(

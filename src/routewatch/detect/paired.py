@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
+
+from routewatch.detect.dist import hypergeom_pmf, norm_cdf, poisson_binom_at
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -100,10 +101,7 @@ def _hypergeom_pmfs(total: FloatArray, trials: FloatArray, draws: FloatArray) ->
     """Row i: P(today's passes = j), j = 0..max(draws), under the conditional null."""
     width = int(draws.max()) + 1
     j = np.arange(width, dtype=np.float64)
-    pmf = np.asarray(
-        stats.hypergeom.pmf(j[None, :], trials[:, None], total[:, None], draws[:, None]),
-        dtype=np.float64,
-    )
+    pmf = hypergeom_pmf(j[None, :], trials[:, None], total[:, None], draws[:, None])
     return np.where(j[None, :] <= draws[:, None], np.nan_to_num(pmf), 0.0)
 
 
@@ -125,8 +123,7 @@ def cet(passes: object, trials: object, today: object, samples: object = 1) -> t
     observed = float(x.sum())
     if np.all(k == 1):
         pi = (c + x) / (m + 1.0)
-        cdf = float(stats.poisson_binom.cdf(observed, pi))
-        pmf = float(stats.poisson_binom.pmf(observed, pi))
+        cdf, pmf = poisson_binom_at(observed, pi)
         return min(1.0, cdf), min(1.0, max(0.0, cdf - 0.5 * pmf))
     dist = np.ones(1)
     for row in _hypergeom_pmfs(c + x, m + k, k):
@@ -417,7 +414,7 @@ def graded_test(
     sd = math.sqrt(float(variances.sum()))
     if sd <= 1e-12:
         return GradedTest(items=int(y.size), p_value=1.0, drop=drop)
-    p_normal = float(stats.norm.cdf((observed + 1e-9) / sd))
+    p_normal = norm_cdf((observed + 1e-9) / sd)
     if p_normal > GRADED_MC_BELOW:
         return GradedTest(items=int(y.size), p_value=p_normal, drop=drop)
     rng = np.random.default_rng(seed)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from scipy import stats
+from routewatch.detect.dist import norm_sf, t_isf, t_sf
 
 
 class SigmaMode(StrEnum):
@@ -47,8 +47,7 @@ def multiplier(sigma: float, mode: SigmaMode, runs: int) -> float:
     """The sd multiplier: ``sigma``, or its t-prediction equivalent for ``runs`` runs."""
     if mode is SigmaMode.classic or runs < 2:
         return sigma
-    tail = float(stats.norm.sf(sigma))
-    return float(stats.t.isf(tail, runs - 1)) * math.sqrt(1.0 + 1.0 / runs)
+    return t_isf(norm_sf(sigma), runs - 1) * math.sqrt(1.0 + 1.0 / runs)
 
 
 def binary_sd_floor(passes: Sequence[float], trials: Sequence[float]) -> float:
@@ -142,7 +141,7 @@ def log_rule(baseline: Sequence[float], observed: float) -> LogRule | None:
         observed=observed,
         baseline_mean=math.exp(mean),
         ratio=observed / math.exp(mean),
-        p_value=float(stats.t.sf(t, runs - 1)),
+        p_value=t_sf(t, runs - 1),
     )
 
 

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from scipy.stats import spearmanr
-
 from routewatch.scoring import passes
 
 MIN_PAIRS_FOR_RHO = 3
@@ -187,6 +185,9 @@ def spearman(humans: Sequence[float], judges: Sequence[float]) -> Statistic:
         return Statistic(value=None, note="every human score is the same")
     if _constant(judges):
         return Statistic(value=None, note="the judge gave every output the same grade")
+    # Imported here: scipy.stats costs a second and 50 MB, and `run` loads this module.
+    from scipy.stats import spearmanr
+
     result = spearmanr(humans, judges)
     rho, p = float(result.statistic), float(result.pvalue)
     if math.isnan(rho):
