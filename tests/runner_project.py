@@ -77,6 +77,12 @@ def write_project(
             for name, fields in routes.items()
         },
         "judges": {"default": {"provider": "sim", "model": "judge", **(judge or {})}},
+        # Latency and cost must rise 1000-fold to page. The simulator answers in 2 ms but
+        # usually runs in the test's own process, where a pause (the collector, another
+        # thread) can stretch one call of a 6-item run past 100 ms: a real p95 rise that
+        # latency detection would page on (it once did, in a full suite). These tests are
+        # about quality and the machinery; tests/detect covers the latency detector.
+        "detection": {"min_relative_change": 1000},
     }
     path = root / "routewatch.yaml"
     path.write_text(yaml.safe_dump(config))

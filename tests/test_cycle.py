@@ -36,10 +36,6 @@ def project(tmp_path: Path, sim: str, db_url: str | None = None) -> Path:
         # Nothing listens there: don't let each run wait for a retry.
         "delivery": {"run_wait_s": 0},
     }
-    # The simulator answers in 2 ms but runs in this process, where a pause (the
-    # collector, another thread) can stretch one call of a 6-item run past 100 ms: a
-    # real p95 rise that latency detection may page on. These tests are about quality.
-    config["detection"] = {"min_relative_change": 1000}
     path.write_text(yaml.safe_dump(config))
     return path
 
