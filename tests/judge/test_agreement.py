@@ -96,6 +96,16 @@ def test_exact_share_and_mean_absolute_difference_in_scale_points() -> None:
     assert found.mean_abs_diff == pytest.approx(1.0)
 
 
+def test_a_fractional_judge_grade_is_exact_when_it_rounds_to_the_persons_grade() -> None:
+    """Grades from logprobs or averaged judge samples: 4.7 is a 5, 4.5 is no grade's."""
+    found = agreement(
+        [(5, 4.7), (3, 3.4), (4, 4.5), (2, 3.0), (1, 1.0)], scale=SCALE, pass_threshold=0.7
+    )
+
+    assert found.exact == pytest.approx(3 / 5)
+    assert found.mean_abs_diff == pytest.approx((0.3 + 0.4 + 0.5 + 1.0) / 5)
+
+
 def test_pass_is_the_normalised_grade_at_the_threshold() -> None:
     """On 1-5 at 0.75, a 4 is (4 - 1) / 4 = 0.75: a pass; a 3 is 0.5: a fail."""
     found = agreement([(4, 3), (3, 4), (4, 4)], scale=SCALE, pass_threshold=0.75)

@@ -45,7 +45,8 @@ def judge() -> None:
 def agreement_command(config_path: Path, eval_set: str | None, as_json: bool) -> None:
     """The judge's agreement with human labels (items' `human_score`), per criterion and route.
 
-    Shows n, the share of equal grades, the mean |human - judge| in scale points,
+    Shows n, the share of grades within half a point ("exact": the judge's grade
+    rounds to the person's), the mean |human - judge| in scale points,
     Spearman's rho (p) of the grades and Cohen's kappa of pass/fail, over the last
     8 ISO weeks with runs and week by week, for the first sample of each labelled item.
     n counts judge decisions: a cached verdict reused by several runs counts once

@@ -28,6 +28,11 @@ MEAN_OF_CRITERIA = "(mean)"
 GRADE_TOLERANCE = 1e-9
 """Two grades this close are the same grade (averaged judge samples are floats)."""
 
+SAME_GRADE_WITHIN = 0.5
+"""A judge's grade closer than this to the person's counts as the same grade (``exact``):
+it rounds to it. Grades read from ``logprobs`` (an expected grade) or averaged over
+``judge_samples`` are seldom whole numbers, so equality to the digit would read near 0."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LabelledVerdict:
@@ -80,7 +85,7 @@ class Agreement:
 
     n: int
     exact: float | None
-    """Share of pairs where the judge gave the person's grade."""
+    """Share of pairs where the judge's grade rounds to the person's (``SAME_GRADE_WITHIN``)."""
     mean_abs_diff: float | None
     """Mean of ``|human - judge|``, in scale points."""
     spearman: Statistic
@@ -217,7 +222,7 @@ def counted_agreement(
     judges = [j for (_, j), c in counts.items() for _ in range(c)]
     return Agreement(
         n=n,
-        exact=sum(c for p, c in counts.items() if diffs[p] <= GRADE_TOLERANCE) / n if n else None,
+        exact=sum(c for p, c in counts.items() if diffs[p] < SAME_GRADE_WITHIN) / n if n else None,
         mean_abs_diff=sum(diffs[p] * c for p, c in counts.items()) / n if n else None,
         spearman=spearman(humans, judges),
         kappa=cohen_kappa(table),
