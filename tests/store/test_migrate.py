@@ -86,15 +86,9 @@ def test_migrated_schema_matches_the_models(db_url: str) -> None:
 
 def test_downgrade_to_base_removes_every_table(db_url: str) -> None:
     upgrade(db_url)
-    config = Config()
-    config.set_main_option("script_location", str(script_location()))
-    engine = create_engine_for(db_url, for_migrations=True)
 
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, "base")
+    _alembic(db_url, "downgrade", "base")
 
-    engine.dispose()
     assert table_names(db_url) == {"alembic_version"}
 
 
@@ -190,13 +184,7 @@ def test_schema_head_is_alembics_newest_revision() -> None:
 
 def test_open_database_upgrades_a_database_at_an_older_revision(db_url: str) -> None:
     upgrade(db_url)
-    config = Config()
-    config.set_main_option("script_location", str(script_location()))
-    engine = create_engine_for(db_url, for_migrations=True)
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, "0005")
-    engine.dispose()
+    _alembic(db_url, "downgrade", "0005")
     assert current_revision(db_url) == "0005"
 
     open_database(db_url).dispose()
