@@ -9,6 +9,12 @@ from the first answer to the last, and after the last (final writes and summary)
 The simulator runs in its own process (``routewatch sim serve``) so the client's
 CPU is measured alone; each concurrency runs in a fresh child process so each
 peak RSS is its own. Usage: ``python bench/replay.py [--items N] [--latency-ms MS]``.
+
+Each concurrency ends with a reference row, "aiohttp": the same requests sent by raw
+aiohttp alone (no routewatch, nothing scored or stored) from a fresh process, new
+connections and all. The wall ratio grows with the client's CPU per call (each answer
+of a wave waits for those read before it), and this machine's speed varies from day to
+day; the reference row tells a slow day from a slower routewatch.
 """
 
 from __future__ import annotations
@@ -123,6 +129,55 @@ def child(config_path: Path, at: str) -> None:
     )
 
 
+def reference(config_path: Path, at: str) -> None:
+    """Send the replay's requests with raw aiohttp alone; print its measurements as JSON."""
+    import aiohttp
+
+    config = yaml.safe_load(config_path.read_text())
+    provider = config["providers"]["sim"]
+    (route,) = config["routes"].values()
+    items = yaml.safe_load((config_path.parent / "evals" / "bench.yaml").read_text())["items"]
+    url = provider["base_url"] + "/chat/completions"
+    headers = {"content-type": "application/json", "x-routewatch-at": at}
+    bodies = [
+        json.dumps(
+            {"model": route["model"], "messages": [{"role": "user", "content": item["input"]}]}
+        ).encode()
+        for item in items
+    ]
+
+    async def replay() -> list[float]:
+        slots = asyncio.Semaphore(provider["max_concurrency"])
+        stored: list[float] = []
+        connector = aiohttp.TCPConnector(limit=provider["max_concurrency"])
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def one(body: bytes) -> None:
+                async with slots, session.post(url, data=body, headers=headers) as response:
+                    json.loads(await response.read())
+                stored.append(time.perf_counter())
+
+            await asyncio.gather(*(one(body) for body in bodies))
+        return stored
+
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    stored = asyncio.run(replay())
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    print(
+        json.dumps(
+            {
+                "wall_s": wall,
+                "cpu_s": cpu,
+                "first_s": stored[0] - wall0,
+                "answers_s": stored[-1] - stored[0],
+                "after_s": wall0 + wall - stored[-1],
+                "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "errors": 0,
+            }
+        )
+    )
+
+
 def phases(m: dict[str, float | None]) -> str:
     """``first/answers/after`` in seconds: to the first answer, to the last, to the end."""
     parts = (m.get("first_s"), m.get("answers_s"), m.get("after_s"))
@@ -136,9 +191,10 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, nargs="*", default=[20, 100])
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--at", help=argparse.SUPPRESS)
+    parser.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.at)
+        (reference if args.reference else child)(args.child, args.at)
         return 0
 
     port = free_port()
@@ -189,14 +245,17 @@ def main() -> int:
                 project = root / f"c{concurrency}"
                 config = write_project(project, args.items, concurrency, port)
                 # The first run also stores the new eval-set version (once per version);
-                # the second is the daily case, and the one the targets are judged on.
+                # the second is the daily case, and the one the targets are judged on;
+                # the third is raw aiohttp alone, for reference.
                 for label, at in (
                     ("first", "2026-11-01T06:00:00Z"),
                     ("daily", "2026-11-02T06:00:00Z"),
+                    ("aiohttp", "2026-11-02T06:00:00Z"),
                 ):
                     sim_cpu = process_cpu_s(sim.pid)
+                    mode = ["--reference"] if label == "aiohttp" else []
                     out = subprocess.run(
-                        [sys.executable, __file__, "--child", str(config), "--at", at],
+                        [sys.executable, __file__, "--child", str(config), "--at", at, *mode],
                         capture_output=True,
                         text=True,
                         check=True,
@@ -214,7 +273,9 @@ def main() -> int:
                     )
                     if label == "daily":
                         failures += not ok
-                    verdict = ("ok" if ok else "MISSED") if label == "daily" else "(setup)"
+                    verdict = {"daily": "ok" if ok else "MISSED", "first": "(setup)"}.get(
+                        label, "(reference)"
+                    )
                     print(
                         f"{concurrency:>11}  {label:>6}  {m['wall_s']:>6.2f}s  {limit:>5.2f}s  "
                         f"{ratio:>5.2f}  {cpu_ms:>6.2f}ms  {m['rss_mb']:>6.1f}MB  "
