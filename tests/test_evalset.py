@@ -226,3 +226,64 @@ def test_version_and_item_hashes_never_change_for_the_same_file(tmp_path: Path) 
         "0b958a084b7747ec",
         "bd9389f99dba5bef",
     ]
+
+
+def test_source_digest_follows_the_exact_file_and_its_judge_template(tmp_path: Path) -> None:
+    first, again = load(tmp_path, BASE), load(tmp_path, BASE)
+    commented = load(tmp_path, "# a comment\n" + BASE)
+    (tmp_path / "judge.j2").write_text("Grade <output>{{ output }}</output>")
+    templated = BASE + "judge_template: judge.j2\n"
+    with_template = load(tmp_path, templated)
+    (tmp_path / "judge.j2").write_text("Grade strictly <output>{{ output }}</output>")
+    template_edited = load(tmp_path, templated)
+
+    assert first.source_digest is not None
+    assert again.source_digest == first.source_digest
+    # Same version, other text: a digest of its own (both stand for that version).
+    assert commented.version == first.version
+    assert commented.source_digest != first.source_digest
+    assert with_template.source_digest != first.source_digest
+    assert template_edited.source_digest != with_template.source_digest
+    built = EvalSet.model_validate({"name": "faq", "items": [{"id": "a", "input": "Q?"}]})
+    assert built.source_digest is None
+
+
+def test_source_digest_changes_with_the_hash_recipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = load(tmp_path, BASE).source_digest
+    monkeypatch.setattr("routewatch.evalset.HASH_RECIPE", "test-recipe")
+
+    assert load(tmp_path, BASE).source_digest != before
+
+
+def test_adopted_hashes_are_what_the_set_reports(tmp_path: Path) -> None:
+    computed = load(tmp_path, BASE)
+    adopting = load(tmp_path, BASE)
+
+    adopting.adopt_hashes("v" * 16, {"a": "a" * 16, "b": "b" * 16})
+
+    assert adopting.version == "v" * 16
+    assert [i.hash for i in adopting.items] == ["a" * 16, "b" * 16]
+    assert adopting.history_key(adopting.items[0]) != computed.history_key(computed.items[0])
+
+
+def test_adopting_hashes_computed_already_keeps_them(tmp_path: Path) -> None:
+    evalset = load(tmp_path, BASE)
+    version, hashes = evalset.version, [i.hash for i in evalset.items]
+
+    evalset.adopt_hashes("v" * 16, {"a": "a" * 16, "b": "b" * 16})
+
+    assert evalset.version == version
+    assert [i.hash for i in evalset.items] == hashes
+
+
+@pytest.mark.parametrize(
+    "stored", [{"a": "a" * 16}, {"a": "a" * 16, "b": "b" * 16, "c": "c" * 16}, {"a": "a", "c": "c"}]
+)
+def test_adopting_hashes_of_other_items_is_refused(tmp_path: Path, stored: dict[str, str]) -> None:
+    evalset = load(tmp_path, BASE)
+
+    with pytest.raises(ValueError, match="do not match eval set faq"):
+        evalset.adopt_hashes("v" * 16, stored)
+    assert "version" not in evalset.__dict__

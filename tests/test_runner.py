@@ -1,5 +1,8 @@
 """`routewatch run` against the simulator on a loopback port: faults, samples, fallbacks."""
 
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -157,3 +160,33 @@ def test_an_unknown_route_is_bad_input(tmp_path: Path, sim: str) -> None:
     config = write_project(tmp_path, sim, {"r": {"model": "perfect"}})
 
     assert run(["run", "-c", str(config), "--route", "nope"]) == 1
+
+
+def test_a_replay_leaves_the_orm_mappers_unconfigured(tmp_path: Path, sim: str) -> None:
+    # The replay path's statements name tables, not mapped classes: the first statement
+    # on a mapped class configures every mapper, tens of milliseconds spent before a
+    # replay's first call. Checked in a fresh process; this one has configured them.
+    config = write_project(tmp_path, sim, {"r": {"model": "perfect"}})
+    code = textwrap.dedent(
+        f"""
+        import asyncio, os
+        from pathlib import Path
+        from routewatch.clock import SystemClock, parse_instant
+        from routewatch.project import load_project
+        from routewatch.runner import execute, plan_runs
+        from routewatch.store.migrate import open_database
+        from routewatch.store.tables import RunRow
+
+        env, clock = dict(os.environ), SystemClock()
+        project = load_project(Path({str(config)!r}), env)
+        engine = open_database(project.config.database_url)
+        # The first run stores the eval set; the second finds it by its file's digest.
+        for at in ("2026-11-20T06:00:00Z", "2026-11-21T06:00:00Z"):
+            plans = plan_runs(project.config, routes=[], at=parse_instant(at), now=clock.now())
+            (report,) = asyncio.run(execute(project, engine, plans, env=env, clock=clock))
+            print(report.outcome.value, report.summary.results_total, RunRow.__mapper__.configured)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+    assert done.stdout.split("\n")[:2] == [f"started {ITEMS} False", f"started {ITEMS} False"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -27,11 +28,18 @@ from pydantic import (
     model_validator,
 )
 
+from routewatch import __version__
 from routewatch._yamlpos import LineMap, YamlSyntaxError, load_yaml, read_source
 from routewatch.errors import EvalSetError, Problem, UsageError, display_path
 
 HASH_LENGTH = 16
 """Hex digits kept of a SHA-256: 64 bits, ample for the versions of one eval set."""
+
+HASH_RECIPE = "1"
+"""Names how ``EvalSet.version`` and ``Item.hash`` are computed from a file; part of every
+``EvalSet.source_digest``, with routewatch's version. Change it with any change to those
+computations (``tests/test_evalset.py`` pins their values), so that digests stored
+before stop matching and each set's hashes are computed afresh."""
 
 EVAL_SUFFIXES = (".yaml", ".yml", ".jsonl")
 
@@ -235,6 +243,35 @@ class EvalSet(_Model):
 
     _lines: LineMap | None = PrivateAttr(default=None)
     _judge_template_text: str | None = PrivateAttr(default=None)
+    _source_digest: str | None = PrivateAttr(default=None)
+
+    @property
+    def source_digest(self) -> str | None:
+        """A SHA-256 of the file this set was loaded from, exactly as read; None otherwise.
+
+        It covers the file's name and text, its judge template's text, ``HASH_RECIPE``
+        and routewatch's version: everything ``version`` and the item hashes are computed
+        from. So a set whose digest is stored has the version and item hashes stored with
+        it, and ``adopt_hashes`` can take them instead of hashing every item again.
+        """
+        return self._source_digest
+
+    def adopt_hashes(self, version: str, item_hashes: Mapping[str, str]) -> None:
+        """Take ``version`` and each item's ``hash`` as computed before, for this same source.
+
+        For a set whose ``source_digest`` was stored with them (``ensure_eval_set``):
+        hashing a 1,000-item set costs tens of milliseconds before a replay's first call.
+        Hashes already computed are kept.
+
+        Raises:
+            ValueError: ``item_hashes`` does not name exactly this set's items.
+        """
+        if len(item_hashes) != len(self.items) or any(i.id not in item_hashes for i in self.items):
+            raise ValueError(f"stored item hashes do not match eval set {self.name}'s items")
+        # Where cached_property keeps its value, so reading the property returns it.
+        self.__dict__.setdefault("version", version)
+        for item in self.items:
+            item.__dict__.setdefault("hash", item_hashes[item.id])
 
     @property
     def judge_template_text(self) -> str | None:
@@ -340,7 +377,14 @@ def load_eval_set(path: Path) -> EvalSet:
     if not isinstance(data, dict):
         raise EvalSetError([lines.problem((), "an eval set must be a mapping with `items:`")])
     data = {"name": path.stem, **data}
-    return _validate(data, lines, path.stem, path.parent)
+    evalset = _validate(data, lines, path.stem, path.parent)
+    evalset._source_digest = _source_digest(path.name, text, evalset._judge_template_text)
+    return evalset
+
+
+def _source_digest(file_name: str, text: str, template_text: str | None) -> str:
+    material = [HASH_RECIPE, __version__, file_name, text, template_text]
+    return hashlib.sha256(json.dumps(material).encode("utf-8")).hexdigest()
 
 
 def _validate(data: dict[str, Any], lines: LineMap, stem: str, folder: Path) -> EvalSet:

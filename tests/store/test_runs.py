@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 
 from routewatch.config import Route
 from routewatch.evalset import load_eval_set
@@ -33,7 +33,14 @@ from routewatch.store.runs import (
     touch_run,
     write_results,
 )
-from routewatch.store.tables import EvalSetRow, RunRow, RunStatus, ScoreRow
+from routewatch.store.tables import (
+    EvalItemRow,
+    EvalSetRow,
+    EvalSetSourceRow,
+    RunRow,
+    RunStatus,
+    ScoreRow,
+)
 
 NOW = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)
 ROUTE = Route(provider="sim", model="m", evals=["support-faq"])
@@ -93,6 +100,60 @@ def test_storing_an_eval_set_twice_keeps_one_version(
         count = conn.execute(select(func.count()).select_from(EvalSetRow)).scalar()
     assert again == stored
     assert count == 1
+
+
+def test_a_file_stored_before_takes_its_hashes_from_the_store(
+    engine: Engine, stored: StoredEvalSet, tmp_path: Path
+) -> None:
+    # Marked hashes in the store show that the second load was found by its file's
+    # digest and adopted them, instead of hashing every item again.
+    with engine.begin() as conn:
+        conn.execute(update(EvalSetRow).values(version="f" * 16))
+        conn.execute(update(EvalItemRow).values(item_hash="e" * 16))
+    again = load_eval_set(tmp_path / EVAL_TEMPLATE)
+
+    found = ensure_eval_set(engine, again)
+
+    assert found == stored
+    assert again.version == "f" * 16
+    assert {item.hash for item in again.items} == {"e" * 16}
+
+
+def test_an_edit_outside_the_version_adds_a_source_of_the_same_version(
+    engine: Engine, stored: StoredEvalSet, tmp_path: Path
+) -> None:
+    path = tmp_path / EVAL_TEMPLATE
+    path.write_text("# reviewed\n" + path.read_text())
+
+    again = ensure_eval_set(engine, load_eval_set(path))
+    once_more = ensure_eval_set(engine, load_eval_set(path))
+
+    with engine.connect() as conn:
+        sources = conn.execute(
+            select(EvalSetSourceRow.eval_set_id).order_by(EvalSetSourceRow.created_at)
+        ).scalars()
+        assert list(sources) == [stored.id, stored.id]
+    assert again == once_more == stored
+
+
+def test_a_digest_that_names_other_items_is_ignored_and_the_set_hashed(
+    engine: Engine, stored: StoredEvalSet, tmp_path: Path
+) -> None:
+    path = tmp_path / EVAL_TEMPLATE
+    original = path.read_text()
+    path.write_text(original.replace("items:\n", "items:\n  - {id: extra, input: Extra?}\n", 1))
+    other = ensure_eval_set(engine, load_eval_set(path))
+    with engine.begin() as conn:
+        conn.execute(update(EvalSetSourceRow).values(eval_set_id=other.id))
+    path.write_text(original)
+    reloaded, fresh = load_eval_set(path), load_eval_set(path)
+
+    found = ensure_eval_set(engine, reloaded)
+
+    assert other.id != stored.id
+    assert found == stored
+    assert reloaded.version == fresh.version
+    assert [i.hash for i in reloaded.items] == [i.hash for i in fresh.items]
 
 
 def test_first_claim_starts_and_second_live_claim_is_busy(

@@ -23,16 +23,17 @@ from sqlalchemy.exc import IntegrityError
 from routewatch.config import Route
 from routewatch.detect.baseline import ItemOutcome
 from routewatch.evalset import EvalSet, content_hash
-from routewatch.store.tables import (
-    Base,
-    EvalItemRow,
-    EvalSetRow,
-    ItemOutcomeRow,
-    RouteSnapshotRow,
-    RunRow,
-    RunStatus,
-)
+from routewatch.store.tables import Base, RunStatus
 
+# Core tables, not the ORM classes: a statement on a mapped class configures every
+# mapper on first use (tens of milliseconds before a replay's first call) and takes
+# the ORM's slower path on each execution; nothing here loads objects.
+_eval_sets = Base.metadata.tables["eval_sets"]
+_eval_items = Base.metadata.tables["eval_items"]
+_route_snapshots = Base.metadata.tables["route_snapshots"]
+_runs = Base.metadata.tables["runs"]
+_item_outcomes = Base.metadata.tables["item_outcomes"]
+_eval_set_sources = Base.metadata.tables["eval_set_sources"]
 _results = Base.metadata.tables["results"]
 _scores = Base.metadata.tables["scores"]
 
@@ -151,11 +152,21 @@ class StoredEvalSet:
 
 
 def ensure_eval_set(engine: Engine, evalset: EvalSet) -> StoredEvalSet:
-    """Store this eval-set version and its items once; later calls return the same ids."""
-    query = select(EvalSetRow.id).where(
-        EvalSetRow.name == evalset.name, EvalSetRow.version == evalset.version
-    )
+    """Store this eval-set version and its items once; later calls return the same ids.
+
+    A set loaded from a file whose exact text was stored before (``source_digest``)
+    is found by that digest and adopts the stored version and item hashes, rather
+    than hashing every item again; any other is found, or stored, by its version.
+    """
+    digest = evalset.source_digest
     with engine.begin() as conn:
+        if digest is not None:
+            known = _known_source(conn, digest, evalset)
+            if known is not None:
+                return known
+        query = select(_eval_sets.c.id).where(
+            _eval_sets.c.name == evalset.name, _eval_sets.c.version == evalset.version
+        )
         set_id = conn.execute(query).scalar()
         if set_id is None:
             try:
@@ -163,15 +174,47 @@ def ensure_eval_set(engine: Engine, evalset: EvalSet) -> StoredEvalSet:
                     set_id = _insert_eval_set(conn, evalset)
             except IntegrityError:  # another process stored it first
                 set_id = conn.execute(query).scalar_one()
+        if digest is not None:
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        insert(_eval_set_sources),
+                        {"digest": digest, "eval_set_id": set_id},
+                    )
+            except IntegrityError:  # another process stored it first
+                pass
         rows = conn.execute(
-            select(EvalItemRow.item_id, EvalItemRow.id).where(EvalItemRow.eval_set_id == set_id)
+            select(_eval_items.c.item_id, _eval_items.c.id).where(
+                _eval_items.c.eval_set_id == set_id
+            )
         )
         return StoredEvalSet(id=set_id, item_ids={r.item_id: r.id for r in rows})
 
 
+def _known_source(conn: Any, digest: str, evalset: EvalSet) -> StoredEvalSet | None:
+    """The stored set that ``digest`` loaded as, its hashes adopted by ``evalset``; or None."""
+    found = conn.execute(
+        select(_eval_sets.c.id, _eval_sets.c.name, _eval_sets.c.version)
+        .join(_eval_set_sources, _eval_set_sources.c.eval_set_id == _eval_sets.c.id)
+        .where(_eval_set_sources.c.digest == digest)
+    ).first()
+    if found is None or found.name != evalset.name:
+        return None
+    rows = conn.execute(
+        select(_eval_items.c.item_id, _eval_items.c.id, _eval_items.c.item_hash).where(
+            _eval_items.c.eval_set_id == found.id
+        )
+    ).all()
+    try:
+        evalset.adopt_hashes(found.version, {r.item_id: r.item_hash for r in rows})
+    except ValueError:  # not what this digest stands for; hash the set as usual
+        return None
+    return StoredEvalSet(id=found.id, item_ids={r.item_id: r.id for r in rows})
+
+
 def _insert_eval_set(conn: Any, evalset: EvalSet) -> int:
     set_id: int = conn.execute(
-        insert(EvalSetRow).returning(EvalSetRow.id),
+        insert(_eval_sets).returning(_eval_sets.c.id),
         {
             "name": evalset.name,
             "version": evalset.version,
@@ -184,7 +227,7 @@ def _insert_eval_set(conn: Any, evalset: EvalSet) -> int:
         },
     ).scalar_one()
     conn.execute(
-        insert(EvalItemRow),
+        insert(_eval_items),
         [
             {
                 "eval_set_id": set_id,
@@ -211,8 +254,8 @@ def ensure_route_snapshot(engine: Engine, name: str, route: Route) -> int:
         "price_output_per_mtok": route.price.output_per_mtok,
     }
     config_hash = content_hash({**snapshot, "stream": route.stream})
-    query = select(RouteSnapshotRow.id).where(
-        RouteSnapshotRow.route == name, RouteSnapshotRow.config_hash == config_hash
+    query = select(_route_snapshots.c.id).where(
+        _route_snapshots.c.route == name, _route_snapshots.c.config_hash == config_hash
     )
     with engine.begin() as conn:
         found = conn.execute(query).scalar()
@@ -222,7 +265,7 @@ def ensure_route_snapshot(engine: Engine, name: str, route: Route) -> int:
             with conn.begin_nested():
                 return int(
                     conn.execute(
-                        insert(RouteSnapshotRow).returning(RouteSnapshotRow.id),
+                        insert(_route_snapshots).returning(_route_snapshots.c.id),
                         {"route": name, "config_hash": config_hash, **snapshot},
                     ).scalar_one()
                 )
@@ -236,9 +279,9 @@ def orphaned_runs(engine: Engine, routes: list[str], now: datetime) -> list[tupl
         return []
     with engine.connect() as conn:
         rows = conn.execute(
-            select(RunRow.route, RunRow.at, RunRow.owner, RunRow.heartbeat_at)
-            .where(RunRow.route.in_(routes), RunRow.status == RunStatus.running)
-            .order_by(RunRow.at)
+            select(_runs.c.route, _runs.c.at, _runs.c.owner, _runs.c.heartbeat_at)
+            .where(_runs.c.route.in_(routes), _runs.c.status == RunStatus.running)
+            .order_by(_runs.c.at)
         ).all()
     found = [(r.route, r.at) for r in rows if not owner_alive(r.owner, r.heartbeat_at, now)]
     return list(dict.fromkeys(found))
@@ -248,10 +291,10 @@ def slot_completed(engine: Engine, *, route: str, eval_set_name: str, slot_key: 
     """Whether the run of this slot has completed."""
     with engine.connect() as conn:
         status = conn.execute(
-            select(RunRow.status).where(
-                RunRow.route == route,
-                RunRow.eval_set_name == eval_set_name,
-                RunRow.slot_key == slot_key,
+            select(_runs.c.status).where(
+                _runs.c.route == route,
+                _runs.c.eval_set_name == eval_set_name,
+                _runs.c.slot_key == slot_key,
             )
         ).scalar_one_or_none()
     return status == RunStatus.completed
@@ -273,7 +316,7 @@ def claim_run(
     try:
         with engine.begin() as conn:
             run_id = conn.execute(
-                insert(RunRow).returning(RunRow.id),
+                insert(_runs).returning(_runs.c.id),
                 {
                     "route": route,
                     "route_snapshot_id": route_snapshot_id,
@@ -293,17 +336,17 @@ def claim_run(
     with engine.begin() as conn:
         row = conn.execute(
             select(
-                RunRow.id,
-                RunRow.status,
-                RunRow.owner,
-                RunRow.heartbeat_at,
-                RunRow.at,
-                RunRow.eval_set_id,
-                RunRow.route_snapshot_id,
+                _runs.c.id,
+                _runs.c.status,
+                _runs.c.owner,
+                _runs.c.heartbeat_at,
+                _runs.c.at,
+                _runs.c.eval_set_id,
+                _runs.c.route_snapshot_id,
             ).where(
-                RunRow.route == route,
-                RunRow.eval_set_name == eval_set_name,
-                RunRow.slot_key == slot_key,
+                _runs.c.route == route,
+                _runs.c.eval_set_name == eval_set_name,
+                _runs.c.slot_key == slot_key,
             )
         ).one()
         if row.status == RunStatus.completed:
@@ -315,11 +358,11 @@ def claim_run(
         if row.route_snapshot_id != route_snapshot_id:
             return Claim(outcome=ClaimOutcome.config_changed, run_id=row.id, at=row.at)
         taken = conn.execute(
-            update(RunRow)
+            update(_runs)
             .where(
-                RunRow.id == row.id,
-                RunRow.status == row.status,
-                RunRow.owner == row.owner if row.owner is not None else RunRow.owner.is_(None),
+                _runs.c.id == row.id,
+                _runs.c.status == row.status,
+                _runs.c.owner == row.owner if row.owner is not None else _runs.c.owner.is_(None),
             )
             .values(
                 owner=owner,
@@ -353,19 +396,19 @@ def find_unfinished_run(
     with engine.begin() as conn:
         rows = conn.execute(
             select(
-                RunRow.id,
-                RunRow.slot_key,
-                RunRow.owner,
-                RunRow.heartbeat_at,
-                RunRow.eval_set_id,
-                RunRow.route_snapshot_id,
+                _runs.c.id,
+                _runs.c.slot_key,
+                _runs.c.owner,
+                _runs.c.heartbeat_at,
+                _runs.c.eval_set_id,
+                _runs.c.route_snapshot_id,
             )
             .where(
-                RunRow.route == route,
-                RunRow.eval_set_name == eval_set_name,
-                RunRow.status == RunStatus.running,
+                _runs.c.route == route,
+                _runs.c.eval_set_name == eval_set_name,
+                _runs.c.status == RunStatus.running,
             )
-            .order_by(RunRow.at.desc())
+            .order_by(_runs.c.at.desc())
         ).all()
         found: str | None = None
         for row in rows:
@@ -375,8 +418,8 @@ def find_unfinished_run(
                 found = found or str(row.slot_key)
                 continue
             conn.execute(
-                update(RunRow)
-                .where(RunRow.id == row.id, RunRow.status == RunStatus.running)
+                update(_runs)
+                .where(_runs.c.id == row.id, _runs.c.status == RunStatus.running)
                 .values(
                     status=RunStatus.cancelled,
                     finished_at=now,
@@ -450,8 +493,8 @@ def write_results(
     batch = list(records)
     with engine.begin() as conn:
         owned = conn.execute(
-            update(RunRow)
-            .where(and_(RunRow.id == run_id, RunRow.owner == owner))
+            update(_runs)
+            .where(and_(_runs.c.id == run_id, _runs.c.owner == owner))
             .values(heartbeat_at=now)
         ).rowcount
         if owned != 1:
@@ -492,8 +535,8 @@ def touch_run(engine: Engine, *, run_id: int, owner: str, now: datetime) -> None
     """
     with engine.begin() as conn:
         owned = conn.execute(
-            update(RunRow)
-            .where(RunRow.id == run_id, RunRow.owner == owner)
+            update(_runs)
+            .where(_runs.c.id == run_id, _runs.c.owner == owner)
             .values(heartbeat_at=now)
         ).rowcount
     if owned != 1:
@@ -518,8 +561,8 @@ def finish_run(
     """
     with engine.begin() as conn:
         done = conn.execute(
-            update(RunRow)
-            .where(RunRow.id == run_id, RunRow.owner == owner)
+            update(_runs)
+            .where(_runs.c.id == run_id, _runs.c.owner == owner)
             .values(
                 status=status,
                 finished_at=now,
@@ -529,7 +572,7 @@ def finish_run(
             )
         ).rowcount
         if done == 1 and items:
-            conn.execute(insert(ItemOutcomeRow), item_outcome_rows(run_id, items))
+            conn.execute(insert(_item_outcomes), item_outcome_rows(run_id, items))
     if done != 1:
         raise LostClaimError(f"run {run_id} is no longer owned by {owner}")
 

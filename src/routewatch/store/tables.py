@@ -165,6 +165,21 @@ class EvalItemRow(Base):
     definition: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+class EvalSetSourceRow(Base):
+    """A digest of an eval-set file as read, and the stored version it loaded as.
+
+    Lets a run find its eval set's version and item hashes without recomputing them
+    from every item (``ensure_eval_set``); one version may have many sources (a
+    comment edited, items reordered). See ``EvalSet.source_digest``.
+    """
+
+    __tablename__ = "eval_set_sources"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    eval_set_id: Mapped[int] = mapped_column(ForeignKey("eval_sets.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+
+
 class RouteSnapshotRow(Base):
     """A route's model, parameters and prices as they were when it ran."""
 

@@ -16,7 +16,13 @@ from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from routewatch.store.outbox import enqueue
-from routewatch.store.tables import CanaryResultRow, JudgeSpendRow, JudgeVerdictRow
+from routewatch.store.tables import Base
+
+# Core tables, not the mapped classes: judging runs inside a replay, and a statement on
+# a mapped class configures every mapper first (see ``routewatch.store.runs``).
+_judge_verdicts = Base.metadata.tables["judge_verdicts"]
+_canary_results = Base.metadata.tables["canary_results"]
+_judge_spend = Base.metadata.tables["judge_spend"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,11 +40,11 @@ def cached_verdict(engine: Engine, cache_key: str) -> CachedVerdict | None:
     with engine.connect() as conn:
         row = conn.execute(
             select(
-                JudgeVerdictRow.id,
-                JudgeVerdictRow.raw_score,
-                JudgeVerdictRow.score,
-                JudgeVerdictRow.reasoning,
-            ).where(JudgeVerdictRow.cache_key == cache_key, JudgeVerdictRow.error.is_(None))
+                _judge_verdicts.c.id,
+                _judge_verdicts.c.raw_score,
+                _judge_verdicts.c.score,
+                _judge_verdicts.c.reasoning,
+            ).where(_judge_verdicts.c.cache_key == cache_key, _judge_verdicts.c.error.is_(None))
         ).first()
     if row is None or row.score is None or row.raw_score is None:
         return None
@@ -72,7 +78,7 @@ def store_verdict(
         with engine.begin() as conn:
             return int(
                 conn.execute(
-                    insert(JudgeVerdictRow).returning(JudgeVerdictRow.id),
+                    insert(_judge_verdicts).returning(_judge_verdicts.c.id),
                     {
                         "cache_key": cache_key,
                         "judge": judge,
@@ -93,7 +99,7 @@ def store_verdict(
         with engine.connect() as conn:
             return int(
                 conn.execute(
-                    select(JudgeVerdictRow.id).where(JudgeVerdictRow.cache_key == cache_key)
+                    select(_judge_verdicts.c.id).where(_judge_verdicts.c.cache_key == cache_key)
                 ).scalar_one()
             )
 
@@ -113,10 +119,10 @@ def store_canary_results(
 ) -> None:
     """Record a run's canary verdicts (a resumed run replaces its earlier ones)."""
     with engine.begin() as conn:
-        conn.execute(delete(CanaryResultRow).where(CanaryResultRow.run_id == run_id))
+        conn.execute(delete(_canary_results).where(_canary_results.c.run_id == run_id))
         if records:
             conn.execute(
-                insert(CanaryResultRow),
+                insert(_canary_results),
                 [
                     {
                         "run_id": run_id,
@@ -136,8 +142,8 @@ def judge_spend(engine: Engine, *, judge: str, day: date) -> float:
     """What ``judge`` has cost on ``day`` (UTC), across every process."""
     with engine.connect() as conn:
         spent = conn.execute(
-            select(JudgeSpendRow.cost_usd).where(
-                JudgeSpendRow.judge == judge, JudgeSpendRow.day == day
+            select(_judge_spend.c.cost_usd).where(
+                _judge_spend.c.judge == judge, _judge_spend.c.day == day
             )
         ).scalar()
     return float(spent or 0.0)
@@ -148,11 +154,11 @@ def add_judge_spend(engine: Engine, *, judge: str, day: date, cost_usd: float, c
     for _ in range(2):
         with engine.begin() as conn:
             updated = conn.execute(
-                update(JudgeSpendRow)
-                .where(JudgeSpendRow.judge == judge, JudgeSpendRow.day == day)
+                update(_judge_spend)
+                .where(_judge_spend.c.judge == judge, _judge_spend.c.day == day)
                 .values(
-                    cost_usd=JudgeSpendRow.cost_usd + cost_usd,
-                    calls=JudgeSpendRow.calls + calls,
+                    cost_usd=_judge_spend.c.cost_usd + cost_usd,
+                    calls=_judge_spend.c.calls + calls,
                 )
             ).rowcount
             if updated:
@@ -160,7 +166,7 @@ def add_judge_spend(engine: Engine, *, judge: str, day: date, cost_usd: float, c
         try:
             with engine.begin() as conn:
                 conn.execute(
-                    insert(JudgeSpendRow),
+                    insert(_judge_spend),
                     {"judge": judge, "day": day, "cost_usd": cost_usd, "calls": calls},
                 )
             return
@@ -201,8 +207,8 @@ def raise_budget_event(
                 enqueue(conn, body, targets, now)
                 return True
             day_row = conn.execute(
-                select(JudgeSpendRow.judge).where(
-                    JudgeSpendRow.judge == judge, JudgeSpendRow.day == day
+                select(_judge_spend.c.judge).where(
+                    _judge_spend.c.judge == judge, _judge_spend.c.day == day
                 )
             ).first()
             if day_row is not None:
@@ -210,7 +216,7 @@ def raise_budget_event(
         try:
             with engine.begin() as conn:
                 conn.execute(
-                    insert(JudgeSpendRow),
+                    insert(_judge_spend),
                     {
                         "judge": judge,
                         "day": day,
@@ -230,11 +236,11 @@ def _flag_budget_alerted(conn: Connection, judge: str, day: date) -> bool:
     """Set the day's ``budget_alerted`` if it was not set; whether this did it."""
     return bool(
         conn.execute(
-            update(JudgeSpendRow)
+            update(_judge_spend)
             .where(
-                JudgeSpendRow.judge == judge,
-                JudgeSpendRow.day == day,
-                JudgeSpendRow.budget_alerted.is_(False),
+                _judge_spend.c.judge == judge,
+                _judge_spend.c.day == day,
+                _judge_spend.c.budget_alerted.is_(False),
             )
             .values(budget_alerted=True)
         ).rowcount
