@@ -248,11 +248,20 @@ def test_source_digest_follows_the_exact_file_and_its_judge_template(tmp_path: P
     assert built.source_digest is None
 
 
-def test_source_digest_changes_with_the_hash_recipe(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    "name",
+    [
+        "routewatch.evalset.HASH_RECIPE",
+        "routewatch.evalset.__version__",
+        "routewatch.evalset.PYDANTIC_VERSION",
+        "yaml.__version__",
+    ],
+)
+def test_source_digest_changes_with_the_hash_recipe_and_the_parsers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
     before = load(tmp_path, BASE).source_digest
-    monkeypatch.setattr("routewatch.evalset.HASH_RECIPE", "test-recipe")
+    monkeypatch.setattr(name, "test-version")
 
     assert load(tmp_path, BASE).source_digest != before
 

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 import jsonschema
+import yaml
+from pydantic import VERSION as PYDANTIC_VERSION
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -250,9 +252,10 @@ class EvalSet(_Model):
         """A SHA-256 of the file this set was loaded from, exactly as read; None otherwise.
 
         It covers the file's name and text, its judge template's text, ``HASH_RECIPE``
-        and routewatch's version: everything ``version`` and the item hashes are computed
-        from. So a set whose digest is stored has the version and item hashes stored with
-        it, and ``adopt_hashes`` can take them instead of hashing every item again.
+        and the versions of routewatch, PyYAML and pydantic: everything ``version`` and
+        the item hashes are computed from. So a set whose digest is stored has the
+        version and item hashes stored with it, and ``adopt_hashes`` can take them
+        instead of hashing every item again.
         """
         return self._source_digest
 
@@ -383,7 +386,10 @@ def load_eval_set(path: Path) -> EvalSet:
 
 
 def _source_digest(file_name: str, text: str, template_text: str | None) -> str:
-    material = [HASH_RECIPE, __version__, file_name, text, template_text]
+    # The parsers' versions too: the same text read by another YAML or pydantic release
+    # is hashed afresh rather than trusted to give the same values.
+    versions = [HASH_RECIPE, __version__, PYDANTIC_VERSION, yaml.__version__]
+    material = [*versions, file_name, text, template_text]
     return hashlib.sha256(json.dumps(material).encode("utf-8")).hexdigest()
 
 
