@@ -39,9 +39,9 @@ HASH_LENGTH = 16
 
 HASH_RECIPE = "1"
 """Names how ``EvalSet.version`` and ``Item.hash`` are computed from a file; part of every
-``EvalSet.source_digest``, with routewatch's version. Change it with any change to those
-computations (``tests/test_evalset.py`` pins their values), so that digests stored
-before stop matching and each set's hashes are computed afresh."""
+``EvalSet.source_digest``, with the versions of routewatch, PyYAML and pydantic. Change
+it with any change to those computations (``tests/test_evalset.py`` pins their values),
+so that digests stored before stop matching and each set's hashes are computed afresh."""
 
 EVAL_SUFFIXES = (".yaml", ".yml", ".jsonl")
 
