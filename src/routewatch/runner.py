@@ -294,6 +294,29 @@ class _Run:
         try:
             suspect = await self._judge_canaries(stored.id)
             await self._replay(todo)
+            summary, outcomes = score_run(self.evalset, self.results)
+            async with self.write_lock:
+                # The results not yet written go in finish_run's transaction: one
+                # transaction fewer, and no thread hop, at the end of every run.
+                batch, self.pending = self.pending, []
+                finish_run(
+                    self.engine,
+                    items=outcomes,
+                    records=batch,
+                    run_id=claim.run_id,
+                    owner=self.owner,
+                    now=self.clock.now(),
+                    status=RunStatus.completed,
+                    totals={
+                        **run_totals(summary),
+                        "judge_calls": self.judge_calls,
+                        "judge_calls_saved": self.judge_saved,
+                        "judge_tokens": self.judge_tokens,
+                        "judge_cost_usd": self.judge_cost,
+                        "judge_suspect": suspect,
+                        "partially_judged": self.judge is not None and self.judge.budget_reached,
+                    },
+                )
         except LostClaimError as exc:
             return replace(report, outcome=ClaimOutcome.busy, error=str(exc))
         except RoutewatchError as exc:
@@ -308,24 +331,6 @@ class _Run:
                 error_message=str(exc),
             )
             raise
-        summary, outcomes = score_run(self.evalset, self.results)
-        finish_run(
-            self.engine,
-            items=outcomes,
-            run_id=claim.run_id,
-            owner=self.owner,
-            now=self.clock.now(),
-            status=RunStatus.completed,
-            totals={
-                **run_totals(summary),
-                "judge_calls": self.judge_calls,
-                "judge_calls_saved": self.judge_saved,
-                "judge_tokens": self.judge_tokens,
-                "judge_cost_usd": self.judge_cost,
-                "judge_suspect": suspect,
-                "partially_judged": self.judge is not None and self.judge.budget_reached,
-            },
-        )
         return replace(
             report,
             replayed=len(todo),
@@ -366,7 +371,10 @@ class _Run:
         return any(c.moved for c in checks)
 
     async def _replay(self, todo: Sequence[tuple[Item, int]]) -> None:
-        """Make every call; the first error (a missing key, a lost claim) cancels the rest."""
+        """Make every call; the first error (a missing key, a lost claim) cancels the rest.
+
+        The last results may still be pending: ``run`` writes them as the run finishes.
+        """
         try:
             async with asyncio.TaskGroup() as group:
                 heartbeat = group.create_task(self._heartbeat())
@@ -375,7 +383,6 @@ class _Run:
                 heartbeat.cancel()
         except BaseExceptionGroup as errors:
             raise errors.exceptions[0] from None
-        await self._flush()
 
     async def _heartbeat(self) -> None:
         """Prove the owner alive while calls wait; cancelled only while it sleeps."""

@@ -216,6 +216,52 @@ def test_a_process_that_lost_its_claim_writes_nothing(
     assert run_results(engine, run.run_id) == []
 
 
+def test_finish_run_writes_the_last_results_with_the_run_end(
+    engine: Engine, stored: StoredEvalSet
+) -> None:
+    owner = new_owner()
+    run = claim(engine, stored, owner)
+    item = stored.item_ids["refund-window"]
+    last = [record("refund-window", 0, item), record("refund-window", 1, item)]
+
+    finish_run(
+        engine,
+        run_id=run.run_id,
+        owner=owner,
+        now=NOW,
+        status=RunStatus.completed,
+        totals={},
+        records=last,
+    )
+
+    assert sorted(run_results(engine, run.run_id), key=lambda r: r.sample) == [
+        r.facts() for r in last
+    ]
+    assert claim(engine, stored, new_owner()).outcome is ClaimOutcome.completed
+
+
+def test_a_finish_after_a_lost_claim_writes_no_result(
+    engine: Engine, stored: StoredEvalSet
+) -> None:
+    loser = "elsewhere:1:aaaa"
+    run = claim(engine, stored, loser)
+    later = NOW + STALE_AFTER + timedelta(seconds=1)
+    assert claim(engine, stored, new_owner(), now=later).outcome is ClaimOutcome.resumed
+
+    with pytest.raises(LostClaimError):
+        finish_run(
+            engine,
+            run_id=run.run_id,
+            owner=loser,
+            now=later,
+            status=RunStatus.completed,
+            totals={},
+            records=[record("a")],
+        )
+
+    assert run_results(engine, run.run_id) == []
+
+
 def test_results_and_scores_are_written_together(engine: Engine, stored: StoredEvalSet) -> None:
     owner = new_owner()
     run = claim(engine, stored, owner)

@@ -499,32 +499,37 @@ def write_results(
         ).rowcount
         if owned != 1:
             raise LostClaimError(f"run {run_id} is no longer owned by {owner}")
-        if not batch:
-            return 0
-        # Ids are matched to records by (item, sample), unique within a run, rather than
-        # by RETURNING order: SQLite cannot keep that order for a multi-row INSERT, so
-        # asking for it makes SQLAlchemy send one INSERT per row.
-        inserted = conn.execute(
-            insert(_results).returning(_results.c.id, _results.c.item_id, _results.c.sample),
-            [{**_RESULT_DEFAULTS, "run_id": run_id, "created_at": now, **r.values} for r in batch],
-        )
-        ids = {(item_id, sample): result_id for result_id, item_id, sample in inserted}
-        scores = [
-            {
-                "result_id": ids[record.values["item_id"], record.values["sample"]],
-                "scorer": s.scorer,
-                "value": s.value,
-                "passed": s.passed,
-                "detail": s.detail,
-                "weight": s.weight,
-                "judge_verdict_id": s.judge_verdict_id,
-            }
-            for record in batch
-            for s in record.scores
-        ]
-        if scores:
-            conn.execute(insert(_scores), scores)
+        _insert_results(conn, run_id, now, batch)
     return len(batch)
+
+
+def _insert_results(conn: Any, run_id: int, now: datetime, batch: Sequence[ResultRecord]) -> None:
+    """Insert ``batch`` and its scores; the caller has checked that it owns the run."""
+    if not batch:
+        return
+    # Ids are matched to records by (item, sample), unique within a run, rather than
+    # by RETURNING order: SQLite cannot keep that order for a multi-row INSERT, so
+    # asking for it makes SQLAlchemy send one INSERT per row.
+    inserted = conn.execute(
+        insert(_results).returning(_results.c.id, _results.c.item_id, _results.c.sample),
+        [{**_RESULT_DEFAULTS, "run_id": run_id, "created_at": now, **r.values} for r in batch],
+    )
+    ids = {(item_id, sample): result_id for result_id, item_id, sample in inserted}
+    scores = [
+        {
+            "result_id": ids[record.values["item_id"], record.values["sample"]],
+            "scorer": s.scorer,
+            "value": s.value,
+            "passed": s.passed,
+            "detail": s.detail,
+            "weight": s.weight,
+            "judge_verdict_id": s.judge_verdict_id,
+        }
+        for record in batch
+        for s in record.scores
+    ]
+    if scores:
+        conn.execute(insert(_scores), scores)
 
 
 def touch_run(engine: Engine, *, run_id: int, owner: str, now: datetime) -> None:
@@ -553,11 +558,15 @@ def finish_run(
     totals: Mapping[str, Any],
     error_message: str | None = None,
     items: Sequence[ItemOutcome] = (),
+    records: Sequence[ResultRecord] = (),
 ) -> None:
     """Record a run's end, totals and item outcomes in one transaction; only its owner may.
 
+    ``records`` are the run's last results, written in the same transaction: one
+    commit fewer at the end of every run.
+
     Raises:
-        LostClaimError: another process owns the run now.
+        LostClaimError: another process owns the run now; nothing was written.
     """
     with engine.begin() as conn:
         done = conn.execute(
@@ -571,8 +580,10 @@ def finish_run(
                 **totals,
             )
         ).rowcount
-        if done == 1 and items:
-            conn.execute(insert(_item_outcomes), item_outcome_rows(run_id, items))
+        if done == 1:
+            _insert_results(conn, run_id, now, records)
+            if items:
+                conn.execute(insert(_item_outcomes), item_outcome_rows(run_id, items))
     if done != 1:
         raise LostClaimError(f"run {run_id} is no longer owned by {owner}")
 
