@@ -2,8 +2,9 @@
 
 PostgreSQL comes from ROUTEWATCH_TEST_DATABASE_URL (a server and a database this user may
 connect to and create databases from). Without it the PostgreSQL half is skipped, except
-in CI, where it fails: CI must test both. Each session creates its own database on that
-server and drops it at the end; each test gets an empty ``public`` schema in it.
+in CI, where it fails: CI must test both. Each session (each pytest-xdist worker is one)
+creates its own database on that server and drops it at the end; each test gets an empty
+``public`` schema in it.
 """
 
 from __future__ import annotations
