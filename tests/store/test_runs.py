@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -202,8 +203,25 @@ def test_completed_slot_is_not_run_again(engine: Engine, stored: StoredEvalSet) 
     assert claim(engine, stored, new_owner()).outcome is ClaimOutcome.completed
 
 
+def _write_batch(engine: Engine, run_id: int, owner: str, now: datetime) -> None:
+    write_results(engine, run_id=run_id, owner=owner, now=now, records=[record("a")])
+
+
+def _finish_with_last_results(engine: Engine, run_id: int, owner: str, now: datetime) -> None:
+    finish_run(
+        engine,
+        run_id=run_id,
+        owner=owner,
+        now=now,
+        status=RunStatus.completed,
+        totals={},
+        records=[record("a")],
+    )
+
+
+@pytest.mark.parametrize("write", [_write_batch, _finish_with_last_results])
 def test_a_process_that_lost_its_claim_writes_nothing(
-    engine: Engine, stored: StoredEvalSet
+    engine: Engine, stored: StoredEvalSet, write: Callable[[Engine, int, str, datetime], None]
 ) -> None:
     loser = "elsewhere:1:aaaa"
     run = claim(engine, stored, loser)
@@ -211,7 +229,7 @@ def test_a_process_that_lost_its_claim_writes_nothing(
     assert claim(engine, stored, new_owner(), now=later).outcome is ClaimOutcome.resumed
 
     with pytest.raises(LostClaimError):
-        write_results(engine, run_id=run.run_id, owner=loser, now=later, records=[record("a")])
+        write(engine, run.run_id, loser, later)
 
     assert run_results(engine, run.run_id) == []
 
@@ -238,28 +256,6 @@ def test_finish_run_writes_the_last_results_with_the_run_end(
         r.facts() for r in last
     ]
     assert claim(engine, stored, new_owner()).outcome is ClaimOutcome.completed
-
-
-def test_a_finish_after_a_lost_claim_writes_no_result(
-    engine: Engine, stored: StoredEvalSet
-) -> None:
-    loser = "elsewhere:1:aaaa"
-    run = claim(engine, stored, loser)
-    later = NOW + STALE_AFTER + timedelta(seconds=1)
-    assert claim(engine, stored, new_owner(), now=later).outcome is ClaimOutcome.resumed
-
-    with pytest.raises(LostClaimError):
-        finish_run(
-            engine,
-            run_id=run.run_id,
-            owner=loser,
-            now=later,
-            status=RunStatus.completed,
-            totals={},
-            records=[record("a")],
-        )
-
-    assert run_results(engine, run.run_id) == []
 
 
 def test_results_and_scores_are_written_together(engine: Engine, stored: StoredEvalSet) -> None:
