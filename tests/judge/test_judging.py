@@ -1,16 +1,26 @@
 """Judging during `routewatch run`, against the simulator on a loopback port."""
 
+import asyncio
+import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import yaml
 from judge_runs import CANARY, CRITERIA, ITEMS, edit_yaml, judge_calls_at, judge_scores, run_at
+from sqlalchemy import event
 
+from routewatch.clock import SystemClock, parse_instant
 from routewatch.evalset import Message
 from routewatch.judge.prompt import JudgeRequest, render, template_source, verdict_schema
 from routewatch.judge.verdict import parse_verdict
+from routewatch.project import load_project
+from routewatch.runner import execute, plan_runs
+from routewatch.store.migrate import open_database
 from runner_project import faq_simulator, rows, write_project
 
 
@@ -173,3 +183,45 @@ def test_an_edited_rubric_starts_each_items_history_afresh(tmp_path: Path, sim: 
     assert paired[runs[6]] == ITEMS
     assert paired[runs[7]] == 0
     assert rows(db, "incidents") == []
+
+
+def test_the_judges_database_work_never_stalls_the_routes_calls(tmp_path: Path, sim: str) -> None:
+    """A route's latency is the provider's, not time the event loop spent waiting on the
+    database: here every statement on the judge's tables takes DB_DELAY_S (a distant
+    PostgreSQL, a slow disk), and the route's calls, two in flight at a time while the
+    first outputs are judged, take far less than that.
+
+    (They take about 50 ms, not the simulator's 2: it runs in a thread of this process.)
+    """
+    db_delay_s = 0.3
+    config = write_project(
+        tmp_path, sim, {"r": {"model": "perfect", "samples": 2}}, provider={"max_concurrency": 2}
+    )
+    env, clock = dict(os.environ), SystemClock()
+    project = load_project(config, env)
+    engine = open_database(project.config.database_url)
+    slow: list[str] = []
+
+    def distant(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "judge_verdicts" in statement or "judge_spend" in statement:
+            slow.append(threading.current_thread().name)
+            time.sleep(db_delay_s)
+
+    event.listen(engine, "before_cursor_execute", distant)
+    try:
+        plans = plan_runs(
+            project.config, routes=[], at=parse_instant("2026-11-01T06:00:00Z"), now=clock.now()
+        )
+        (report,) = asyncio.run(execute(project, engine, plans, env=env, clock=clock))
+    finally:
+        engine.dispose()
+
+    assert report.summary is not None
+    assert report.summary.results_total == ITEMS * 2
+    db = f"sqlite:///{tmp_path / 'rw.db'}"
+    assert len(judge_scores(db)) == ITEMS * 2 * CRITERIA
+    assert slow, "the judge's statements were not delayed: the test proves nothing"
+    latencies = sorted(r["latency_ms"] for r in rows(db, "results"))
+    # The median: the simulator runs in this process, where a pause can stretch one call.
+    # A statement on the event loop would add the whole delay to the calls in flight.
+    assert latencies[len(latencies) // 2] < db_delay_s * 1000 / 2, latencies

@@ -1,11 +1,14 @@
 """A judge's daily budget as one process sees it: reserve before a call, record after.
 
 Shared by output judging (``engine``) and pairwise mode (``pairwise``), so both count
-against ``judges.<name>.daily_budget_usd`` the same way.
+against ``judges.<name>.daily_budget_usd`` the same way. The day's spend is read and
+written from worker threads: a route's calls are in flight meanwhile, and an event loop
+blocked on the database would add the wait to their measured latency.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,8 +57,11 @@ class DailyBudget:
         self._calls = 0
         self._cost = 0.0
         self._reserved = 0.0
+        self._lock = asyncio.Lock()
+        """Taken to check the budget and to release a reservation, so that every call's
+        cost is, at each check, in the day's stored spend or still reserved (or both)."""
 
-    def reserve(self, chat: ChatRequest) -> float | None:
+    async def reserve(self, chat: ChatRequest) -> float | None:
         """Reserve the estimated cost of one more call, or None if it would pass the budget.
 
         The estimate is the mean cost of the calls so far, or before any, the prompt's
@@ -77,32 +83,45 @@ class DailyBudget:
                 chars // 4, ANSWER_TOKENS_GUESS, price.input_per_mtok, price.output_per_mtok
             )
         now = self.now().astimezone(UTC)
-        spent = judge_spend(self.engine, judge=self.name, day=now.date())
-        if spent + self._reserved + estimate > budget:
-            if not self.reached:
-                raise_budget_event(
-                    self.engine,
-                    judge=self.name,
-                    day=now.date(),
-                    spent_usd=spent,
-                    budget_usd=budget,
-                    targets=self.alert_targets,
-                    now=now,
-                )
-            self.reached = True
-            return None
-        self._reserved += estimate
-        return estimate
+        async with self._lock:
+            spent = await asyncio.to_thread(
+                judge_spend, self.engine, judge=self.name, day=now.date()
+            )
+            if spent + self._reserved + estimate > budget:
+                if not self.reached:
+                    await asyncio.to_thread(
+                        raise_budget_event,
+                        self.engine,
+                        judge=self.name,
+                        day=now.date(),
+                        spent_usd=spent,
+                        budget_usd=budget,
+                        targets=self.alert_targets,
+                        now=now,
+                    )
+                self.reached = True
+                return None
+            self._reserved += estimate
+            return estimate
 
-    def record(self, reserved: float, tokens_in: int, tokens_out: int) -> float:
-        """Release a reservation and add the call's actual cost to the day; returns it."""
+    async def record(self, reserved: float, tokens_in: int, tokens_out: int) -> float:
+        """Add the call's actual cost to the day, then release its reservation; returns it.
+
+        The reservation is held until the cost is stored: a check in between counts the
+        call once too often, never once too few.
+        """
         price = self.judge.price
         cost = cost_usd(tokens_in, tokens_out, price.input_per_mtok, price.output_per_mtok)
-        self._reserved -= reserved
         self._calls += 1
         self._cost += cost
         day = self.now().astimezone(UTC).date()
-        add_judge_spend(self.engine, judge=self.name, day=day, cost_usd=cost, calls=1)
+        try:
+            await asyncio.to_thread(
+                add_judge_spend, self.engine, judge=self.name, day=day, cost_usd=cost, calls=1
+            )
+        finally:
+            async with self._lock:
+                self._reserved -= reserved
         return cost
 
 
@@ -138,7 +157,7 @@ async def ask(
     error = "no attempt made"
     result: CallResult | None = None
     for _ in range(tries):
-        reserved = budget.reserve(chat)
+        reserved = await budget.reserve(chat)
         if reserved is None:
             error = (
                 f"judge budget reached: {budget.name} may spend "
@@ -149,7 +168,7 @@ async def ask(
         calls += 1
         tokens_in += result.tokens_in or 0
         tokens_out += result.tokens_out or 0
-        budget.record(reserved, result.tokens_in or 0, result.tokens_out or 0)
+        await budget.record(reserved, result.tokens_in or 0, result.tokens_out or 0)
         if not result.ok:
             error = f"judge call failed: {result.error_class}: {result.error_message}"
             break

@@ -211,7 +211,9 @@ class JudgeRunner:
         use_cache: bool,
     ) -> Judgement:
         key = self.cache_key(prompt, reference, output, name, text)
-        hit = cached_verdict(self.engine, key) if use_cache else None
+        # The database is asked from a worker thread, as below: a route's calls are in
+        # flight meanwhile, and a blocked event loop would add the wait to their latency.
+        hit = await asyncio.to_thread(cached_verdict, self.engine, key) if use_cache else None
         if hit is not None:
             return Judgement(
                 criterion=name,
@@ -277,7 +279,8 @@ class JudgeRunner:
         reasoning = _reasoning(samples)
         verdict_id = None
         if use_cache:
-            verdict_id = store_verdict(
+            verdict_id = await asyncio.to_thread(
+                store_verdict,
                 self.engine,
                 cache_key=key,
                 judge=self.name,
