@@ -19,14 +19,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from sqlalchemy import Engine
 
 from routewatch.config import Config, Judge
 from routewatch.evalset import EvalSet, Message
 from routewatch.judge.budget import DailyBudget, ask
-from routewatch.judge.prompt import escape_data, template_source
+from routewatch.judge.prompt import compiled, template_source
 from routewatch.judge.verdict import excerpt, reply_values
 from routewatch.providers.base import ChatRequest
 from routewatch.providers.openai import OpenAIClient
@@ -44,15 +42,6 @@ PREFERENCE_TRIES = 3
 
 Side = Literal["A", "B", "tie"]
 
-# The judge prompt's settings (see judge.prompt): every printed value is escaped by
-# ``finalize``, so neither output can close its tag; sandboxed like any template.
-_ENV = ImmutableSandboxedEnvironment(
-    finalize=escape_data,
-    autoescape=False,
-    undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=True,
-)
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PairwiseRequest:
@@ -67,7 +56,9 @@ class PairwiseRequest:
 
 def render_pairwise(request: PairwiseRequest, *, structured: bool) -> list[dict[str, str]]:
     """The chat messages of a pairwise call, from the packaged ``pairwise.j2``."""
-    text = _ENV.from_string(template_source(PAIRWISE_TEMPLATE)).render(
+    # Compiled in the judge prompt's environment: every printed value is escaped by its
+    # ``finalize``, so neither output can close its tag; sandboxed like any template.
+    text = compiled(template_source(PAIRWISE_TEMPLATE)).render(
         criteria=dict(request.criteria),
         messages=[{"role": m.role, "content": m.content} for m in request.messages],
         reference=request.reference,

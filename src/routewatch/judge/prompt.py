@@ -9,6 +9,7 @@ guarantee; ``template_faults`` checks such a template before any run. Rendering 
 
 from __future__ import annotations
 
+import functools
 import re
 import traceback
 from dataclasses import dataclass
@@ -50,6 +51,16 @@ _ENV = ImmutableSandboxedEnvironment(
 )
 
 
+@functools.lru_cache(maxsize=64)
+def compiled(source: str) -> jinja2.Template:
+    """``source`` compiled in the sandboxed, escaping environment; once per text.
+
+    Compiling took 2.3 ms and rendering 0.02 ms on the development machine, and a run
+    renders a template for every output and criterion.
+    """
+    return _ENV.from_string(source)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JudgeRequest:
     """What one judgement is about."""
@@ -68,7 +79,7 @@ def render(source: str, request: JudgeRequest, *, structured: bool) -> list[dict
     Raises:
         jinja2.TemplateError: the template is broken (a bug or a bad override).
     """
-    text = _ENV.from_string(source).render(
+    text = compiled(source).render(
         criterion=request.criterion,
         criterion_text=request.criterion_text,
         scale_min=request.scale[0],
