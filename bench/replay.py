@@ -29,6 +29,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -49,6 +51,52 @@ def process_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) a process has used, from /proc (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def simulator(
+    root: Path, latency_ms: float, evals: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``routewatch sim serve`` in its own process on a free port, answering every model in
+    a fixed ``latency_ms`` (quality 0.9); yields the process and its port."""
+    port = free_port()
+    scenario = root / "scenario.yaml"
+    scenario.write_text(
+        yaml.safe_dump(
+            {"seed": 1, "defaults": {"quality": 0.9, "latency_ms": {"fixed": latency_ms}}}
+        )
+    )
+    sim = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "routewatch",
+            "sim",
+            "serve",
+            "--port",
+            str(port),
+            "--scenario",
+            str(scenario),
+            "--evals",
+            str(evals),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or sim.poll() is not None:
+                    raise SystemExit("the simulator did not start") from None
+                time.sleep(0.2)
+        yield sim, port
+    finally:
+        sim.terminate()
+        sim.wait(timeout=10)
 
 
 def write_project(root: Path, items: int, concurrency: int, port: int) -> Path:
@@ -197,43 +245,10 @@ def main() -> int:
         (reference if args.reference else child)(args.child, args.at)
         return 0
 
-    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        scenario = root / "scenario.yaml"
-        scenario.write_text(
-            yaml.safe_dump(
-                {"seed": 1, "defaults": {"quality": 0.9, "latency_ms": {"fixed": args.latency_ms}}}
-            )
-        )
-        write_project(root / "p0", args.items, 1, port)
-        sim = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "routewatch",
-                "sim",
-                "serve",
-                "--port",
-                str(port),
-                "--scenario",
-                str(scenario),
-                "--evals",
-                str(root / "p0" / "evals"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).raise_for_status()
-                    break
-                except httpx.HTTPError:
-                    if time.monotonic() > deadline or sim.poll() is not None:
-                        raise SystemExit("the simulator did not start") from None
-                    time.sleep(0.2)
+        write_project(root / "p0", args.items, 1, 0)
+        with simulator(root, args.latency_ms, root / "p0" / "evals") as (sim, port):
             print(f"replay bench: {args.items} items, {args.latency_ms:.0f} ms simulated latency")
             print(
                 f"{'concurrency':>11}  {'run':>6}  {'wall':>7}  {'limit':>6}  {'ratio':>5}  "
@@ -286,9 +301,6 @@ def main() -> int:
                 f"peak rss < {TARGET_RSS_MB:.0f} MB"
             )
             return 1 if failures else 0
-        finally:
-            sim.terminate()
-            sim.wait(timeout=10)
 
 
 if __name__ == "__main__":
