@@ -185,7 +185,9 @@ def test_an_edited_rubric_starts_each_items_history_afresh(tmp_path: Path, sim: 
     assert rows(db, "incidents") == []
 
 
-def test_the_judges_database_work_never_stalls_the_routes_calls(tmp_path: Path, sim: str) -> None:
+def test_the_judges_database_work_never_stalls_the_routes_calls(
+    tmp_path: Path, sim: str, db_url: str
+) -> None:
     """A route's latency is the provider's, not time the event loop spent waiting on the
     database: here every statement on the judge's tables takes DB_DELAY_S (a distant
     PostgreSQL, a slow disk), and the route's calls, two in flight at a time while the
@@ -195,7 +197,11 @@ def test_the_judges_database_work_never_stalls_the_routes_calls(tmp_path: Path, 
     """
     db_delay_s = 0.3
     config = write_project(
-        tmp_path, sim, {"r": {"model": "perfect", "samples": 2}}, provider={"max_concurrency": 2}
+        tmp_path,
+        sim,
+        {"r": {"model": "perfect", "samples": 2}},
+        database_url=db_url,
+        provider={"max_concurrency": 2},
     )
     env, clock = dict(os.environ), SystemClock()
     project = load_project(config, env)
@@ -218,10 +224,9 @@ def test_the_judges_database_work_never_stalls_the_routes_calls(tmp_path: Path, 
 
     assert report.summary is not None
     assert report.summary.results_total == ITEMS * 2
-    db = f"sqlite:///{tmp_path / 'rw.db'}"
-    assert len(judge_scores(db)) == ITEMS * 2 * CRITERIA
+    assert len(judge_scores(db_url)) == ITEMS * 2 * CRITERIA
     assert slow, "the judge's statements were not delayed: the test proves nothing"
-    latencies = sorted(r["latency_ms"] for r in rows(db, "results"))
+    latencies = sorted(r["latency_ms"] for r in rows(db_url, "results"))
     # The median: the simulator runs in this process, where a pause can stretch one call.
     # A statement on the event loop would add the whole delay to the calls in flight.
     assert latencies[len(latencies) // 2] < db_delay_s * 1000 / 2, latencies
