@@ -232,6 +232,8 @@ class _Run:
         self.pending: list[ResultRecord] = []
         self.write_lock = asyncio.Lock()
         self.last_flush = time.monotonic()
+        self.last_write = 0.0
+        """When a batch was last sent to the database (it sets the run's heartbeat too)."""
         self.run_id = 0
         self.at_header = plan.at.isoformat()
         self.item_ids: Mapping[str, int] = {}
@@ -380,15 +382,31 @@ class _Run:
                 heartbeat = group.create_task(self._heartbeat())
                 calls = [group.create_task(self._one(item, sample)) for item, sample in todo]
                 await asyncio.gather(*calls)
-                heartbeat.cancel()
+                async with self.write_lock:  # so the heartbeat is not cancelled mid-write
+                    heartbeat.cancel()
         except BaseExceptionGroup as errors:
             raise errors.exceptions[0] from None
 
     async def _heartbeat(self) -> None:
-        """Prove the owner alive while calls wait; cancelled only while it sleeps."""
+        """Prove the owner alive while calls wait.
+
+        A batch written within the interval was proof enough (``write_results`` sets the
+        heartbeat too). The statement runs in a worker thread, under the write lock, like
+        the batches: on the event loop, its round trip (a distant PostgreSQL, a SQLite
+        file another thread is writing) would be added to every call in flight.
+        """
         while True:
             await asyncio.sleep(HEARTBEAT_EVERY_S)
-            touch_run(self.engine, run_id=self.run_id, owner=self.owner, now=self.clock.now())
+            async with self.write_lock:
+                if time.monotonic() - self.last_write < HEARTBEAT_EVERY_S:
+                    continue
+                await asyncio.to_thread(
+                    touch_run,
+                    self.engine,
+                    run_id=self.run_id,
+                    owner=self.owner,
+                    now=self.clock.now(),
+                )
 
     async def _one(self, item: Item, sample: int) -> None:
         request = ChatRequest(
@@ -433,6 +451,7 @@ class _Run:
             self.last_flush = time.monotonic()
             if not batch:
                 return
+            self.last_write = time.monotonic()
             await asyncio.to_thread(
                 write_results,
                 self.engine,
