@@ -191,9 +191,7 @@ def test_the_judges_database_work_never_stalls_the_routes_calls(
     """A route's latency is the provider's, not time the event loop spent waiting on the
     database: here every statement on the judge's tables takes DB_DELAY_S (a distant
     PostgreSQL, a slow disk), and the route's calls, two in flight at a time while the
-    first outputs are judged, take far less than that.
-
-    (They take about 50 ms, not the simulator's 2: it runs in a thread of this process.)
+    first outputs are judged, take far less than that (about 4 ms).
     """
     db_delay_s = 0.3
     config = write_project(

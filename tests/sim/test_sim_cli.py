@@ -1,7 +1,6 @@
 """`routewatch sim serve`: located errors for bad scenarios, and a real server in a process."""
 
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,6 @@ import httpx
 import pytest
 
 from routewatch.cli import run
-from routewatch.cli.sim import _listen
 
 
 def test_a_bad_scenario_exits_1_with_file_and_line(
@@ -46,10 +44,3 @@ def test_serve_prints_its_url_and_answers_until_interrupted(tmp_path: Path) -> N
     assert base_url.endswith("/v1")
     assert response.status_code == 200
     assert process.returncode == 0, err
-
-
-def test_the_listening_socket_is_tcp_so_asyncio_turns_nagle_off() -> None:
-    """asyncio sets TCP_NODELAY only on IPPROTO_TCP sockets; else each answer waits ~40 ms."""
-    with _listen("127.0.0.1", 0) as listener:
-        assert listener.proto == socket.IPPROTO_TCP
-        assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)

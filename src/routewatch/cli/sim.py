@@ -7,38 +7,16 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import socket
 from pathlib import Path
 
 import click
 import uvicorn
 
-from routewatch.errors import UsageError
+from routewatch.errors import ListenError, UsageError
 from routewatch.evalset import load_eval_dir
 from routewatch.sim.app import create_app
 from routewatch.sim.scenario import eval_dir_for, load_scenario
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """A listening TCP socket, bound before serving so the printed port is the real one.
-
-    It is made with ``IPPROTO_TCP`` explicitly: asyncio sets ``TCP_NODELAY`` only on
-    connections whose socket says so, and without it every response waits ~40 ms for a
-    delayed ACK (Nagle), which would swamp the simulated latency.
-    """
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-    )[0]
-    listener = socket.socket(family, kind, proto)
-    try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        listener.bind(address)
-        listener.listen(2048)
-    except OSError:
-        listener.close()
-        raise
-    return listener
+from routewatch.sim.server import listen
 
 
 def _is_loopback(host: str) -> bool:
@@ -81,9 +59,9 @@ def serve(host: str, port: int, scenario_path: Path | None, evals_dir: Path | No
     eval_sets = load_eval_dir(directory) if directory is not None else {}
     app = create_app(scenario, eval_sets)
     try:
-        listener = _listen(host, port)
-    except OSError as exc:
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        listener = listen(host, port)
+    except ListenError as exc:
+        raise UsageError(str(exc)) from None
     bound = listener.getsockname()[1]
     items = sum(len(s.items) for s in eval_sets.values())
     shown = f"[{host}]" if ":" in host else host

@@ -29,7 +29,7 @@ def serve_in_thread(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> Iter
         RuntimeError: the server did not start within 10 seconds.
     """
     # Bound here rather than by uvicorn, whose bind error ends its thread with a log line.
-    sock = _listen(host, port)
+    sock = listen(host, port)
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
     )
@@ -52,13 +52,27 @@ def serve_in_thread(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> Iter
         sock.close()
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port``, or a ``ListenError`` that says why not."""
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port``, or a ``ListenError`` that says why not.
+
+    It is made with ``IPPROTO_TCP`` explicitly (``socket.create_server`` leaves the
+    protocol 0): asyncio sets ``TCP_NODELAY`` only on connections whose socket says
+    TCP, and without it every answer on a reused connection waits about 40 ms for a
+    delayed ACK (Nagle), which would swamp a simulated latency of a few milliseconds.
+    """
     try:
-        family, _, _, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE
         )[0]
-        return socket.create_server(address[:2], family=family)
+        listener = socket.socket(family, kind, proto)
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise ListenError(f"cannot listen on {host}:{port}: {reason}") from None
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        listener.bind(address)
+        listener.listen(2048)
+    except OSError as exc:
+        listener.close()
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return listener
