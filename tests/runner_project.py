@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 
+from routewatch.clock import SystemClock, parse_instant
 from routewatch.evalset import load_eval_set
+from routewatch.project import load_project
+from routewatch.runner import RunReport, execute, plan_runs
 from routewatch.scaffold import EVAL_TEMPLATE, template_text
 from routewatch.sim.app import create_app
 from routewatch.sim.scenario import parse_scenario
 from routewatch.sim.server import serve_in_thread
-from routewatch.store.migrate import create_engine_for
+from routewatch.store.migrate import create_engine_for, open_database
 from routewatch.store.tables import Base
 
 SIM_MODELS: dict[str, Any] = {
@@ -107,3 +114,30 @@ def faq_simulator(folder: Path) -> Iterator[str]:
     app = create_app(parse_scenario(SIM_SCENARIO), {"support-faq": load_eval_set(path)})
     with serve_in_thread(app) as url:
         yield url
+
+
+def replay_with_slow_statements(
+    config: Path, at: str, slow: Callable[[str], bool], delay_s: float
+) -> tuple[RunReport, list[str]]:
+    """Run ``config``'s one route at ``at`` in this process, every statement that ``slow``
+    picks taking ``delay_s`` longer (a distant database, a busy disk).
+
+    Returns the run's report and the names of the threads the slowed statements ran in.
+    """
+    env, clock = dict(os.environ), SystemClock()
+    project = load_project(config, env)
+    engine = open_database(project.config.database_url)
+    slowed: list[str] = []
+
+    def distant(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if slow(statement):
+            slowed.append(threading.current_thread().name)
+            time.sleep(delay_s)
+
+    event.listen(engine, "before_cursor_execute", distant)
+    try:
+        plans = plan_runs(project.config, routes=[], at=parse_instant(at), now=clock.now())
+        (report,) = asyncio.run(execute(project, engine, plans, env=env, clock=clock))
+    finally:
+        engine.dispose()
+    return report, slowed

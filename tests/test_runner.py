@@ -1,27 +1,18 @@
 """`routewatch run` against the simulator on a loopback port: faults, samples, fallbacks."""
 
-import asyncio
-import os
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from routewatch import runner
 from routewatch.cli import run
-from routewatch.clock import SystemClock, parse_instant
-from routewatch.project import load_project
-from routewatch.runner import execute, plan_runs
-from routewatch.store.migrate import open_database
-from runner_project import faq_simulator, rows, write_project
+from runner_project import faq_simulator, replay_with_slow_statements, rows, write_project
 
 AT = "2026-11-20T06:00:00Z"
 ITEMS = 6
@@ -219,22 +210,13 @@ def test_the_heartbeat_never_stalls_the_routes_calls(
         database_url=db_url,
         provider={"max_concurrency": 2},
     )
-    env, clock = dict(os.environ), SystemClock()
-    project = load_project(config, env)
-    engine = open_database(project.config.database_url)
-    beats: list[str] = []
-
-    def distant(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if any(frame.name == "touch_run" for frame in traceback.extract_stack()):
-            beats.append(threading.current_thread().name)
-            time.sleep(db_delay_s)
-
-    event.listen(engine, "before_cursor_execute", distant)
-    try:
-        plans = plan_runs(project.config, routes=[], at=parse_instant(AT), now=clock.now())
-        (report,) = asyncio.run(execute(project, engine, plans, env=env, clock=clock))
-    finally:
-        engine.dispose()
+    # The heartbeat and the batches send the same UPDATE; only the heartbeat's is slowed.
+    report, beats = replay_with_slow_statements(
+        config,
+        AT,
+        lambda _: any(frame.name == "touch_run" for frame in traceback.extract_stack()),
+        db_delay_s,
+    )
 
     assert report.summary is not None
     assert report.summary.results_total == ITEMS * 2

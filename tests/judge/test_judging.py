@@ -1,27 +1,17 @@
 """Judging during `routewatch run`, against the simulator on a loopback port."""
 
-import asyncio
-import os
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import yaml
 from judge_runs import CANARY, CRITERIA, ITEMS, edit_yaml, judge_calls_at, judge_scores, run_at
-from sqlalchemy import event
 
-from routewatch.clock import SystemClock, parse_instant
 from routewatch.evalset import Message
 from routewatch.judge.prompt import JudgeRequest, render, template_source, verdict_schema
 from routewatch.judge.verdict import parse_verdict
-from routewatch.project import load_project
-from routewatch.runner import execute, plan_runs
-from routewatch.store.migrate import open_database
-from runner_project import faq_simulator, rows, write_project
+from runner_project import faq_simulator, replay_with_slow_statements, rows, write_project
 
 
 @pytest.fixture
@@ -201,24 +191,12 @@ def test_the_judges_database_work_never_stalls_the_routes_calls(
         database_url=db_url,
         provider={"max_concurrency": 2},
     )
-    env, clock = dict(os.environ), SystemClock()
-    project = load_project(config, env)
-    engine = open_database(project.config.database_url)
-    slow: list[str] = []
-
-    def distant(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "judge_verdicts" in statement or "judge_spend" in statement:
-            slow.append(threading.current_thread().name)
-            time.sleep(db_delay_s)
-
-    event.listen(engine, "before_cursor_execute", distant)
-    try:
-        plans = plan_runs(
-            project.config, routes=[], at=parse_instant("2026-11-01T06:00:00Z"), now=clock.now()
-        )
-        (report,) = asyncio.run(execute(project, engine, plans, env=env, clock=clock))
-    finally:
-        engine.dispose()
+    report, slow = replay_with_slow_statements(
+        config,
+        "2026-11-01T06:00:00Z",
+        lambda statement: "judge_verdicts" in statement or "judge_spend" in statement,
+        db_delay_s,
+    )
 
     assert report.summary is not None
     assert report.summary.results_total == ITEMS * 2
