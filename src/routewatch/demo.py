@@ -30,6 +30,7 @@ from routewatch.config import Config, WebhookAlert
 from routewatch.cycle import RunVerdict, compare_cycle, completed_runs, detect_cycle
 from routewatch.detect.findings import Candidate
 from routewatch.errors import UsageError
+from routewatch.files import write_text
 from routewatch.project import Project, load_project
 from routewatch.report.data import days_window
 from routewatch.report.render import write_report
@@ -235,13 +236,13 @@ def write_demo_project(directory: Path) -> Path:
             f"evals: [{first}]", f"evals: [{first}, {second}]"
         )
         header = f"{DEMO_HEADER}: `routewatch init`'s config plus {second}.\n"
-        config_path.write_text(header + text, encoding="utf-8")
+        write_text(config_path, header + text)
     for path, name in (
         (directory / "evals" / SECOND_EVAL_TEMPLATE, SECOND_EVAL_TEMPLATE),
         (directory / SCENARIO_TEMPLATE, SCENARIO_TEMPLATE),
     ):
         if not path.exists():
-            path.write_text(template_text(name), encoding="utf-8")
+            write_text(path, template_text(name))
     return config_path
 
 

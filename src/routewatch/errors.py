@@ -12,6 +12,7 @@ The tree::
     ├── DeliveryError         an alert could not be delivered
     ├── MissingSecretError    a secret's environment variable is not set
     ├── DatabaseError         the store cannot be reached or migrated
+    ├── OutputError           a file or folder routewatch writes cannot be written
     └── NotBuiltError         the command exists in the contract but not yet in code
 
 ``cli.main`` alone maps these to exit codes; every other module raises them.
@@ -92,6 +93,10 @@ class DeliveryError(RoutewatchError):
 
 class DatabaseError(RoutewatchError):
     """The store could not be reached, created or migrated."""
+
+
+class OutputError(RoutewatchError):
+    """A file or folder routewatch writes (a report, a new project) cannot be written."""
 
 
 class UnavailableError(RoutewatchError):

@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 from routewatch.errors import UsageError
+from routewatch.files import write_text
 
 CONFIG_TEMPLATE = "routewatch.yaml"
 EVAL_TEMPLATE = "support-faq.yaml"
@@ -25,6 +26,7 @@ def write_project(directory: Path, *, force: bool = False) -> list[Path]:
 
     Raises:
         UsageError: a file would be overwritten and ``force`` is false.
+        OutputError: a folder or file cannot be written.
     """
     targets = {
         directory / CONFIG_TEMPLATE: template_text(CONFIG_TEMPLATE),
@@ -35,6 +37,5 @@ def write_project(directory: Path, *, force: bool = False) -> list[Path]:
         names = ", ".join(str(p) for p in existing)
         raise UsageError(f"{names} already exist(s); pass --force to overwrite")
     for path, text in targets.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        write_text(path, text)
     return list(targets)

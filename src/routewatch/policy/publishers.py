@@ -12,8 +12,6 @@ import contextlib
 import io
 import json
 import os
-import stat
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,10 +26,10 @@ from ruamel.yaml.tokens import CommentToken
 from ruamel.yaml.util import load_yaml_guess_indent
 
 from routewatch.config import Publisher, secret
-from routewatch.errors import MissingSecretError, RoutewatchError
+from routewatch.errors import MissingSecretError, OutputError, RoutewatchError
+from routewatch.files import write_atomic
 from routewatch.policy.engine import Demotion
 
-NEW_FILE_MODE = 0o644
 """Mode of a file written for the first time: gateways often run as another user."""
 
 
@@ -138,7 +136,9 @@ def publish(
             text = json.dumps({"models": _active_models(state)}, indent=2) + "\n"
         else:
             text = json.dumps(policy_json(state), indent=2) + "\n"
-        _write_atomic(path, text)
+        write_atomic(path, text)
+    except OutputError as exc:
+        raise PublishError(target, str(exc)) from None
     except OSError as exc:
         raise PublishError(target, f"cannot write {path}: {exc.strerror or exc}") from exc
 
@@ -150,24 +150,6 @@ def _iso(moment: datetime) -> str:
 def _active_models(state: PolicyState) -> list[str]:
     """The active chain's model names in order; two routes on one model count once."""
     return list(dict.fromkeys(state.models[r] for r in state.chain))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` in one rename, keeping the file's permissions."""
-    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else NEW_FILE_MODE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _edit_litellm_config(path: Path, publisher: Publisher, state: PolicyState, target: str) -> str:

@@ -8,8 +8,6 @@ their own labels (``report.svg``).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +22,7 @@ from sqlalchemy import Engine
 from routewatch import __version__
 from routewatch.config import Config
 from routewatch.evalset import EvalSet
+from routewatch.files import write_atomic
 from routewatch.judge.agreement import Agreement
 from routewatch.report.agreement import AgreementSection
 from routewatch.report.data import HISTORY_WEEKS, ReportData, Section, Window, load_report
@@ -236,19 +235,13 @@ def write_report(
 ) -> Path:
     """Render the report for ``window`` and write it atomically; returns its path.
 
+    Raises:
+        OutputError: the report's folder or file cannot be written.
+
     ``eval_sets`` carry the labels for judge agreement; without them they are read
     from the config's ``eval_dir``.
     """
     html = render_report(load_report(engine, config, window, now=now, eval_sets=eval_sets))
     path = output or report_path(config, window)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(html)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, html)
     return path

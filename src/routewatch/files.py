@@ -1,0 +1,95 @@
+"""Writing the files routewatch produces: reports, policy files, a new project.
+
+``write_atomic`` replaces a file in one rename, so a reader sees the old text or the
+new, never half; ``OutputError`` says which path could not be written and why, so a
+command ends with that line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+from routewatch.errors import OutputError
+
+NEW_FILE_MODE = 0o644
+"""A new file's permissions; a replaced file keeps its own."""
+
+
+def make_folder(folder: Path) -> None:
+    """Create ``folder`` and its parents as needed.
+
+    Raises:
+        OutputError: it cannot be created (a file is in the way, no permission).
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the folder {folder}: {_reason(exc)}") from None
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` in place, creating its folder.
+
+    Raises:
+        OutputError: the folder or the file cannot be written.
+    """
+    make_folder(path.parent)
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {_reason(exc)}") from None
+
+
+def write_atomic(path: Path, text: str) -> Path:
+    """Replace the file at ``path`` with ``text`` in one rename; returns the path written.
+
+    A symbolic link is written through (its target is replaced, the link kept), and a
+    path that is not a regular file (``/dev/stdout``, a named pipe) is written to in
+    place, since renaming over it would replace the device or pipe with a file.
+    A replaced file keeps its permissions.
+
+    Raises:
+        OutputError: the folder or the file cannot be written.
+    """
+    target = Path(os.path.realpath(path))
+    try:
+        existing = target.stat()
+    except FileNotFoundError:
+        existing = None
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {_reason(exc)}") from None
+    if existing is not None and not stat.S_ISREG(existing.st_mode):
+        if stat.S_ISDIR(existing.st_mode):
+            raise OutputError(f"cannot write {path}: it is a folder")
+        write_text(target, text)
+        return path
+    make_folder(target.parent)
+    mode = stat.S_IMODE(existing.st_mode) if existing is not None else NEW_FILE_MODE
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {_reason(exc)}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise OutputError(f"cannot write {path}: {_reason(exc)}") from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)

@@ -1,0 +1,105 @@
+"""Writing reports, policy files and new projects: atomic, through links, never a traceback."""
+
+import os
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from routewatch.cli import run
+from routewatch.errors import OutputError
+from routewatch.files import write_atomic
+
+
+def test_a_new_file_is_written_with_its_folder(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "report.html"
+
+    assert write_atomic(path, "<p>new</p>") == path
+    assert path.read_text() == "<p>new</p>"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert [p.name for p in path.parent.iterdir()] == ["report.html"]  # no temp file left
+
+
+def test_a_replaced_file_keeps_its_permissions(tmp_path: Path) -> None:
+    path = tmp_path / "policy.json"
+    path.write_text("old")
+    path.chmod(0o600)
+
+    write_atomic(path, "new")
+
+    assert path.read_text() == "new"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_symbolic_link_is_written_through_and_kept(tmp_path: Path) -> None:
+    (tmp_path / "real.html").write_text("old")
+    link = tmp_path / "latest.html"
+    link.symlink_to("real.html")
+
+    write_atomic(link, "new")
+
+    assert link.is_symlink()
+    assert (tmp_path / "real.html").read_text() == "new"
+
+
+def test_a_named_pipe_is_written_into_not_replaced(tmp_path: Path) -> None:
+    """Renaming over a pipe or a device (``-o /dev/stdout``) would replace it with a file."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(pipe.read_text()))
+    reader.start()
+
+    write_atomic(pipe, "through the pipe")
+    reader.join(timeout=10)
+
+    assert got == ["through the pipe"]
+    assert stat.S_ISFIFO(pipe.stat().st_mode)
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("afile/report.html", "cannot write {root}/afile/report.html: Not a directory"),
+        ("afile/sub/report.html", "cannot write {root}/afile/sub/report.html: Not a directory"),
+        ("folder", "cannot write {root}/folder: it is a folder"),
+    ],
+)
+def test_a_path_that_cannot_be_written_is_an_output_error_naming_it(
+    tmp_path: Path, target: str, message: str
+) -> None:
+    (tmp_path / "afile").write_text("in the way")
+    (tmp_path / "folder").mkdir()
+
+    with pytest.raises(OutputError) as raised:
+        write_atomic(tmp_path / target, "text")
+
+    assert str(raised.value) == message.format(root=tmp_path)
+    assert (tmp_path / "afile").read_text() == "in the way"
+
+
+def test_init_into_a_path_under_a_file_says_so_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "afile").write_text("in the way")
+
+    assert run(["init", str(tmp_path / "afile" / "project")]) == 2
+
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot create the folder {tmp_path / 'afile' / 'project'}")
+    assert "Traceback" not in err
+
+
+def test_report_into_a_path_under_a_file_says_so_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run(["init", str(tmp_path)]) == 0
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("in the way")
+    capsys.readouterr()
+
+    assert run(["report", "-o", "afile/report.html"]) == 2
+
+    err = capsys.readouterr().err
+    assert err == "error: cannot write afile/report.html: Not a directory\n"
