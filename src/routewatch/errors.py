@@ -68,6 +68,10 @@ class UsageError(InputError):
 
     def __init__(self, message: str) -> None:
         super().__init__([Problem(path="command line", line=None, field="", message=message)])
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class ProviderError(RoutewatchError):

@@ -16,7 +16,7 @@ import click
 
 from routewatch import __version__
 from routewatch.cli.exit_codes import ExitCode
-from routewatch.errors import InputError, RoutewatchError
+from routewatch.errors import InputError, RoutewatchError, UsageError
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "init": (
@@ -140,6 +140,10 @@ def run(argv: list[str] | None = None) -> int:
         return ExitCode.bad_input
     except click.ClickException as exc:
         exc.show()
+        return ExitCode.bad_input
+    except UsageError as exc:
+        # An argument, not a file: no "file:line: field:" and no count of problems.
+        click.echo(f"error: {exc}", err=True)
         return ExitCode.bad_input
     except InputError as exc:
         for problem in exc.problems:

@@ -12,7 +12,6 @@ from pathlib import Path
 import click
 import uvicorn
 
-from routewatch.errors import ListenError, UsageError
 from routewatch.evalset import load_eval_dir
 from routewatch.sim.app import create_app
 from routewatch.sim.scenario import eval_dir_for, load_scenario
@@ -58,10 +57,7 @@ def serve(host: str, port: int, scenario_path: Path | None, evals_dir: Path | No
     directory = eval_dir_for(scenario, evals_dir, Path.cwd())
     eval_sets = load_eval_dir(directory) if directory is not None else {}
     app = create_app(scenario, eval_sets)
-    try:
-        listener = listen(host, port)
-    except ListenError as exc:
-        raise UsageError(str(exc)) from None
+    listener = listen(host, port)  # a ListenError, like the daemon's: exit 2
     bound = listener.getsockname()[1]
     items = sum(len(s.items) for s in eval_sets.values())
     shown = f"[{host}]" if ":" in host else host
