@@ -1,5 +1,6 @@
 """How the command line reports a mistake in its own arguments: one line, exit 1."""
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,19 @@ def test_a_taken_port_is_a_runtime_failure_for_the_simulator_as_for_the_daemon(
         assert run(["sim", "serve", "--port", str(port)]) == 2
 
     assert capsys.readouterr().err.startswith(f"error: cannot listen on 127.0.0.1:{port}: ")
+
+
+def test_a_run_in_the_future_is_refused_and_nothing_is_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped year would make every real run until then look like a backfill, which
+    detection leaves alone: the route would page on nothing."""
+    assert run(["init", str(tmp_path)]) == 0
+    monkeypatch.chdir(tmp_path)
+    later = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    capsys.readouterr()
+
+    assert run(["run", "--at", later]) == 1
+
+    assert "is in the future" in capsys.readouterr().err
+    assert not (tmp_path / "routewatch.db").exists()

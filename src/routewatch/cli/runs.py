@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -29,6 +30,9 @@ from routewatch.runner import RunPlan, RunReport, execute, plan_runs, replay_gc
 from routewatch.store.migrate import open_database
 from routewatch.store.runs import ClaimOutcome
 
+AT_SKEW = timedelta(minutes=5)
+"""How far ahead of this machine's clock ``--at`` may be (another machine's clock)."""
+
 
 @click.command("run")
 @config_option
@@ -42,9 +46,9 @@ from routewatch.store.runs import ClaimOutcome
 @click.option(
     "--at",
     metavar="ISO8601",
-    help="Logical time of the run (backfills, simulations); without an offset it is in "
-    "the config's timezone. Repeating it resumes or skips that slot. Default: now, "
-    "or the route's interrupted run if there is one.",
+    help="Logical time of the run (backfills, simulations), not in the future; without "
+    "an offset it is in the config's timezone. Repeating it resumes or skips that slot. "
+    "Default: now, or the route's interrupted run if there is one.",
 )
 @click.option(
     "--fail-on-regression",
@@ -64,6 +68,14 @@ def run_command(
             f"--at {at!r} is not an ISO 8601 time, e.g. 2026-11-23T06:00:00Z"
         ) from None
     clock = SystemClock()
+    if at_time is not None and at_time > clock.now() + AT_SKEW:
+        # Detection leaves alone any run older than the newest one it has seen (a
+        # backfill): a run in the future would silence every real run until then.
+        raise UsageError(
+            f"--at {at!r} is in the future (now {clock.now():%Y-%m-%dT%H:%MZ}); a run "
+            "there would make every real run before it look like a backfill, which "
+            "detection leaves alone"
+        )
     plans = plan_runs(project.config, routes=list(routes), at=at_time, now=clock.now())
     engine = open_database(project.config.database_url)
     selected = list(routes) or list(project.config.routes)
