@@ -164,6 +164,18 @@ def test_an_unknown_route_is_bad_input(tmp_path: Path, sim: str) -> None:
     assert run(["run", "-c", str(config), "--route", "nope"]) == 1
 
 
+def test_a_route_named_twice_runs_once(
+    tmp_path: Path, sim: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_project(tmp_path, sim, {"r": {"model": "perfect"}, "s": {"model": "perfect"}})
+
+    assert run(["run", "-c", str(config), "--at", AT, "--route", "r", "--route", "r"]) == 0
+
+    runs = rows(f"sqlite:///{tmp_path / 'rw.db'}", "runs")
+    assert [(r["route"], r["status"]) for r in runs] == [("r", "completed")]
+    assert "busy" not in capsys.readouterr().out
+
+
 def test_a_replay_leaves_the_orm_mappers_unconfigured(tmp_path: Path, sim: str) -> None:
     # The replay path's statements name tables, not mapped classes: the first statement
     # on a mapped class configures every mapper, tens of milliseconds spent before a

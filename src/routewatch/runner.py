@@ -125,6 +125,8 @@ def plan_runs(
 ) -> list[RunPlan]:
     """Plans for the named routes (all when none are named), one per route x eval set.
 
+    A route named twice is planned once: two plans of one slot would meet as "busy".
+
     With ``at`` the slot is that logical time, so repeating the command resumes or
     skips it; without, the slot is now, and an interrupted run is resumed first.
 
@@ -144,7 +146,7 @@ def plan_runs(
             slot_key=slot_key_for(when),
             resume_unfinished=at is None,
         )
-        for name in (routes or list(config.routes))
+        for name in dict.fromkeys(routes or config.routes)
         for set_name in config.routes[name].evals
     ]
 

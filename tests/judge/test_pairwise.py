@@ -3,12 +3,13 @@
 import asyncio
 import json
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from judge_runs import edit_yaml, run_at
 from sqlalchemy import Engine
 
@@ -173,6 +174,32 @@ def test_the_report_and_cli_show_how_often_the_baseline_was_preferred(
     engine.dispose()
     (incident,) = report.incidents
     assert incident.pairwise == PreferenceCount(compared=ITEMS, baseline=ITEMS, today=0, tie=0)
+
+
+def test_the_cli_names_a_run_that_is_not_the_routes(
+    tmp_path: Path, sim: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db_url = f"sqlite:///{tmp_path / 'rw.db'}"
+    config = degraded_project(tmp_path, sim, db_url)
+    degraded = max(r["id"] for r in rows(db_url, "runs"))
+    settings = yaml.safe_load(config.read_text())
+    settings["routes"]["s"] = settings["routes"]["r"]
+    config.write_text(yaml.safe_dump(settings))
+    capsys.readouterr()
+
+    def pairwise(*args: str) -> int:
+        return run(["judge", "pairwise", "-c", str(config), *args])
+
+    assert pairwise("--route", "r", "--run", "9999") == 1
+    assert capsys.readouterr().err == "error: no run 9999 for --run\n"
+    assert pairwise("--route", "s", "--run", str(degraded)) == 1
+    assert capsys.readouterr().err == f"error: run {degraded} is a run of r, not of s\n"
+    assert pairwise("--route", "r", "--run", str(degraded), "--json") == 0
+    body = json.loads(capsys.readouterr().out)
+    assert len(body["preferences"]) == ITEMS
+    at = datetime.fromisoformat(body["preferences"][0]["at"])
+    assert (at.date(), at.utcoffset()) == (date(2026, 11, 4), timedelta(0))
+    assert "T" in body["preferences"][0]["at"]
 
 
 def test_an_unparsable_answer_is_retried_then_stored_as_an_error(tmp_path: Path, sim: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from routewatch.project import load_project
 from routewatch.store.agreement import RECENT_WEEKS, EvalSetAgreement, agreements
 from routewatch.store.migrate import open_database
 from routewatch.store.pairwise import StoredPreference, preferences
+from routewatch.store.queries import route_of_run
 from routewatch.store.variance import EvalSetVariance, judge_variance
 
 COMPARED = (
@@ -176,12 +178,23 @@ def pairwise_command(config_path: Path, route: str, run_id: int | None, as_json:
         raise UsageError(f"unknown route {route!r} for --route; known: {known}")
     engine = open_database(config.database_url)
     try:
+        if run_id is not None:
+            owner = route_of_run(engine, run_id)
+            if owner is None:
+                raise UsageError(f"no run {run_id} for --run")
+            if owner != route:
+                raise UsageError(f"run {run_id} is a run of {owner}, not of {route}")
         found = preferences(engine, route=route, run_id=run_id)
     finally:
         engine.dispose()
     if as_json:
-        body = {"route": route, "preferences": [dataclasses.asdict(p) for p in found]}
-        click.echo(json.dumps(body, indent=2, default=str))
+        body = {
+            "route": route,
+            "preferences": [
+                {**dataclasses.asdict(p), "at": p.at.astimezone(UTC).isoformat()} for p in found
+            ],
+        }
+        click.echo(json.dumps(body, indent=2))
     elif not found:
         which = f"run {run_id}" if run_id is not None else f"any run of {route}"
         click.echo(f"no pairwise comparisons for {which} (pairwise: true in the eval set?)")

@@ -74,6 +74,15 @@ def _facts(row: RowMapping) -> RunFacts:
     )
 
 
+def route_of_run(engine: Engine, run_id: int) -> str | None:
+    """The route run ``run_id`` belongs to; None when there is no such run."""
+    with engine.connect() as conn:
+        route: str | None = conn.execute(
+            select(RunRow.route).where(RunRow.id == run_id)
+        ).scalar_one_or_none()
+    return route
+
+
 def latest_runs(engine: Engine, routes: Sequence[str]) -> dict[str, RunFacts]:
     """The newest finished run (by logical time, then id) of each route, any eval set."""
     out: dict[str, RunFacts] = {}
