@@ -182,7 +182,7 @@ def add_run(engine: Engine, route: str, at: datetime, **totals: Any) -> None:
                 slot_key=f"{route}/faq/{at.isoformat()}",
                 at=at,
                 started_at=at,
-                **{"status": RunStatus.completed, **totals},
+                **{"status": RunStatus.completed, "results_total": 6, "errors_total": 0, **totals},
             )
         )
 
@@ -241,10 +241,12 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 # /healthz
 
 
-def test_healthz_is_ok_with_each_routes_last_completed_run(daemon: Daemon) -> None:
+def test_healthz_is_ok_with_each_routes_last_successful_run(daemon: Daemon) -> None:
     add_run(daemon.engine, "a", AT - timedelta(days=1))
     add_run(daemon.engine, "a", AT)
     add_run(daemon.engine, "a", AT + timedelta(days=1), status=RunStatus.failed)
+    # Completed, but every call failed (the provider was down): not a success.
+    add_run(daemon.engine, "a", AT + timedelta(days=2), errors_total=6)
     add_run(daemon.engine, "b", AT + timedelta(days=2), status=RunStatus.running)
 
     response = daemon.get("/healthz")

@@ -43,7 +43,7 @@ from routewatch.policy.publishers import policy_json
 from routewatch.report.render import CSP
 from routewatch.status import build_status
 from routewatch.store.policies import Reconciled
-from routewatch.store.queries import latest_completed_runs
+from routewatch.store.queries import last_successful_runs
 
 log = logging.getLogger("routewatch.daemon")
 
@@ -333,14 +333,10 @@ def _database_health(engine: Engine, routes: list[str]) -> DatabaseHealth:
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-        runs = latest_completed_runs(engine, routes)
+        last = last_successful_runs(engine, routes)
     except SQLAlchemyError as exc:
         log.warning("healthz: cannot read the database: %s", first_line(exc))
         return DatabaseHealth(reachable=False, last_successful_run={})
-    last: dict[str, datetime] = {}
-    for (route, _), run in runs.items():
-        if route not in last or run.at > last[route]:
-            last[route] = run.at
     return DatabaseHealth(reachable=True, last_successful_run=last)
 
 

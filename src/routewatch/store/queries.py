@@ -103,6 +103,24 @@ def latest_runs(engine: Engine, routes: Sequence[str]) -> dict[str, RunFacts]:
     return out
 
 
+def last_successful_runs(engine: Engine, routes: Sequence[str]) -> dict[str, datetime]:
+    """The logical time of each route's newest completed run with an answer.
+
+    A run whose every call failed completed, but did not succeed.
+    """
+    query = (
+        select(RunRow.route, func.max(RunRow.at, type_=RunRow.at.type))
+        .where(
+            RunRow.route.in_(routes),
+            RunRow.status == RunStatus.completed,
+            RunRow.results_total > RunRow.errors_total,
+        )
+        .group_by(RunRow.route)
+    )
+    with engine.connect() as conn:
+        return {route: at for route, at in conn.execute(query)}
+
+
 def latest_completed_runs(engine: Engine, routes: Sequence[str]) -> dict[tuple[str, str], RunFacts]:
     """The newest completed run (by logical time, then id) of each (route, eval set).
 
