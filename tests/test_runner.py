@@ -9,13 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from routewatch import runner
 from routewatch.cli import run
+from routewatch.sim.app import create_app
+from routewatch.sim.scenario import parse_scenario
+from routewatch.sim.server import serve_in_thread
 from runner_project import faq_simulator, replay_with_slow_statements, rows, write_project
 
 AT = "2026-11-20T06:00:00Z"
 ITEMS = 6
+FLAKY_MODELS = {"flaky": {"quality": 1.0, "faults": {"server_error": 0.6}}}
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +50,18 @@ def run_route(
     ],
 )
 def test_each_fault_class_is_recorded_and_the_run_completes(
-    tmp_path: Path, sim: str, model: str, stream: bool, error_class: str
+    tmp_path: Path,
+    sim: str,
+    model: str,
+    stream: bool,
+    error_class: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     code, runs, results = run_route(tmp_path, sim, model=model, stream=stream)
 
-    assert code == 0
+    # The run completes and is stored; the command says nothing could be measured.
+    assert code == 2
+    assert f"every call failed ({ITEMS} {error_class}): " in capsys.readouterr().err
     assert [r["status"] for r in runs] == ["completed"]
     assert runs[0]["error_rate"] == 1.0
     assert runs[0]["score"] is None
@@ -65,7 +77,7 @@ def test_a_hang_past_the_timeout_is_recorded_as_timeout(tmp_path: Path, sim: str
         provider={"timeout_s": 0.3, "max_retries": 0},
     )
 
-    assert run(["run", "-c", str(config), "--at", AT]) == 0
+    assert run(["run", "-c", str(config), "--at", AT]) == 2
 
     results = rows(f"sqlite:///{tmp_path / 'rw.db'}", "results")
     assert {r["error_class"] for r in results} == {"timeout"}
@@ -237,3 +249,49 @@ def test_the_heartbeat_never_stalls_the_routes_calls(
     # A heartbeat on the event loop would add up to the whole delay to the calls in
     # flight; the median, because the simulator runs in this process.
     assert latencies[len(latencies) // 2] < 150 + db_delay_s * 1000 / 2, latencies
+
+
+def test_a_run_that_mostly_fails_is_erroring_and_fails_a_regression_gate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With half its calls or more failed, a run's route is ``erroring``, as ``status``
+    says; ``--fail-on-regression`` exits 3 on it. A simulator of its own, one call at a
+    time, so its seeded fault draws are this test's alone."""
+    scenario = parse_scenario(
+        {"seed": 1, "defaults": {"latency_ms": {"fixed": 2}}, "models": FLAKY_MODELS}
+    )
+    with serve_in_thread(create_app(scenario, {})) as url:
+        config = write_project(
+            tmp_path,
+            url,
+            {"r": {"model": "flaky"}},
+            provider={"max_concurrency": 1, "max_retries": 0},
+        )
+        code = run(["run", "-c", str(config), "--at", AT, "--fail-on-regression"])
+
+    (stored,) = rows(f"sqlite:///{tmp_path / 'rw.db'}", "runs")
+    failed = round(stored["error_rate"] * ITEMS)
+    assert ITEMS / 2 <= failed < ITEMS, "the seed must fail half the calls or more, not all"
+    assert code == 3
+    out, err = capsys.readouterr()
+    assert out.splitlines()[1].endswith("erroring")
+    assert f"{failed} of {ITEMS} calls failed ({failed} server_error): " in err
+
+
+def test_a_judge_that_cannot_be_reached_is_named_as_such(
+    tmp_path: Path, sim: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Canaries without a verdict make the run judge suspect, for a reason other than a
+    verdict that moved: the message says which."""
+    config = write_project(tmp_path, sim, {"r": {"model": "perfect"}})
+    settings = yaml.safe_load(config.read_text())
+    settings["providers"]["down"] = {"base_url": "http://127.0.0.1:9/v1", "max_retries": 0}
+    settings["judges"]["default"]["provider"] = "down"
+    config.write_text(yaml.safe_dump(settings))
+
+    assert run(["run", "-c", str(config), "--at", AT]) == 0
+
+    err = capsys.readouterr().err
+    assert "judge suspect: the judge gave no verdict on any canary" in err
+    assert "connection" in err
+    assert "verdicts moved" not in err

@@ -12,6 +12,7 @@ import asyncio
 import gc
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -113,6 +114,12 @@ class RunReport:
     """A canary verdict moved: this run's judged scores are not to be trusted."""
     partially_judged: bool = False
     """The judge's daily budget ran out during the run: some outputs were not judged."""
+    call_errors: tuple[tuple[str, int], ...] = ()
+    """Calls of this process that failed, per error class, the commonest first."""
+    call_error_example: str | None = None
+    """The message of the first failed call of the commonest class."""
+    canary_error: str | None = None
+    """Why the judge gave no verdict on any canary (it could not be reached, say)."""
 
 
 def slot_key_for(at: datetime) -> str:
@@ -243,6 +250,9 @@ class _Run:
         self.judge = _judge_for(project, engine, self.evalset, pool, clock)
         self.judge_calls = self.judge_saved = self.judge_tokens = 0
         self.judge_cost = 0.0
+        self.call_errors: Counter[str] = Counter()
+        self.call_error_examples: dict[str, str] = {}
+        self.canary_error: str | None = None
 
     async def run(self) -> RunReport:
         stored = ensure_eval_set(self.engine, self.evalset)
@@ -345,6 +355,13 @@ class _Run:
             judge_tokens=self.judge_tokens,
             judge_cost_usd=self.judge_cost,
             judge_suspect=suspect,
+            call_errors=tuple(self.call_errors.most_common()),
+            call_error_example=(
+                self.call_error_examples.get(self.call_errors.most_common(1)[0][0])
+                if self.call_errors
+                else None
+            ),
+            canary_error=self.canary_error,
             partially_judged=self.judge is not None and self.judge.budget_reached,
         )
 
@@ -372,6 +389,9 @@ class _Run:
             ],
             now=self.clock.now(),
         )
+        unanswered = [c.judgement.error for c in checks if c.judgement.error is not None]
+        if checks and len(unanswered) == len(checks):
+            self.canary_error = unanswered[0]
         return any(c.moved for c in checks)
 
     async def _replay(self, todo: Sequence[tuple[Item, int]]) -> None:
@@ -424,6 +444,9 @@ class _Run:
         # The call's slot is free now: let the call waiting for it go out before this
         # one is scored, so scoring never stands between an answer and the next request.
         await asyncio.sleep(0)
+        if result.error_class is not None:
+            self.call_errors[result.error_class] += 1
+            self.call_error_examples.setdefault(result.error_class, result.error_message or "")
         fallback = served_by_fallback(self.route.model, result)
         judgements: list[Judgement] = []
         if self.judge is not None and result.ok and not fallback:

@@ -27,6 +27,7 @@ from routewatch.cycle import (
 from routewatch.errors import RoutewatchError, UsageError
 from routewatch.project import Project, load_project
 from routewatch.runner import RunPlan, RunReport, execute, plan_runs, replay_gc
+from routewatch.status import ERRORING_RATE, RouteState
 from routewatch.store.migrate import open_database
 from routewatch.store.runs import ClaimOutcome
 
@@ -53,7 +54,8 @@ AT_SKEW = timedelta(minutes=5)
 @click.option(
     "--fail-on-regression",
     is_flag=True,
-    help="Exit 3 when a run is degraded: a finding paged on it or an incident stays open.",
+    help="Exit 3 when a run is degraded (a finding paged on it or an incident stays open) "
+    "or erroring (half its calls or more failed).",
 )
 def run_command(
     config_path: Path, routes: tuple[str, ...], at: str | None, fail_on_regression: bool
@@ -109,9 +111,26 @@ def run_command(
     for line in delivery_lines(delivery):
         click.echo(line, err=True)
     click.echo(summary_table(reports, {v.run_id: v for v in verdicts}))
-    if fail_on_regression and any(v.state == "degraded" for v in verdicts):
+    if any(_all_failed(r) for r in reports):
+        # Nothing was measured on that run: a runtime failure, as a missing key is.
+        return ExitCode.failure
+    if fail_on_regression and (
+        any(v.state == "degraded" for v in verdicts) or any(_erroring(r) for r in reports)
+    ):
         return ExitCode.regression
     return ExitCode.ok
+
+
+def _all_failed(report: RunReport) -> bool:
+    """Whether every call of a run this process replayed failed."""
+    s = report.summary
+    return s is not None and s.results_total > 0 and s.errors_total == s.results_total
+
+
+def _erroring(report: RunReport) -> bool:
+    """Whether a run this process replayed failed often enough to make its route erroring."""
+    s = report.summary
+    return s is not None and (s.error_rate or 0.0) >= ERRORING_RATE
 
 
 def _calls(project: Project, plans: list[RunPlan]) -> int:
@@ -143,7 +162,23 @@ def _notes(reports: list[RunReport]) -> Iterator[str]:
                 f"{where}: run {r.run_id} of this slot was started with another {changed}, "
                 "so it is left as it is; use another --at to run this version"
             )
-        if r.judge_suspect:
+        s = r.summary
+        if s is not None and s.results_total and s.errors_total:
+            failed = ", ".join(f"{count} {kind}" for kind, count in r.call_errors)
+            example = f": {r.call_error_example}" if r.call_error_example else ""
+            if s.errors_total == s.results_total:
+                yield f"{where}: every call failed ({failed}){example}"
+            elif (s.error_rate or 0.0) >= ERRORING_RATE:
+                yield (
+                    f"{where}: {s.errors_total} of {s.results_total} calls failed "
+                    f"({failed}){example}"
+                )
+        if r.judge_suspect and r.canary_error is not None:
+            yield (
+                f"{where}: judge suspect: the judge gave no verdict on any canary, so this "
+                f"run's judged scores are not to be trusted: {r.canary_error}"
+            )
+        elif r.judge_suspect:
             yield (
                 f"{where}: judge suspect: its canary verdicts moved, so this run's judged "
                 "scores are not to be trusted (see canary_results)"
@@ -214,6 +249,8 @@ def summary_table(
                 + [state]
             )
             continue
+        if (s.error_rate or 0.0) >= ERRORING_RATE:
+            state = RouteState.erroring.value  # as `status` names the route after it
         rows.append(
             [
                 r.route,
