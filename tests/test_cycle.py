@@ -58,9 +58,12 @@ def test_a_drop_opens_one_incident_with_its_event_and_status_shows_it(
     assert day(config, 7, "--fail-on-regression") == 3
 
     out = capsys.readouterr()
-    assert "opened an incident" in out.err
     incidents = rows(db, "incidents")
     assert [(i["metric"], i["status"]) for i in incidents] == [("score", "open")]
+    # One line for the metric, naming every detector that paged and the one incident.
+    (line,) = [line for line in out.err.splitlines() if ": score " in line]
+    assert line.endswith(f": opened incident #{incidents[0]['id']}")
+    assert line.count(" p = ") >= 2, line
     outbox = rows(db, "outbox")
     assert [(o["event"], o["target"]) for o in outbox] == [
         ("incident.opened", webhook_target(config))

@@ -61,6 +61,8 @@ class RunVerdict:
     """Candidates that paged on this run (new or continuing incidents)."""
     opened: tuple[int, ...] = ()
     """Incidents this run opened."""
+    opened_metrics: tuple[str, ...] = ()
+    """The metric of each incident in ``opened``, in the same order."""
     resolved: tuple[int, ...] = ()
     open_metrics: frozenset[str] = frozenset()
     """Metrics with an incident open after this run."""
@@ -211,6 +213,9 @@ def detect_cycle(
                 known=ev.known,
                 findings=decision.findings,
                 opened=recorded.opened,
+                opened_metrics=tuple(c.metric for c in transition.opened)
+                if recorded.opened
+                else (),
                 resolved=recorded.resolved,
                 open_metrics=transition.open_after,
                 lower_limit=ev.sigma.lower_limit if ev.sigma else None,

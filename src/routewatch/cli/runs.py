@@ -24,6 +24,7 @@ from routewatch.cycle import (
     detect_cycle,
     detect_left_over,
 )
+from routewatch.detect.findings import Candidate
 from routewatch.errors import RoutewatchError, UsageError
 from routewatch.project import Project, load_project
 from routewatch.runner import RunPlan, RunReport, execute, plan_runs, replay_gc
@@ -196,16 +197,32 @@ def _notes(reports: list[RunReport]) -> Iterator[str]:
 
 
 def finding_lines(verdicts: list[RunVerdict]) -> Iterator[str]:
-    """One line per incident opened or resolved, and per finding on an open incident."""
+    """One line per metric that findings paged on, and one per run that resolved incidents.
+
+    A metric's line names every detector that paged on it, and the incident it opened.
+    """
     for v in verdicts:
         where = f"{v.route} x {v.eval_set} (run {v.run_id})"
+        opened = dict(zip(v.opened_metrics, v.opened, strict=False))
+        by_metric: dict[str, list[Candidate]] = {}
         for f in v.findings:
-            new = " opened an incident" if v.opened else ""
+            by_metric.setdefault(f.metric, []).append(f)
+        for metric, found in by_metric.items():
+            first = found[0]
             if v.backfill:
                 new = " (a backfill: incidents follow time and were left alone)"
-            p = f", p = {f.p_value:.2g}" if f.p_value is not None else ""
-            base = f" (baseline {f.baseline_mean:.3f})" if f.baseline_mean is not None else ""
-            yield f"{where}: {f.metric} {f.observed:.3f}{base} by {f.detector.value}{p}{new}"
+            elif metric in opened:
+                new = f": opened incident #{opened[metric]}"
+            else:
+                new = ""
+            base = (
+                f" (baseline {first.baseline_mean:.3f})" if first.baseline_mean is not None else ""
+            )
+            detectors = ", ".join(
+                f.detector.value + (f" p = {f.p_value:.2g}" if f.p_value is not None else "")
+                for f in found
+            )
+            yield f"{where}: {metric} {first.observed:.3f}{base} by {detectors}{new}"
         if v.resolved:
             yield f"{where}: resolved incident(s) {', '.join(map(str, v.resolved))}"
         for note in v.policy_notes:
