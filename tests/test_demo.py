@@ -1,6 +1,7 @@
 import json
 import shutil
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,10 +14,12 @@ from routewatch.clock import FixedClock
 from routewatch.config import load_config
 from routewatch.demo import (
     DEGRADED_ROUTE,
+    SCENARIO_TEMPLATE,
     SECOND_EVAL_TEMPLATE,
     DemoResult,
     run_demo,
     webhook_receiver,
+    write_demo_project,
 )
 from routewatch.errors import UsageError
 from routewatch.evalset import load_eval_set
@@ -43,9 +46,14 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoResult:
 LEFT_RUNNING: list[str] = []
 
 
-def _again(demo: DemoResult, folder: Path, now: datetime) -> DemoResult:
+def _again(
+    demo: DemoResult,
+    folder: Path,
+    now: datetime,
+    on_day: Callable[[datetime, bool, bool], None] | None = None,
+) -> DemoResult:
     shutil.copytree(demo.config_path.parent, folder)
-    return run_demo(folder, env={}, clock=FixedClock(now), days=DAYS)
+    return run_demo(folder, env={}, clock=FixedClock(now), days=DAYS, on_day=on_day)
 
 
 def test_demo_replays_both_eval_sets_on_every_route_each_day(demo: DemoResult) -> None:
@@ -103,7 +111,11 @@ def test_the_demo_stops_the_servers_it_started(demo: DemoResult) -> None:
 
 
 def test_a_second_demo_on_the_same_day_replays_nothing(demo: DemoResult, tmp_path: Path) -> None:
-    again = _again(demo, tmp_path / "again", NOW)
+    days: list[tuple[datetime, bool, bool]] = []
+    again = _again(demo, tmp_path / "again", NOW, lambda *day: days.append(day))
+
+    assert len(days) == DAYS
+    assert not any(replayed for _, _, replayed in days)  # each day told as already done
 
     assert {r.outcome for r in again.reports} == {ClaimOutcome.completed}
     assert again.opened == []
@@ -113,7 +125,12 @@ def test_a_second_demo_on_the_same_day_replays_nothing(demo: DemoResult, tmp_pat
 def test_a_demo_the_next_day_replays_that_day_still_broken(
     demo: DemoResult, tmp_path: Path
 ) -> None:
-    again = _again(demo, tmp_path / "next", NOW + timedelta(days=1))
+    days: list[tuple[datetime, bool, bool]] = []
+    again = _again(demo, tmp_path / "next", NOW + timedelta(days=1), lambda *d: days.append(d))
+
+    assert [(at.date(), broken) for at, broken, replayed in days if replayed] == [
+        (NOW.date() + timedelta(days=1), True)
+    ]
 
     new = [r for r in again.reports if r.outcome is ClaimOutcome.started]
     assert {r.at.date() for r in new} == {NOW.date() + timedelta(days=1)}
@@ -178,3 +195,17 @@ def test_the_demo_refuses_a_folder_holding_a_real_project(tmp_path: Path) -> Non
 
     assert (tmp_path / "routewatch.yaml").read_text() == before
     assert not (tmp_path / "routewatch.db").exists()
+
+
+def test_a_scenario_copied_into_a_new_folder_is_the_one_the_demo_plays(tmp_path: Path) -> None:
+    """The scenario file's own advice: copy an edited scenario into a new folder and run
+    the demo there; the demo keeps it and writes the rest of the project around it."""
+    edited = template_text(SCENARIO_TEMPLATE).replace("seed: 42", "seed: 7")
+    assert edited != template_text(SCENARIO_TEMPLATE)
+    (tmp_path / SCENARIO_TEMPLATE).write_text(edited)
+
+    write_demo_project(tmp_path)
+
+    assert (tmp_path / SCENARIO_TEMPLATE).read_text() == edited
+    assert (tmp_path / CONFIG_TEMPLATE).is_file()
+    assert "copy the edited file into a new folder" in template_text(SCENARIO_TEMPLATE)

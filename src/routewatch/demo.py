@@ -126,13 +126,14 @@ def run_demo(
     env: Mapping[str, str],
     clock: Clock,
     days: int = DEFAULT_DAYS,
-    on_day: Callable[[datetime, bool], None] | None = None,
+    on_day: Callable[[datetime, bool, bool], None] | None = None,
 ) -> DemoResult:
     """Backfill ``days`` daily runs (06:00 UTC, up to today), the last few degraded.
 
     The project is written only where it is missing, so a second demo reuses it
     and its database: slots already run are skipped. ``on_day`` hears of each day
-    before it is replayed, and whether the cheap route is broken on it.
+    once it is done: whether the cheap route was broken on it, and whether anything
+    was replayed (False when an earlier demo had run it).
     """
     config_path = write_demo_project(directory)
     env = {k: v for k, v in env.items() if k != "ROUTEWATCH_DATABASE_URL"}
@@ -168,8 +169,6 @@ def run_demo(
         ):
             local = _pointed_at(project, f"{url}/v1", webhook_url)
             for at in slots:
-                if on_day is not None:
-                    on_day(at, degradation is not None and at.date() >= degradation.since)
                 plans = plan_runs(local.config, routes=[], at=at, now=clock.now())
                 with replay_gc():
                     day = asyncio.run(execute(local, engine, plans, env=env, clock=clock))
@@ -185,6 +184,9 @@ def run_demo(
                     env=env,
                 )
                 reports += day
+                if on_day is not None:
+                    broken = degradation is not None and at.date() >= degradation.since
+                    on_day(at, broken, any(r.summary is not None for r in day))
             first = max(slots[0].date(), today - timedelta(days=REPORT_DAYS - 1))
             window = days_window(first, today, local.config.timezone)
             report_path = write_report(

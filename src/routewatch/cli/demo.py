@@ -41,9 +41,10 @@ def demo_command(directory: Path, days: int) -> None:
     the fallback policy's change and the report of the last week.
     """
 
-    def on_day(at: datetime, degraded: bool) -> None:
+    def on_day(at: datetime, degraded: bool, replayed: bool) -> None:
         note = f"  ({DEGRADED_ROUTE}'s model degraded)" if degraded else ""
-        click.echo(f"replaying {at:%Y-%m-%d %H:%M} UTC{note}", err=True)
+        done = "replayed" if replayed else "already done"
+        click.echo(f"{done} {at:%Y-%m-%d %H:%M} UTC{note}", err=True)
 
     result = run_demo(
         directory, env=dict(os.environ), clock=SystemClock(), days=days, on_day=on_day
@@ -96,7 +97,7 @@ def story_lines(result: DemoResult) -> Iterator[str]:
     if not changes:
         yield "policy:    no change this time"
     for path in result.policy_files:
-        yield f"           published to {path}"
+        yield f"           {'published to' if changes else 'its file:'} {path}"
     if result.report_path is not None:
         yield f"report:    {result.report_path}"
 
