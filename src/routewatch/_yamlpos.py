@@ -53,12 +53,21 @@ class LineMap:
         """A view of this map rooted at ``loc``, for validating a nested part on its own."""
         return LineMap(path=self.path, lines=self.lines, base=self.base + tuple(loc))
 
-    def from_validation(self, exc: ValidationError, prefix: PathKey = ()) -> list[Problem]:
-        """One Problem per pydantic error, located by the error's ``loc``."""
+    def from_validation(
+        self,
+        exc: ValidationError,
+        prefix: PathKey = (),
+        *,
+        every_key: str = "see `routewatch init` for every key",
+    ) -> list[Problem]:
+        """One Problem per pydantic error, located by the error's ``loc``.
+
+        ``every_key`` tells an unknown field's reader where every key is listed.
+        """
         problems = []
         for err in exc.errors(include_url=False):
             loc = prefix + _clean_loc(err["loc"])
-            problems.append(self.problem(loc, _message(err)))
+            problems.append(self.problem(loc, _message(err, every_key)))
         return problems
 
 
@@ -79,12 +88,12 @@ def _clean_loc(loc: tuple[str | int, ...]) -> PathKey:
     return tuple(p for p in loc if isinstance(p, int) or not ("[" in p or "(" in p))
 
 
-def _message(err: Any) -> str:
+def _message(err: Any, every_key: str) -> str:
     msg = str(err["msg"])
     for prefix in ("Value error, ", "Assertion failed, "):
         msg = msg.removeprefix(prefix)
     if err["type"] == "extra_forbidden":
-        return "unknown field (check its spelling, or see `routewatch init` for every key)"
+        return f"unknown field (check its spelling, or {every_key})"
     if err["type"] == "missing":
         return "required field is missing"
     if err["type"] == "too_short":

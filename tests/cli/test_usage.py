@@ -60,3 +60,25 @@ def test_a_run_in_the_future_is_refused_and_nothing_is_stored(
 
     assert "is in the future" in capsys.readouterr().err
     assert not (tmp_path / "routewatch.db").exists()
+
+
+def test_an_empty_at_is_refused_not_taken_as_now(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["init", str(tmp_path)]) == 0
+    monkeypatch.chdir(tmp_path)
+
+    assert run(["run", "--at", ""]) == 1
+
+    assert "--at '' is not an ISO 8601 time" in capsys.readouterr().err
+
+
+def test_init_names_the_next_step_without_a_cd_into_the_folder_it_is_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    assert run(["init"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "next: routewatch validate"
+    assert run(["init", "sub"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "next: cd sub && routewatch validate"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 import uuid
@@ -128,6 +129,9 @@ def test_runs_happen_on_schedule_and_the_http_surface_answers(
     versions = rows(db_url, "policy_versions")
     assert [(v["pins"], v["actor"]) for v in versions][-2:] == [(["faq-bot"], "api"), (None, "api")]
     assert TOKEN not in d.log()
+    # One line per run, saying it completed; no migration chatter on the new database.
+    assert re.search(r"run \d+ faq-bot x \S+ at \S+: completed score=", d.log()), d.log()
+    assert "alembic" not in d.log().lower()
 
 
 def test_sigterm_mid_run_leaves_a_run_that_the_next_start_resumes(

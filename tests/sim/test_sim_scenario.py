@@ -202,3 +202,12 @@ def test_parse_scenario_loads_or_raises_input_error_and_loaded_ones_resolve(data
     for name in [*scenario.models, "unlisted"]:
         for day in (date(2026, 1, 1), date(2026, 6, 30), date(2027, 1, 1)):
             assert 0 <= scenario.behaviour(name, day).faults.total_rate <= 1 + 1e-9
+
+
+def test_an_unknown_key_points_at_where_the_scenario_keys_are_listed(tmp_path: Path) -> None:
+    """Not at `routewatch init`, which writes no scenario."""
+    (found,) = problems("seed: 1\nmodels:\n  m: {qualty: 0.5}\n", tmp_path)
+
+    assert ":3: models.m.qualty: unknown field" in found
+    assert 'README.md, "The simulator"' in found
+    assert "routewatch init" not in found

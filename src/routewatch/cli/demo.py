@@ -31,7 +31,7 @@ from routewatch.store.runs import ClaimOutcome
     type=click.IntRange(1, 366),
     default=DEFAULT_DAYS,
     show_default=True,
-    help="Daily runs to backfill, ending today.",
+    help="Daily runs to backfill (at 06:00 UTC), ending today, or yesterday before 06:00 UTC.",
 )
 def demo_command(directory: Path, days: int) -> None:
     """Keyless demo: three routes, two eval sets, a breakage, its alert and the report.

@@ -19,7 +19,10 @@ def init(directory: Path, force: bool) -> None:
     """Write a commented routewatch.yaml and an example eval set into DIRECTORY."""
     for path in write_project(directory, force=force):
         click.echo(f"wrote {path}")
-    click.echo(f"next: cd {directory} && routewatch validate")
+    here = directory.resolve() == Path.cwd().resolve()
+    click.echo(
+        "next: routewatch validate" if here else f"next: cd {directory} && routewatch validate"
+    )
 
 
 @click.command()

@@ -65,7 +65,7 @@ def run_command(
     env = dict(os.environ)
     project = load_project(config_path, env)
     try:
-        at_time = parse_instant(at, project.config.timezone) if at else None
+        at_time = parse_instant(at, project.config.timezone) if at is not None else None
     except ValueError:
         raise UsageError(
             f"--at {at!r} is not an ISO 8601 time, e.g. 2026-11-23T06:00:00Z"

@@ -63,5 +63,5 @@ def _configure_logging(log_format: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(min(root.level, logging.INFO) if root.level else logging.INFO)
     # The daemon logs one line per run; library chatter stays at warnings.
-    for noisy in ("httpx", "httpcore", "apscheduler", "uvicorn.error"):
+    for noisy in ("httpx", "httpcore", "apscheduler", "uvicorn.error", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

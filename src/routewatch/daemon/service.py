@@ -50,7 +50,7 @@ from routewatch.project import Project, load_project
 from routewatch.runner import execute, plan_runs
 from routewatch.store.migrate import open_database
 from routewatch.store.nodata import check_no_data
-from routewatch.store.runs import orphaned_runs, slot_completed
+from routewatch.store.runs import ClaimOutcome, orphaned_runs, slot_completed
 
 log = logging.getLogger("routewatch.daemon")
 
@@ -364,17 +364,32 @@ class Daemon:
         )
         for r in reports:
             s = r.summary
+            # A replayed run is "completed" ("completed, resumed" after an interruption);
+            # else the claim's outcome says why nothing was replayed ("busy", ...).
+            done = r.outcome.value
+            if s is not None:
+                done = "completed" + (", resumed" if r.outcome is ClaimOutcome.resumed else "")
             log.info(
                 "run %d %s x %s at %s: %s score=%s errors=%s cost=%s",
                 r.run_id,
                 r.route,
                 r.eval_set,
                 r.at.isoformat(),
-                r.outcome.value,
+                done,
                 f"{s.score:.3f}" if s and s.score is not None else "-",
                 f"{s.error_rate:.3f}" if s and s.error_rate is not None else "-",
                 f"{s.cost_usd:.4f}" if s and s.cost_usd is not None else "-",
             )
+            if s is not None and s.results_total and s.errors_total == s.results_total:
+                failed = ", ".join(f"{count} {kind}" for kind, count in r.call_errors)
+                log.warning(
+                    "run %d %s x %s: every call failed (%s): %s",
+                    r.run_id,
+                    r.route,
+                    r.eval_set,
+                    failed,
+                    r.call_error_example or "-",
+                )
         for v in verdicts:
             for note in v.policy_notes:
                 log.info("%s x %s: %s", v.route, v.eval_set, note)

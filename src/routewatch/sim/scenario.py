@@ -283,7 +283,9 @@ def parse_scenario(data: Any, lines: LineMap | None = None) -> Scenario:
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        raise InputError(where.from_validation(exc)) from None
+        raise InputError(
+            where.from_validation(exc, every_key='see README.md, "The simulator", for every key')
+        ) from None
     problems = _timeline_problems(scenario, where)
     if problems:
         raise InputError(problems)
