@@ -56,6 +56,29 @@ def test_unset_url_variable_is_a_located_problem(tmp_path: Path) -> None:
     assert info.value.problems[0].line == 2
 
 
+def test_a_database_other_than_sqlite_or_postgresql_is_refused_at_load(tmp_path: Path) -> None:
+    """``validate`` says so, rather than ``status`` failing later."""
+    path = write(tmp_path, "database_url: mysql://user@host/db\n")
+
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, {})
+
+    assert str(raised.value.problems[0]).startswith(
+        f"{path}:1: database_url: mysql is not supported: routewatch stores its results"
+    )
+
+
+def test_a_bad_database_url_from_the_environment_says_where_it_came_from(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, "database_url: sqlite:///file.db\n")
+
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, {"ROUTEWATCH_DATABASE_URL": "garbage"})
+
+    assert "not a database URL (from ROUTEWATCH_DATABASE_URL)" in str(raised.value.problems[0])
+
+
 def test_api_key_is_not_needed_at_load_time(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, MINIMAL), {"GW_URL": "http://x"})
 

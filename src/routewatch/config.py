@@ -441,7 +441,7 @@ def load_config_located(path: Path, env: Mapping[str, str]) -> LocatedConfig:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(problems + _validation_problems(exc, lines)) from None
-    problems += check_references(config, lines)
+    problems += check_references(config, lines, database_from_env=bool(env.get(DATABASE_URL_ENV)))
     if problems:
         raise ConfigError(problems)
     config = _resolve_paths(config, path.resolve().parent)
@@ -522,10 +522,14 @@ def _items(value: Any) -> list[tuple[str, Any]]:
     return list(value.items()) if isinstance(value, dict) else []
 
 
-def check_references(config: Config, lines: LineMap) -> list[Problem]:
+def check_references(
+    config: Config, lines: LineMap, *, database_from_env: bool = False
+) -> list[Problem]:
     """Cross-checks the schema cannot express: names, references, URLs, cron, time zone.
 
     Eval-set names are checked later, against the files found (``load_project``).
+    ``database_from_env``: the database URL came from ``ROUTEWATCH_DATABASE_URL``, and
+    its problems say so.
     """
     problems: list[Problem] = []
     tz_ok = _check_timezone(config, lines, problems)
@@ -605,16 +609,23 @@ def check_references(config: Config, lines: LineMap) -> list[Problem]:
         _check_cron(
             config.reports.schedule, config.timezone, ("reports", "schedule"), lines, problems
         )
+    from_env = " (from ROUTEWATCH_DATABASE_URL)" if database_from_env else ""
+    expected = "expected e.g. sqlite:///routewatch.db or postgresql+psycopg://user@host/db"
     try:
-        make_url(config.database_url)
+        backend = make_url(config.database_url).get_backend_name()
     except ArgumentError:
         problems.append(
-            lines.problem(
-                ("database_url",),
-                "not a database URL; expected e.g. sqlite:///routewatch.db or "
-                "postgresql+psycopg://user@host/db",
-            )
+            lines.problem(("database_url",), f"not a database URL{from_env}; {expected}")
         )
+    else:
+        if backend not in ("sqlite", "postgresql", "postgres"):
+            problems.append(
+                lines.problem(
+                    ("database_url",),
+                    f"{backend} is not supported{from_env}: routewatch stores its results "
+                    f"in SQLite or PostgreSQL; {expected}",
+                )
+            )
     return problems
 
 
