@@ -167,3 +167,43 @@ def test_params_may_not_override_the_model_or_hold_a_secret(tmp_path: Path) -> N
     fields = {p.field: p.message for p in info.value.problems}
     assert set(fields) == {"routes.r1.params.model", "routes.r1.params.api_key"}
     assert "sk-1" not in str(info.value)
+
+
+def _gateway(url: str, *, key: bool = False) -> str:
+    api_key = ", api_key_env: GW_KEY" if key else ""
+    return (
+        f'providers:\n  gw: {{base_url: "{url}"{api_key}}}\n'
+        "routes:\n  r1: {provider: gw, model: m, evals: [e]}\n"
+    )
+
+
+def test_a_password_written_in_base_url_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, _gateway("http://user:hunter2@127.0.0.1:9/v1"))
+
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, {})
+
+    (problem,) = raised.value.problems
+    assert "a password in base_url is a secret written in routewatch.yaml" in str(problem)
+    assert problem.line == 2
+    assert "hunter2" not in str(problem)
+
+
+def test_a_password_from_a_variable_in_base_url_loads(tmp_path: Path) -> None:
+    path = write(tmp_path, _gateway("http://user:${GW_PASS}@127.0.0.1:9/v1"))
+
+    config = load_config(path, {"GW_PASS": "hunter2"})
+
+    assert config.providers["gw"].base_url == "http://user:hunter2@127.0.0.1:9/v1"
+
+
+def test_credentials_in_base_url_and_an_api_key_are_refused_together(tmp_path: Path) -> None:
+    """Both would be an Authorization header; the HTTP client refused the pair mid-run."""
+    path = write(tmp_path, _gateway("http://user:${GW_PASS}@127.0.0.1:9/v1", key=True))
+
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, {"GW_PASS": "hunter2"})
+
+    (problem,) = raised.value.problems
+    assert "carries credentials (user@) while api_key_env is set" in str(problem)
+    assert "hunter2" not in str(problem)

@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
@@ -493,7 +494,17 @@ def _expand_urls(
     out["database_url"] = expand(out.get("database_url"), ("database_url",))
     for name, provider in _items(out.get("providers")):
         if isinstance(provider, dict) and "base_url" in provider:
-            url = expand(provider["base_url"], ("providers", name, "base_url"))
+            loc = ("providers", name, "base_url")
+            raw = provider["base_url"]
+            if isinstance(raw, str) and _literal_password(raw):
+                problems.append(
+                    lines.problem(
+                        loc,
+                        "a password in base_url is a secret written in routewatch.yaml; "
+                        "use api_key_env, or take the password from a variable: ${VAR}",
+                    )
+                )
+            url = expand(raw, loc)
             out["providers"] = {**out["providers"], name: {**provider, "base_url": url}}
     if out["database_url"] is None:
         del out["database_url"]
@@ -549,6 +560,14 @@ def check_references(
                 )
     for name, provider in config.providers.items():
         _check_http_url(provider.base_url, ("providers", name, "base_url"), lines, problems)
+        if provider.api_key_env and _has_credentials(provider.base_url):
+            problems.append(
+                lines.problem(
+                    ("providers", name, "base_url"),
+                    "carries credentials (user@) while api_key_env is set: a request has "
+                    "one Authorization header, so use one or the other",
+                )
+            )
         _check_env_name(provider.api_key_env, ("providers", name, "api_key_env"), lines, problems)
     for name, route in config.routes.items():
         if route.provider not in config.providers:
@@ -685,6 +704,23 @@ def _check_http_url(
         return  # an unset variable was already reported
     if not re.match(r"^https?://[^/\s]+", url):
         problems.append(lines.problem(loc, "must be an http:// or https:// URL"))
+
+
+def _literal_password(url: str) -> bool:
+    """Whether ``url`` holds a password written out, not one taken from ``${VAR}``."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return False
+    return bool(password) and "${" not in (password or "")
+
+
+def _has_credentials(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.username is not None
 
 
 def _check_env_name(
