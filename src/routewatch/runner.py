@@ -389,9 +389,16 @@ class _Run:
             ],
             now=self.clock.now(),
         )
-        unanswered = [c.judgement.error for c in checks if c.judgement.error is not None]
+        # A canary whose call failed says nothing about the judge; with none answered,
+        # nothing vouches for it, so the run's judged scores are suspect all the same.
+        unanswered = [
+            c.judgement.error or "no verdict"
+            for c in checks
+            if c.judgement.stated_score is None and not c.judgement.unreadable
+        ]
         if checks and len(unanswered) == len(checks):
             self.canary_error = unanswered[0]
+            return True
         return any(c.moved for c in checks)
 
     async def _replay(self, todo: Sequence[tuple[Item, int]]) -> None:

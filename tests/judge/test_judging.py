@@ -1,5 +1,6 @@
 """Judging during `routewatch run`, against the simulator on a loopback port."""
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -8,9 +9,15 @@ import pytest
 import yaml
 from judge_runs import CANARY, CRITERIA, ITEMS, edit_yaml, judge_calls_at, judge_scores, run_at
 
-from routewatch.evalset import Message
+from routewatch.clock import SystemClock
+from routewatch.config import Judge, Provider
+from routewatch.evalset import Message, load_eval_set
+from routewatch.judge.engine import CanaryCheck, JudgeRunner
 from routewatch.judge.prompt import JudgeRequest, render, template_source, verdict_schema
 from routewatch.judge.verdict import parse_verdict
+from routewatch.providers.openai import OpenAIClient
+from routewatch.scaffold import EVAL_TEMPLATE, template_text
+from routewatch.store.migrate import create_engine_for, upgrade
 from runner_project import faq_simulator, replay_with_slow_statements, rows, write_project
 
 
@@ -206,3 +213,38 @@ def test_the_judges_database_work_never_stalls_the_routes_calls(
     # The median: the simulator runs in this process, where a pause can stretch one call.
     # A statement on the event loop would add the whole delay to the calls in flight.
     assert latencies[len(latencies) // 2] < db_delay_s * 1000 / 2, latencies
+
+
+@pytest.mark.parametrize(
+    ("model", "structured", "moved", "error"),
+    [
+        # The call fails (a 5xx after retries): nothing is known about the judge.
+        ("failing", True, False, "judge call failed: server_error"),
+        # The judge answers in prose, no verdict readable: the judge itself changed.
+        ("judge", False, True, "no verdict"),
+    ],
+)
+def test_a_canary_moves_on_an_unreadable_reply_not_on_a_failed_call(
+    tmp_path: Path, sim: str, model: str, structured: bool, moved: bool, error: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'rw.db'}"
+    upgrade(url)
+    engine = create_engine_for(url)
+    (tmp_path / EVAL_TEMPLATE).write_text(template_text(EVAL_TEMPLATE))
+    evalset = load_eval_set(tmp_path / EVAL_TEMPLATE)
+    judge = Judge(provider="sim", model=model, structured_output=structured)
+
+    async def canaries() -> list[CanaryCheck]:
+        provider = Provider(base_url=f"{sim}/v1", max_retries=0)
+        async with OpenAIClient("sim", provider, {}) as client:
+            runner = JudgeRunner("default", judge, client, engine, evalset, SystemClock())
+            return await runner.judge_canaries()
+
+    try:
+        checks = asyncio.run(canaries())
+    finally:
+        engine.dispose()
+
+    assert len(checks) == CANARY
+    assert {c.moved for c in checks} == {moved}
+    assert all(c.observed is None and error in (c.judgement.error or "") for c in checks)

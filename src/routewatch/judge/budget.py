@@ -136,6 +136,8 @@ class Asked(Generic[T]):
     calls: int
     tokens_in: int
     tokens_out: int
+    unreadable: bool = False
+    """The judge answered, but no answer could be read: not a failed call or the budget."""
 
 
 async def ask(
@@ -155,6 +157,7 @@ async def ask(
     """
     calls = tokens_in = tokens_out = 0
     error = "no attempt made"
+    unreadable = False
     result: CallResult | None = None
     for _ in range(tries):
         reserved = await budget.reserve(chat)
@@ -171,11 +174,13 @@ async def ask(
         await budget.record(reserved, result.tokens_in or 0, result.tokens_out or 0)
         if not result.ok:
             error = f"judge call failed: {result.error_class}: {result.error_message}"
+            unreadable = False
             break
         try:
             value = parse(result.output or "")
         except ValueError as exc:
             error = str(exc)
+            unreadable = True
             continue
         return Asked(
             value=value,
@@ -192,4 +197,5 @@ async def ask(
         calls=calls,
         tokens_in=tokens_in,
         tokens_out=tokens_out,
+        unreadable=unreadable,
     )

@@ -68,6 +68,8 @@ class Judgement:
     stated_score: float | None = None
     """The mean of the integer grades the judge wrote (``raw_score`` without ``logprobs``
     weighting); set when judged afresh, None from the cache."""
+    unreadable: bool = False
+    """No verdict because the judge's reply could not be read (not a failed call)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,7 +81,8 @@ class CanaryCheck:
     expected: float
     observed: float | None
     moved: bool
-    """The verdict strayed past ``CANARY_TOLERANCE``, or there was none."""
+    """The verdict strayed past ``CANARY_TOLERANCE``, or the reply held none that could be
+    read; a call that failed (no reply) leaves it unmoved."""
     judgement: Judgement
 
 
@@ -160,8 +163,11 @@ class JudgeRunner:
                 observed=judgement.raw_score,
                 # On the grades the judge wrote: a logprob-weighted 3.93 for a written 4
                 # is the same verdict, and one grade of wobble is within tolerance.
-                moved=judgement.stated_score is None
-                or abs(judgement.stated_score - expected) > CANARY_TOLERANCE,
+                # A reply with no readable verdict is a judge that changed; a call that
+                # failed (a timeout, a 5xx, the budget) says nothing about the judge.
+                moved=judgement.unreadable
+                if judgement.stated_score is None
+                else abs(judgement.stated_score - expected) > CANARY_TOLERANCE,
                 judgement=judgement,
             )
             for (index, criterion, expected, _), judgement in zip(asked, judgements, strict=True)
@@ -271,6 +277,7 @@ class JudgeRunner:
                 calls=calls,
                 tokens=tokens_in + tokens_out,
                 cost_usd=cost,
+                unreadable=failed.unreadable,
             )
         stated = sum(v.score for v in verdicts) / len(verdicts)
         grades = [s.grade for s in samples if s.grade is not None]
@@ -335,6 +342,7 @@ class JudgeRunner:
             calls=asked.calls,
             tokens_in=asked.tokens_in,
             tokens_out=asked.tokens_out,
+            unreadable=asked.unreadable,
         )
 
 
@@ -351,6 +359,8 @@ class _Sample:
     """The grade that counts: the verdict's, or its probability-weighted one."""
     fallback: str | None = None
     """Why the weighted grade was asked for (``logprobs``) but the integer counted."""
+    unreadable: bool = False
+    """No verdict because the reply could not be read (not a failed call)."""
 
 
 def _reasoning(samples: Sequence[_Sample]) -> str:
