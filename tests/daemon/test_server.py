@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, insert
 
 from routewatch.config import Config, Server, load_config
-from routewatch.daemon.server import create_app
+from routewatch.daemon.server import MAX_BODY_BYTES, create_app
 from routewatch.daemon.state import DaemonState
 from routewatch.errors import UnavailableError, UsageError
 from routewatch.policy import manage
@@ -562,6 +562,46 @@ def test_a_body_that_fails_validation_is_422_naming_the_field(
     assert response.status_code == 422
     assert response.json()["error"].startswith(f"invalid request body: {reason}")
     assert response.json()["detail"][0]["msg"] in response.json()["error"]
+    assert web.triggered == []
+
+
+def test_a_route_named_twice_is_started_once(web: Daemon) -> None:
+    response = web.post("/runs", {"routes": ["b", "a", "b"]})
+
+    assert response.status_code == 202
+    assert response.json() == {"accepted": ["b", "a"]}
+    assert web.triggered == [["b", "a"]]
+
+
+@pytest.mark.parametrize("path", ["/runs", "/policy/chat/pin"])
+def test_a_key_named_twice_is_422_not_last_one_wins(web: Daemon, path: str) -> None:
+    before = web.get("/policy/chat").json()["version"]
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    content = '{"routes": ["a"], "routes": ["b"]}'
+
+    response = httpx.post(f"{web.url}{path}", content=content, headers=headers)
+
+    assert response.status_code == 422
+    assert response.json() == {"error": "invalid request body: key 'routes' appears twice"}
+    assert web.triggered == []
+    assert web.get("/policy/chat").json()["version"] == before
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_a_body_over_the_limit_is_413_and_read_no_further(web: Daemon, declared: bool) -> None:
+    """With a Content-Length, before reading; chunked, as soon as the limit is passed."""
+    names = json.dumps({"routes": ["a"] * (MAX_BODY_BYTES // 4)}).encode()
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+
+    def chunks() -> Iterator[bytes]:
+        yield from (names[i : i + 4096] for i in range(0, len(names), 4096))
+
+    content: Any = names if declared else chunks()
+    response = httpx.post(f"{web.url}/runs", content=content, headers=headers)
+
+    assert len(names) > MAX_BODY_BYTES
+    assert response.status_code == 413
+    assert response.json() == {"error": f"request body over {MAX_BODY_BYTES} bytes"}
     assert web.triggered == []
 
 

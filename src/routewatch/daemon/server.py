@@ -12,13 +12,14 @@ from __future__ import annotations
 import functools
 import hmac
 import html
+import json
 import logging
 import re
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, NamedTuple, TypeVar
+from typing import Annotated, Any, NamedTuple, TypeVar
 from urllib.parse import quote
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -184,7 +185,7 @@ class _Api:
         if isinstance(body, Response):
             return body
         try:
-            accepted = await self.state.trigger_runs(list(body.routes))
+            accepted = await self.state.trigger_runs(list(dict.fromkeys(body.routes)))
         except UsageError as exc:
             return _error(422, _usage_message(exc))
         except UnavailableError as exc:
@@ -306,9 +307,31 @@ def _usage_message(exc: UsageError) -> str:
     return "; ".join(p.message for p in exc.problems)
 
 
+MAX_BODY_BYTES = 64 * 1024
+"""The largest request body read: the bodies here are a few route names."""
+
+
 async def _parse(request: Request, model: type[B]) -> B | JSONResponse:
-    """The request's JSON body as ``model`` (an empty body is ``{}``), or a 422 answer."""
-    raw = await request.body()
+    """The request's JSON body as ``model`` (an empty body is ``{}``), or the error answer.
+
+    413 for a body over ``MAX_BODY_BYTES`` (read no further); 422 for one that is not
+    JSON, names a key twice (which one counts is up to each parser) or does not fit.
+    """
+    too_large = _error(413, f"request body over {MAX_BODY_BYTES} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return too_large
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    duplicate = _duplicate_key(raw)
+    if duplicate is not None:
+        return _error(422, f"invalid request body: key {duplicate!r} appears twice")
     try:
         return model.model_validate_json(raw if raw.strip() else b"{}")
     except ValidationError as exc:
@@ -318,6 +341,32 @@ async def _parse(request: Request, model: type[B]) -> B | JSONResponse:
     return JSONResponse(
         {"error": f"invalid request body: {reasons}", "detail": detail}, status_code=422
     )
+
+
+def _duplicate_key(raw: bytes) -> str | None:
+    """A key that some object of the JSON in ``raw`` names twice, if any.
+
+    None too when ``raw`` is not JSON: the model's parser says what is wrong with it.
+    """
+
+    class Duplicate(Exception):
+        pass
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for key, value in items:
+            if key in seen:
+                raise Duplicate(key)
+            seen[key] = value
+        return seen
+
+    try:
+        json.loads(raw or b"{}", object_pairs_hook=pairs)
+    except Duplicate as found:
+        return str(found.args[0])
+    except ValueError:
+        return None
+    return None
 
 
 def _field(loc: Sequence[int | str]) -> str:
