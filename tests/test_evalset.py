@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from routewatch.errors import EvalSetError
 from routewatch.evalset import EvalSet, load_eval_dir, load_eval_set
@@ -97,6 +98,36 @@ def test_jsonl_reports_bad_json_lines(tmp_path: Path) -> None:
 
     with pytest.raises(EvalSetError, match=r"faq.jsonl:2: \(file\): invalid JSON"):
         load_eval_set(path)
+
+
+def test_jsonl_refuses_a_key_named_twice_on_a_line(tmp_path: Path) -> None:
+    """The last "input" would win silently: another reader could keep the first."""
+    path = write(
+        tmp_path,
+        '{"id": "a", "input": "Q"}\n{"id": "b", "input": "x", "input": "y"}\n',
+        "faq.jsonl",
+    )
+
+    with pytest.raises(EvalSetError) as raised:
+        load_eval_set(path)
+
+    assert [str(p) for p in raised.value.problems] == [
+        f"{path}:2: (file): key 'input' appears twice"
+    ]
+
+
+@pytest.mark.parametrize("name", ["faq.yaml", "faq.jsonl"])
+def test_a_set_whose_only_item_is_bad_reports_that_item_alone(tmp_path: Path, name: str) -> None:
+    """Not also "items: needs at least 1 entry": the entry is there, and wrong."""
+    item = {"id": "a", "input": "Q", "checks": [{"contanis": "x"}]}
+    text = json.dumps(item) if name.endswith("jsonl") else yaml.safe_dump({"items": [item]})
+    path = write(tmp_path, text, name)
+
+    with pytest.raises(EvalSetError) as raised:
+        load_eval_set(path)
+
+    (problem,) = raised.value.problems
+    assert "items[0].checks[0]: unknown check kind 'contanis'" in str(problem)
 
 
 def test_jsonl_and_yaml_of_the_same_set_share_a_version(tmp_path: Path) -> None:

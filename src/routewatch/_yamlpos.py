@@ -64,11 +64,14 @@ class LineMap:
 
         ``every_key`` tells an unknown field's reader where every key is listed.
         """
-        problems = []
-        for err in exc.errors(include_url=False):
-            loc = prefix + _clean_loc(err["loc"])
-            problems.append(self.problem(loc, _message(err, every_key)))
-        return problems
+        errors = [(prefix + _clean_loc(e["loc"]), e) for e in exc.errors(include_url=False)]
+        nested = {loc[:n] for loc, _ in errors for n in range(len(loc))}
+        return [
+            self.problem(loc, _message(err, every_key))
+            for loc, err in errors
+            # A list whose entries failed is "too short" only because they were dropped.
+            if not (err["type"] == "too_short" and loc in nested)
+        ]
 
 
 def format_loc(loc: Iterable[str | int]) -> str:

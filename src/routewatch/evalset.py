@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from routewatch import __version__
+from routewatch import __version__, jsonstrict
 from routewatch._yamlpos import LineMap, YamlSyntaxError, load_yaml, read_source
 from routewatch.errors import EvalSetError, Problem, UsageError, display_path
 
@@ -509,7 +509,10 @@ def _read_jsonl(text: str, shown: str) -> tuple[dict[str, Any], LineMap]:
         if not raw.strip():
             continue
         try:
-            value = json.loads(raw)
+            value = jsonstrict.loads(raw)
+        except jsonstrict.DuplicateKeyError as exc:
+            problems.append(Problem(path=shown, line=number, field="", message=str(exc)))
+            continue
         except RecursionError:
             problems.append(
                 Problem(path=shown, line=number, field="", message="JSON nested too deeply")

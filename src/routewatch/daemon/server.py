@@ -12,14 +12,13 @@ from __future__ import annotations
 import functools
 import hmac
 import html
-import json
 import logging
 import re
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NamedTuple, TypeVar
+from typing import Annotated, NamedTuple, TypeVar
 from urllib.parse import quote
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -34,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from routewatch import jsonstrict
 from routewatch.alerts.dispatch import Dispatcher
 from routewatch.config import Config, secret
 from routewatch.daemon.metrics import first_line, metrics_registry
@@ -348,22 +348,10 @@ def _duplicate_key(raw: bytes) -> str | None:
 
     None too when ``raw`` is not JSON: the model's parser says what is wrong with it.
     """
-
-    class Duplicate(Exception):
-        pass
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        seen: dict[str, Any] = {}
-        for key, value in items:
-            if key in seen:
-                raise Duplicate(key)
-            seen[key] = value
-        return seen
-
     try:
-        json.loads(raw or b"{}", object_pairs_hook=pairs)
-    except Duplicate as found:
-        return str(found.args[0])
+        jsonstrict.loads(raw or b"{}")
+    except jsonstrict.DuplicateKeyError as found:
+        return found.key
     except ValueError:
         return None
     return None
