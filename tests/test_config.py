@@ -207,3 +207,18 @@ def test_credentials_in_base_url_and_an_api_key_are_refused_together(tmp_path: P
     (problem,) = raised.value.problems
     assert "carries credentials (user@) while api_key_env is set" in str(problem)
     assert "hunter2" not in str(problem)
+
+
+@pytest.mark.parametrize("value", [".inf", "1e400"])
+def test_an_infinite_timeout_is_refused(tmp_path: Path, value: str) -> None:
+    """A hanging provider would stall the run forever."""
+    path = write(
+        tmp_path, _gateway("http://127.0.0.1:9/v1").replace("}", f", timeout_s: {value}}}", 1)
+    )
+
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, {})
+
+    assert "providers.gw.timeout_s: Input should be a finite number" in str(
+        raised.value.problems[0]
+    )

@@ -36,7 +36,8 @@ MAX_TOP_LOGPROBS = 20
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No infinities: `timeout_s: .inf` would let a hanging provider stall a run forever.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Price(_Model):
@@ -52,7 +53,8 @@ class Provider(_Model):
     """An OpenAI-compatible endpoint, shared by every route and judge that names it."""
 
     base_url: str
-    """Base URL up to ``/v1``; ``/chat/completions`` is appended. ``${VAR}`` expands."""
+    """Base URL up to ``/v1``; ``/chat/completions`` is appended to its path (a query is
+    kept). ``${VAR}`` expands."""
     api_key_env: str | None = None
     """Name of the environment variable holding the API key; read when a call is made."""
     max_concurrency: int = Field(default=16, ge=1, le=1000)

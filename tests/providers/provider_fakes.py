@@ -119,6 +119,8 @@ class Seen:
     body: dict[str, Any]
     port: int
     """The client's port: one per connection."""
+    query: str = ""
+    """The request URL's query string."""
 
 
 class FakeProvider:
@@ -133,7 +135,10 @@ class FakeProvider:
 
     async def _handle(self, request: Request) -> Response:
         port = request.client.port if request.client else 0
-        self.seen.append(Seen(time.monotonic(), dict(request.headers), await request.json(), port))
+        body = await request.json()
+        self.seen.append(
+            Seen(time.monotonic(), dict(request.headers), body, port, request.url.query)
+        )
         reply = self.replies[min(len(self.seen), len(self.replies)) - 1]
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)

@@ -48,6 +48,18 @@ async def test_answer_records_output_tokens_and_served_model(serve: Serve) -> No
     assert result.ttft_ms is None
 
 
+async def test_a_query_in_base_url_stays_the_query_of_every_request(serve: Serve) -> None:
+    """Azure OpenAI's `?api-version=...`: the path is appended before it, not after."""
+    fake = FakeProvider(reply_json(completion("Thirty days.")))
+    url = serve(fake)
+
+    async with client_for(url + "?api-version=2024-10-21") as client:
+        result = await client.complete(ASK)
+
+    assert result.ok, result.error_message
+    assert [s.query for s in fake.seen] == ["api-version=2024-10-21"]
+
+
 async def test_body_carries_model_messages_params_and_stream_flag(serve: Serve) -> None:
     fake = FakeProvider()
     request = ChatRequest(

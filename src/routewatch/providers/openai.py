@@ -63,7 +63,9 @@ class OpenAIClient:
         self.limits = limits
         self.retry = retry if retry is not None else RetryPolicy(max_retries=provider.max_retries)
         self._env = env
-        self._url = httpx.URL(provider.base_url.rstrip("/") + "/chat/completions")
+        base = httpx.URL(provider.base_url)
+        # The path is appended to, so a query (Azure's `?api-version=`) stays a query.
+        self._url = base.copy_with(path=base.path.rstrip("/") + "/chat/completions")
         self._host = self._url.netloc
         self._headers = {
             "content-type": "application/json",
