@@ -1,11 +1,12 @@
 import json
+import time
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from routewatch.checks import DETAIL_LIMIT, CheckResult, run_check, run_checks
+from routewatch.checks import DETAIL_LIMIT, REGEX_TIMEOUT_S, CheckResult, run_check, run_checks
 from routewatch.evalset import Check, CheckKind
 
 STATUS_SCHEMA = {
@@ -207,3 +208,23 @@ def test_any_json_passes_the_empty_schema(value: Any, prose: str, fenced: bool) 
     output = f"{prose}\n```json\n{text}\n```" if fenced else text
 
     assert run_check(check("json_schema", {}), output).passed
+
+
+def test_a_regex_that_backtracks_without_end_gives_up_and_fails_saying_so() -> None:
+    """A model's output is untrusted: on `(a|aa)+$`, 40 a's and a '!' take Python's `re`
+    about 30 s (50 a's an hour); the check stops after REGEX_TIMEOUT_S and fails."""
+    check = Check(kind=CheckKind.regex, arg="(a|aa)+$")
+    started = time.perf_counter()
+
+    result = run_check(check, "a" * 40 + "!")
+
+    assert time.perf_counter() - started < REGEX_TIMEOUT_S * 8
+    assert not result.passed
+    assert f"gave up after {REGEX_TIMEOUT_S:g} s" in (result.detail or "")
+
+
+def test_a_regex_still_matches_as_python_patterns_do() -> None:
+    check = Check(kind=CheckKind.regex, arg=r"\b(\d{2,3}) days\b")
+
+    assert run_check(check, "within 30 days of delivery").passed
+    assert not run_check(check, "within thirty days").passed

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import regex
 from jsonschema.exceptions import best_match
 from jsonschema.validators import validator_for
 from referencing import Registry
@@ -25,6 +25,8 @@ DETAIL_LIMIT = 200
 """Longest ``detail`` kept: enough for a schema error, short enough for a table cell."""
 
 _QUOTE_LIMIT = 60
+REGEX_TIMEOUT_S = 0.25
+"""How long one ``regex`` check may search one output; typical patterns take microseconds."""
 _FENCE = "```"
 _NO_REFS = Registry()
 """An empty registry: ``$ref`` resolves inside the schema (and to the JSON Schema
@@ -57,7 +59,10 @@ def run_check(check: Check, output: str, *, index: int = 0) -> CheckResult:
     - ``contains``/``not_contains``: case-sensitive substring.
     - ``icontains``: substring after ``str.casefold`` on both sides (``"STRASSE"``
       matches ``"straße"``).
-    - ``regex``: ``re.search`` anywhere in the output; anchor with ``^``/``$``.
+    - ``regex``: a search anywhere in the output; anchor with ``^``/``$``. Python's
+      syntax (the ``regex`` package, compatible with ``re``), given up after
+      ``REGEX_TIMEOUT_S`` on one output: a pattern that backtracks without end on some
+      text would otherwise hang the run (the check then fails, saying so).
     - ``equals``: equal after stripping surrounding whitespace from both.
     - ``max_chars``/``min_chars``: on ``len(output.strip())``, so a trailing newline
       does not count.
@@ -104,9 +109,16 @@ def _icontains(arg: Any, output: str) -> str | None:
 def _regex(arg: Any, output: str) -> str | None:
     try:
         pattern = _compiled(str(arg))
-    except re.error as exc:
+    except regex.error as exc:
         return f"regex does not compile: {exc}"
-    return None if pattern.search(output) else f"no match for {_quote(str(arg))}"
+    try:
+        found = pattern.search(output, timeout=REGEX_TIMEOUT_S)
+    except TimeoutError:
+        return (
+            f"regex {_quote(str(arg))} gave up after {REGEX_TIMEOUT_S:g} s on this output "
+            "(the pattern backtracks too much)"
+        )
+    return None if found else f"no match for {_quote(str(arg))}"
 
 
 def _equals(arg: Any, output: str) -> str | None:
@@ -214,8 +226,8 @@ def _first_fenced_block(output: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=512)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def _compiled(pattern: str) -> regex.Pattern[str]:
+    return regex.compile(pattern)
 
 
 def _quote(text: str) -> str:

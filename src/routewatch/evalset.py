@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping
 from enum import StrEnum
 from functools import cached_property
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 import jsonschema
+import regex
 import yaml
 from pydantic import VERSION as PYDANTIC_VERSION
 from pydantic import (
@@ -108,8 +108,8 @@ class Check(_Model):
             raise ValueError(f"`{kind}` takes a whole number of characters >= 0")
         if kind is CheckKind.regex:
             try:
-                re.compile(str(arg))
-            except re.error as exc:
+                regex.compile(str(arg))  # as checks.py runs it
+            except regex.error as exc:
                 raise ValueError(f"regex does not compile: {exc}") from None
         if kind is CheckKind.json_schema:
             if not isinstance(arg, dict):
