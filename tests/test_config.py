@@ -222,3 +222,15 @@ def test_an_infinite_timeout_is_refused(tmp_path: Path, value: str) -> None:
     assert "providers.gw.timeout_s: Input should be a finite number" in str(
         raised.value.problems[0]
     )
+
+
+def test_a_huge_bad_value_is_not_echoed_whole(tmp_path: Path) -> None:
+    path = write(tmp_path, f"timezone: {'X' * 5_000_000}\n")
+
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, {})
+
+    shown = str(raised.value.problems[0])
+    assert shown.startswith(f"{path}:1: timezone: unknown time zone 'XXX")
+    assert len(shown) < 1200
+    assert shown.endswith("more characters)")

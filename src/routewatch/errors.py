@@ -23,6 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+MESSAGE_LIMIT = 1000
+"""Characters of a problem's message that are printed."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Problem:
@@ -40,7 +43,12 @@ class Problem:
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line is not None else self.path
         field = self.field or "(file)"
-        return f"{where}: {field}: {self.message}"
+        message = self.message
+        if len(message) > MESSAGE_LIMIT:
+            # A message may quote the value at fault, and a value may be megabytes.
+            cut = len(message) - MESSAGE_LIMIT
+            message = f"{message[:MESSAGE_LIMIT]}... ({cut} more characters)"
+        return f"{where}: {field}: {message}"
 
 
 class RoutewatchError(Exception):

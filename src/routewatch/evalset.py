@@ -581,7 +581,11 @@ def load_eval_dir(directory: Path) -> dict[str, EvalSet]:
                     path=display_path(directory),
                     line=None,
                     field="",
-                    message="eval folder not found (see `eval_dir` in routewatch.yaml)",
+                    message=(
+                        "is a file, not the eval folder (see `eval_dir` in routewatch.yaml)"
+                        if directory.exists()
+                        else "eval folder not found (see `eval_dir` in routewatch.yaml)"
+                    ),
                 )
             ]
         )

@@ -163,6 +163,16 @@ def test_missing_eval_dir_is_reported(project: Path, capsys: pytest.CaptureFixtu
     assert "elsewhere: (file): eval folder not found" in capsys.readouterr().err
 
 
+def test_an_eval_dir_that_is_a_file_is_named_so(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit(project / CONFIG, "eval_dir: evals", f"eval_dir: {CONFIG}")
+
+    assert run(["validate", "-c", str(project / CONFIG)]) == 1
+
+    assert f"{CONFIG}: (file): is a file, not the eval folder" in capsys.readouterr().err
+
+
 def test_problems_in_several_places_are_all_reported(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
