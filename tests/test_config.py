@@ -234,3 +234,17 @@ def test_a_huge_bad_value_is_not_echoed_whole(tmp_path: Path) -> None:
     assert shown.startswith(f"{path}:1: timezone: unknown time zone 'XXX")
     assert len(shown) < 1200
     assert shown.endswith("more characters)")
+
+
+@pytest.mark.parametrize("value", ["true", "'16'", "16.0"])
+def test_a_count_must_be_written_as_a_whole_number(tmp_path: Path, value: str) -> None:
+    """`max_concurrency: true` was read as 1."""
+    url = "http://127.0.0.1:9/v1"
+    path = write(tmp_path, _gateway(url).replace("}", f", max_concurrency: {value}}}", 1))
+
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, {})
+
+    assert "providers.gw.max_concurrency: Input should be a valid integer" in str(
+        raised.value.problems[0]
+    )

@@ -17,7 +17,15 @@ from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -57,13 +65,13 @@ class Provider(_Model):
     kept). ``${VAR}`` expands."""
     api_key_env: str | None = None
     """Name of the environment variable holding the API key; read when a call is made."""
-    max_concurrency: int = Field(default=16, ge=1, le=1000)
+    max_concurrency: StrictInt = Field(default=16, ge=1, le=1000)
     """Requests in flight at once, across every route and judge on this provider."""
-    requests_per_minute: int | None = Field(default=600, ge=1)
+    requests_per_minute: StrictInt | None = Field(default=600, ge=1)
     """Request rate limit across this provider; null for none."""
     timeout_s: float = Field(default=60.0, gt=0)
     """Total deadline of one attempt, in seconds."""
-    max_retries: int = Field(default=4, ge=0, le=20)
+    max_retries: StrictInt = Field(default=4, ge=0, le=20)
     """Retries after the first attempt on 429, 5xx, timeouts and connection errors."""
 
 
@@ -82,7 +90,7 @@ class Route(_Model):
     """Names of the eval sets replayed against this route."""
     schedule: str | None = None
     """Cron expression in ``timezone`` (weekday 0 or 7 is Sunday); null: only on demand."""
-    samples: int = Field(default=1, ge=1, le=100)
+    samples: StrictInt = Field(default=1, ge=1, le=100)
     """Replays of each item per run, for noisy routes."""
     stream: bool = False
     """Ask for a streamed response, which measures time to first token."""
@@ -101,7 +109,7 @@ class Judge(_Model):
     """Token prices, for the judge's own cost."""
     daily_budget_usd: float | None = Field(default=None, ge=0)
     """Judging pauses for the rest of the day once a day's spend would pass this."""
-    judge_samples: int = Field(default=1, ge=1, le=20)
+    judge_samples: StrictInt = Field(default=1, ge=1, le=20)
     """Verdicts averaged per output and criterion."""
     structured_output: bool = True
     """Ask for the verdict with ``response_format`` JSON schema; false for providers
@@ -138,19 +146,19 @@ class Detection(_Model):
     sigma_mode: Literal["classic", "prediction"] = "classic"
     """``classic``: ``sigma`` as written (about 14 false pages a year at 2 and 14 runs);
     ``prediction``: widened by a t prediction interval to the tail ``sigma`` promises."""
-    baseline_runs: int = Field(default=14, ge=2, le=365)
+    baseline_runs: StrictInt = Field(default=14, ge=2, le=365)
     """Completed runs that make up a baseline (its mean and sd for the sigma rule)."""
-    min_baseline_runs: int = Field(default=5, ge=2)
+    min_baseline_runs: StrictInt = Field(default=5, ge=2)
     """Fewer runs than this: the route's state is ``unknown`` and nothing pages."""
-    item_history_runs: int = Field(default=28, ge=2, le=365)
+    item_history_runs: StrictInt = Field(default=28, ge=2, le=365)
     """Runs that make up each item's own history for the paired tests (never fewer than
     ``baseline_runs``; the same runs are left out: guard band, incidents, suspect judge).
     A longer history estimates each item's pass rate better, so the paired tests come
     closer to knowing it; the sigma rule keeps its ``baseline_runs``."""
-    guard_runs: int = Field(default=7, ge=0, le=60)
+    guard_runs: StrictInt = Field(default=7, ge=0, le=60)
     """Most recent runs left out of the baseline, so a slow drop is not absorbed into it.
     Shrinks while history is short, down to 0 at ``min_baseline_runs`` runs."""
-    min_item_history: int = Field(default=3, ge=1)
+    min_item_history: StrictInt = Field(default=3, ge=1)
     """Items with fewer baseline results (new items) are left out of the paired tests."""
     false_alarms_per_year: float = Field(default=1.0, gt=0, le=365)
     """The false-page budget, split across detectors and metrics."""
@@ -166,9 +174,9 @@ class Detection(_Model):
     """The drop the weighted paired test is tuned to catch (0..1 of pass rate)."""
     cusum_k: float = Field(default=0.5, gt=0, le=3)
     """CUSUM allowance in standard deviations of the per-run statistic."""
-    critical_runs: int = Field(default=2, ge=1, le=30)
+    critical_runs: StrictInt = Field(default=2, ge=1, le=30)
     """A ``critical: true`` item failing in this many runs in a row pages on its own."""
-    recover_runs: int = Field(default=3, ge=1, le=60)
+    recover_runs: StrictInt = Field(default=3, ge=1, le=60)
     """Healthy runs in a row that resolve an open incident."""
     min_relative_change: float = Field(default=0.25, ge=0)
     """Latency p95 and cost per call must rise by at least this share to page."""
@@ -349,7 +357,7 @@ class Server(_Model):
 
     host: str = "127.0.0.1"
     """Address to listen on."""
-    port: int = Field(default=8787, ge=1, le=65535)
+    port: StrictInt = Field(default=8787, ge=1, le=65535)
     """Port to listen on."""
     token_env: str | None = None
     """Name of the environment variable holding the bearer token for every POST."""
