@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -113,6 +114,13 @@ def without_policy(config: dict[str, Any]) -> dict[str, Any]:
     config["model_list"].sort(key=lambda entry: entry["model_name"])
     del config["router_settings"]["fallbacks"], config["router_settings"]["model_group_alias"]
     return config
+
+
+def test_policy_times_read_to_the_second() -> None:
+    """A pin's time comes from the clock, microseconds and all."""
+    pinned = dataclasses.replace(DEMOTED, updated_at=AT.replace(microsecond=890173))
+
+    assert policy_json(pinned)["updated_at"] == "2026-11-23T06:00:00+00:00"
 
 
 def test_policy_json_is_the_design_policy_file() -> None:

@@ -144,7 +144,8 @@ def publish(
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat()
+    """UTC to the second, as every policy file's times read (a pin's clock has microseconds)."""
+    return moment.astimezone(UTC).replace(microsecond=0).isoformat()
 
 
 def _active_models(state: PolicyState) -> list[str]:
