@@ -82,3 +82,15 @@ def test_init_names_the_next_step_without_a_cd_into_the_folder_it_is_in(
     assert capsys.readouterr().out.splitlines()[-1] == "next: routewatch validate"
     assert run(["init", "sub"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "next: cd sub && routewatch validate"
+
+
+def test_validate_warns_about_a_config_without_routes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "routewatch.yaml"
+    config.write_text("")
+    (tmp_path / "evals").mkdir()
+
+    assert run(["validate", "-c", str(config)]) == 0
+
+    assert "defines no routes, so `run` has nothing to replay" in capsys.readouterr().err

@@ -39,3 +39,9 @@ def validate(config_path: Path) -> None:
         click.echo(
             f"  eval set {evalset.name} version {evalset.version}: {len(evalset.items)} item(s)"
         )
+    if not config.routes:
+        click.echo(
+            f"warning: {config_path} defines no routes, so `run` has nothing to replay; "
+            "`routewatch init` writes an example",
+            err=True,
+        )
