@@ -165,14 +165,15 @@ def _notes(reports: list[RunReport]) -> Iterator[str]:
             )
         s = r.summary
         if s is not None and s.results_total and s.errors_total:
-            failed = ", ".join(f"{count} {kind}" for kind, count in r.call_errors)
+            # This process's failures by class (a resumed run's earlier ones are not known).
+            kinds = ", ".join(f"{count} {kind}" for kind, count in r.call_errors)
+            failed = f" ({kinds})" if kinds else ""
             example = f": {r.call_error_example}" if r.call_error_example else ""
             if s.errors_total == s.results_total:
-                yield f"{where}: every call failed ({failed}){example}"
+                yield f"{where}: every call failed{failed}{example}"
             elif (s.error_rate or 0.0) >= ERRORING_RATE:
                 yield (
-                    f"{where}: {s.errors_total} of {s.results_total} calls failed "
-                    f"({failed}){example}"
+                    f"{where}: {s.errors_total} of {s.results_total} calls failed{failed}{example}"
                 )
         if r.judge_suspect and r.canary_error is not None:
             yield (
