@@ -251,6 +251,30 @@ class ChromiumSession:
     ) -> None:
         self.close()
 
+    def overflow(self, html_path: Path, *, width: int, media: str = "screen") -> tuple[int, int]:
+        """How far the page, and its widest table, run past a ``width``-pixel window.
+
+        Returns (page overflow, table overflow) in CSS pixels, 0 when all shows: a table
+        in a scrolling box may run past the window while the page does not.
+        ``media`` is ``screen`` or ``print`` (print at the paper's printable width).
+        """
+        page = self._browser.new_page(viewport={"width": width, "height": 900})
+        try:
+            page.emulate_media(media="print" if media == "print" else "screen")
+            page.goto(html_path.resolve().as_uri(), timeout=TIMEOUT_MS)
+            found: list[int] = page.evaluate(
+                """() => {
+                    const view = document.documentElement.clientWidth;
+                    const rights = [...document.querySelectorAll('table')]
+                        .map(t => t.getBoundingClientRect().right);
+                    return [Math.max(0, document.documentElement.scrollWidth - view),
+                            Math.max(0, Math.ceil(Math.max(0, ...rights) - view))];
+                }"""
+            )
+        finally:
+            page.close()
+        return found[0], found[1]
+
     def check(
         self, html_path: Path, *, screenshot: Path | None = None, settle_ms: int = 100
     ) -> BrowserCheck:

@@ -92,6 +92,23 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, st
         yield path, sim
 
 
+def test_the_report_fits_a_phone_screen_and_landscape_paper(
+    history: tuple[Path, str], tmp_path: Path, chromium: ChromiumSession
+) -> None:
+    """On a phone the tables scroll in their own boxes, not the page; printed (A4
+    landscape, 273 mm = 1032 px printable) every column of every table shows."""
+    config, _ = history
+    out = tmp_path / "week.html"
+    assert run(["report", "-c", str(config), "--week", "2026-W45", "-o", str(out)]) == 0
+
+    page, _ = chromium.overflow(out, width=420)
+    printed = chromium.overflow(out, width=1032, media="print")
+
+    assert page == 0
+    assert printed == (0, 0)
+    assert "@page { size: A4 landscape" in out.read_text()
+
+
 def test_the_report_shows_the_week_its_incident_and_policy_change_all_escaped(
     history: tuple[Path, str],
     tmp_path: Path,

@@ -274,6 +274,37 @@ def test_cost_chart_uses_a_log_axis_for_prices_spanning_more_than_10x() -> None:
     assert "log scale" in all_text(root)
 
 
+def test_cost_chart_labels_stay_inside_and_a_moved_label_has_a_leader_line() -> None:
+    """The demo's week: four points at a score of 1.0, two of them near the right edge.
+    A label pushed off its point's row (or to its left) is tied to it by a line, and no
+    label rises above the chart, where it was cut off."""
+    names = ["pro · refund", "pro · faq", "premium · faq", "premium · refund"]
+    prices = [1.99, 2.23, 6.18, 5.51]
+    points = [
+        CostQualityPoint(label=n, score=1.0, usd_per_mtok=p)
+        for n, p in zip(names, prices, strict=True)
+    ]
+    points.append(CostQualityPoint(label="flash", score=0.62, usd_per_mtok=0.6))
+
+    root = ET.fromstring(cost_quality_chart(points))
+
+    labels = {el.text: el for el in root.iter(f"{NS}text") if el.text in [*names, "flash"]}
+    assert set(labels) == {*names, "flash"}
+    assert all(float(el.get("y", "0")) >= 12 for el in labels.values())
+    circles = {
+        (round(float(c.get("cx", "0")), 1), round(float(c.get("cy", "0")), 1))
+        for c in root.iter(f"{NS}circle")
+    }
+    starts = {
+        (round(float(ln.get("x1", "0")), 1), round(float(ln.get("y1", "0")), 1))
+        for ln in root.iter(f"{NS}line")
+        if ln.get("stroke") == "#8c959f"
+    }
+    # Every leader starts at a point, and the crowded points at 1.0 needed some.
+    assert starts
+    assert starts <= circles
+
+
 def test_cost_chart_uses_a_linear_axis_from_zero_for_close_prices() -> None:
     points = [CostQualityPoint(label=str(p), score=0.8, usd_per_mtok=p) for p in (1, 2.5, 4)]
 

@@ -407,7 +407,7 @@ def cost_quality_chart(
     if not shown:
         note = f" ({len(skipped)} without a score or a price)" if skipped else ""
         return _message(label, f"no data{note}", width)
-    px0, px1, py0, py1 = 44.0, width - 14.0, 12.0, height - (62.0 if skipped else 48.0)
+    px0, px1, py0, py1 = 44.0, width - 14.0, 20.0, height - (62.0 if skipped else 48.0)
     lo, hi = min(c for *_, c in shown), max(c for *_, c in shown)
     log = lo > 0 and hi / lo > 10
     k0, k1 = (math.floor(math.log10(lo)), math.ceil(math.log10(hi))) if log else (0, 0)
@@ -434,11 +434,19 @@ def cost_quality_chart(
     for name, score, price in shown:
         cx, cy = fx(price), fy(score)
         w = len(_clean(name, LABEL_LIMIT)) * _CHAR_W
-        x0 = cx + 6 if cx + 6 + w <= width - 2 else cx - 6 - w
-        ly = _free_row(placed, x0, x0 + w, [cy + 4 + dy for dy in (0, 12, -12, 24, -24)], 11)
+        right = cx + 6 + w <= width - 2
+        x0 = cx + 6 if right else cx - 6 - w
+        # Rows near the point, inside the plot: a label above the top is cut off.
+        rows = [cy + 4 + dy for dy in (0, 12, -12, 24, -24, 36, -36)]
+        inside = [r for r in rows if 12 <= r <= py1 - 2] or rows[:1]
+        ly = _free_row(placed, x0, x0 + w, inside, 11)
         tip = _esc(f"{name} · score {score:.3f} · ${price:,.4g} per Mtok")
         at = f'cx="{_n(cx)}" cy="{_n(cy)}" r="4" fill="#2c7bb6"'
         body.append(f'<circle class="point" {at}><title>{tip}</title></circle>')
+        if abs(ly - (cy + 4)) > 1:
+            # Moved off its point's row: a leader line says whose label it is.
+            end = x0 if right else x0 + w
+            body.append(_line(cx, cy, end, ly - 4, ' stroke="#8c959f" stroke-width="0.8"'))
         body.append(_text(x0, ly, name, ' font-size="10"', limit=LABEL_LIMIT))
     if skipped:
         note = "not shown (no score or price): " + ", ".join(skipped)
