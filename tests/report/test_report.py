@@ -106,6 +106,8 @@ def test_the_report_fits_a_phone_screen_and_landscape_paper(
 
     assert page == 0
     assert printed == (0, 0)
+    # The period's mean beside the last run's score, where a late drop shows undiluted.
+    assert "<th>last run</th>" in out.read_text()
     assert "@page { size: A4 landscape" in out.read_text()
 
 

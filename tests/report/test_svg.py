@@ -19,6 +19,7 @@ from routewatch.report.svg import (
     cost_quality_chart,
     lines_chart,
     score_chart,
+    score_domain,
     timeline,
 )
 
@@ -436,3 +437,21 @@ def test_any_runs_give_well_formed_svg_with_one_marker_each(
     root = check_self_contained(score_chart(points, title=title))
 
     assert len(by_class(root, "marker")) == len(points)
+
+
+def test_charts_shown_together_share_one_score_axis() -> None:
+    """Alone, a chart of scores near 1 zooms in; beside a chart that falls to 0.2 it takes
+    the same 0..1 axis, so the same score sits at the same height in both."""
+    steady, falling = daily([0.97, 0.99, 1.0]), daily([1.0, 0.6, 0.2])
+
+    def ticks(svg: str) -> list[str]:
+        root = ET.fromstring(svg)
+        return [el.text or "" for el in root.iter(f"{NS}text") if el.get("text-anchor") == "end"]
+
+    domain = score_domain([steady, falling])
+
+    assert domain == (0.0, 1.0)
+    assert ticks(score_chart(steady, title="a")) != ticks(score_chart(falling, title="b"))
+    assert ticks(score_chart(steady, title="a", domain=domain)) == ticks(
+        score_chart(falling, title="b", domain=domain)
+    )

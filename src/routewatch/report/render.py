@@ -34,6 +34,7 @@ from routewatch.report.svg import (
     cost_quality_chart,
     lines_chart,
     score_chart,
+    score_domain,
     timeline,
 )
 from routewatch.store.agreement import AgreementTrend
@@ -109,8 +110,8 @@ def threshold_text(detector: str, threshold: float) -> str:
     return f"threshold {threshold:.3f}"
 
 
-def _score_svg(section: Section) -> Markup:
-    points = [
+def _score_points(section: Section) -> list[ScorePoint]:
+    return [
         ScorePoint(
             at=p.at,
             score=p.score,
@@ -122,8 +123,14 @@ def _score_svg(section: Section) -> Markup:
         )
         for p in section.points
     ]
+
+
+def _score_svg(section: Section, domain: tuple[float, float]) -> Markup:
+    chart = score_chart(
+        _score_points(section), title=f"{section.route} · {section.eval_set}", domain=domain
+    )
     # The SVG escapes its own text; Markup marks it as already safe HTML.
-    return Markup(score_chart(points, title=f"{section.route} · {section.eval_set}"))  # noqa: S704
+    return Markup(chart)  # noqa: S704
 
 
 def _shown(a: Agreement, min_pairs: int, which: str) -> float | None:
@@ -170,7 +177,9 @@ def _agreement_groups(section: AgreementSection | None) -> list[AgreementGroup]:
 
 def render_report(data: ReportData) -> str:
     """The report page for ``data``."""
-    charts = {(s.route, s.eval_set): _score_svg(s) for s in data.sections}
+    # One y range for all: the charts are stacked to be compared.
+    domain = score_domain(_score_points(s) for s in data.sections)
+    charts = {(s.route, s.eval_set): _score_svg(s, domain) for s in data.sections}
     cost_quality = Markup(  # noqa: S704 - escaped inside report.svg
         cost_quality_chart(
             [

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import groupby
@@ -243,8 +243,32 @@ def _score_domain(values: Sequence[float]) -> tuple[float, float]:
     return y0, min(max(1.0, hi), math.ceil((hi + pad) * 20) / 20)
 
 
+def _score_values(points: Sequence[ScorePoint]) -> list[float]:
+    """What a score chart must show: scores, lower limits and the baseline bands' edges."""
+    values = [v for p in points for v in (_fin(p.score), _fin(p.lower_limit)) if v is not None]
+    for p in points:
+        mean = _fin(p.mean)
+        if mean is not None:
+            sd = abs(_fin(p.sd) or 0.0)
+            values += [mean - sd, mean + sd]
+    return values
+
+
+def score_domain(charts: Iterable[Sequence[ScorePoint]]) -> tuple[float, float]:
+    """One y range for several score charts, so that charts shown together compare.
+
+    0..1, or narrower when every chart's values lie within ``NARROW_BAND``.
+    """
+    return _score_domain([v for points in charts for v in _score_values(points)])
+
+
 def score_chart(
-    points: Sequence[ScorePoint], *, title: str, width: int = 640, height: int = 200
+    points: Sequence[ScorePoint],
+    *,
+    title: str,
+    width: int = 640,
+    height: int = 200,
+    domain: tuple[float, float] | None = None,
 ) -> str:
     """Scores of one route over time, with its baseline band, threshold and run states.
 
@@ -257,6 +281,8 @@ def score_chart(
         title: Shown above the chart and used as its accessible name.
         width: Width in pixels.
         height: Height in pixels.
+        domain: The y range (``score_domain`` of every chart shown with this one);
+            by default this chart's own.
 
     Returns:
         An ``<svg>`` element; a small one saying "no runs" when ``points`` is empty.
@@ -276,9 +302,7 @@ def score_chart(
     scores, means = [_fin(p.score) for p in pts], [_fin(p.mean) for p in pts]
     sds = [abs(_fin(p.sd) or 0.0) for p in pts]
     limits = [_fin(p.lower_limit) for p in pts]
-    values = [v for v in (*scores, *limits) if v is not None]
-    values += [m + k * s for m, s in zip(means, sds, strict=True) if m is not None for k in (-1, 1)]
-    y0, y1 = _score_domain(values)
+    y0, y1 = domain if domain is not None else _score_domain(_score_values(pts))
     fy = _scale(y0, y1, py1, py0)
     body = [_text(4, 15, title, ' font-size="12" font-weight="bold"', limit=int(width / 7))]
     legend: list[tuple[str, str]] = []
