@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from html import escape as html_escape
@@ -108,6 +109,9 @@ def test_the_report_fits_a_phone_screen_and_landscape_paper(
     assert printed == (0, 0)
     # The period's mean beside the last run's score, where a late drop shows undiluted.
     assert "<th>last run</th>" in out.read_text()
+    # Timeline labels name the eval set: two incidents of one route read apart.
+    assert re.search(r"#\d+ \S+ · \S+ · score", out.read_text())
+    assert "Incidents and policy changes, 2026-11-02 to 2026-11-08" in out.read_text()
     assert "@page { size: A4 landscape" in out.read_text()
 
 

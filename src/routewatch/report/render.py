@@ -193,13 +193,19 @@ def render_report(data: ReportData) -> str:
         )
     )
     events = [
-        TimelineEvent(at=i.opened_at, kind="incident.opened", label=f"#{i.id} {i.route} {i.metric}")
+        TimelineEvent(
+            at=i.opened_at,
+            kind="incident.opened",
+            label=f"#{i.id} {i.route} · {i.eval_set} · {i.metric}",
+        )
         for i in data.incidents
         if data.window.start <= i.opened_at < data.window.end
     ]
     events += [
         TimelineEvent(
-            at=i.resolved_at, kind="incident.resolved", label=f"#{i.id} {i.route} resolved"
+            at=i.resolved_at,
+            kind="incident.resolved",
+            label=f"#{i.id} {i.route} · {i.eval_set} resolved",
         )
         for i in data.incidents
         if i.resolved_at is not None and data.window.start <= i.resolved_at < data.window.end

@@ -508,7 +508,9 @@ def timeline(
     """
     if _aware(end) <= _aware(start):
         raise ValueError(f"timeline end {end.isoformat()} is not after start {start.isoformat()}")
-    label = f"Incidents and policy changes, {start:%Y-%m-%d} to {end:%Y-%m-%d}"
+    # ``end`` is exclusive (midnight after the last day): name the last day itself.
+    last = end - timedelta(microseconds=1)
+    label = f"Incidents and policy changes, {start:%Y-%m-%d} to {last:%Y-%m-%d}"
     inside = sorted((e for e in events if start <= _aware(e.at) <= end), key=lambda e: e.at)
     skipped = len(events) - len(inside)
     note = f"{skipped} event{'s' if skipped != 1 else ''} outside the window not shown"
