@@ -29,6 +29,7 @@ from routewatch.report.data import (
     Summary,
     week_window,
 )
+from routewatch.report.render import dollars as render_usd
 from routewatch.report.render import render_report
 from routewatch.sim.app import create_app
 from routewatch.sim.scenario import parse_scenario
@@ -304,3 +305,18 @@ def test_every_field_of_the_report_is_escaped(
     assert checked.requests == []
     assert checked.script_markup == []
     assert payload.split("<")[0] in checked.text
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (0.000142, "$0.000142"),  # a cheap route's run: four decimals made it $0.0001
+        (0.0202, "$0.0202"),
+        (0.6928, "$0.693"),
+        (2.226, "$2.23"),
+        (0.0, "$0.00"),
+        (None, "\u2013"),
+    ],
+)
+def test_dollars_keep_three_significant_figures_below_one(value: float | None, shown: str) -> None:
+    assert render_usd(value) == shown

@@ -8,6 +8,7 @@ their own labels (``report.svg``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -75,7 +76,7 @@ def _environment(timezone: str = "UTC") -> Environment:
     )
     env.filters["num"] = _num
     env.filters["pct"] = _pct
-    env.filters["usd"] = _usd
+    env.filters["usd"] = dollars
     zone = ZoneInfo(timezone)
     env.filters["when"] = lambda value: _when(value, zone)
     return env
@@ -89,10 +90,17 @@ def _pct(value: float | None) -> str:
     return NONE if value is None else f"{value * 100:.1f}%"
 
 
-def _usd(value: float | None) -> str:
+def dollars(value: float | None) -> str:
+    """Dollars: cents from $1 up, else three significant figures ($0.693, $0.000140).
+
+    Eval runs of cheap routes cost fractions of a cent; four decimals made them $0.0001.
+    """
     if value is None:
         return NONE
-    return f"${value:,.4f}" if abs(value) < 1 else f"${value:,.2f}"
+    if value == 0 or abs(value) >= 1:
+        return f"${value:,.2f}"
+    decimals = 2 - math.floor(math.log10(abs(value)))
+    return f"${value:.{decimals}f}"
 
 
 def _when(value: datetime | None, zone: ZoneInfo) -> str:
