@@ -139,6 +139,10 @@ def test_the_report_shows_the_week_its_incident_and_policy_change_all_escaped(
     assert "https://" not in html
     assert "incident" in html.lower()
     assert "demoted cheap" in html
+    # The policy change and the degraded row link to the incident's card, which exists.
+    targets = set(re.findall(r'href="#(incident-\d+)"', html))
+    assert targets
+    assert targets <= set(re.findall(r'id="(incident-\d+)"', html))
     assert "chat" in html
     assert "Judge agreement" not in html, "no eval set is judged: no section, no note"
 
