@@ -324,3 +324,26 @@ def test_every_field_of_the_report_is_escaped(
 )
 def test_dollars_keep_three_significant_figures_below_one(value: float | None, shown: str) -> None:
     assert render_usd(value) == shown
+
+
+def test_at_a_glance_names_the_broken_route_its_incident_and_the_demotion(
+    history: tuple[Path, str], tmp_path: Path
+) -> None:
+    """The period's mean dilutes a drop on its last day; the summary leads with it."""
+    config, _ = history
+    broken, before = tmp_path / "broken.html", tmp_path / "before.html"
+    assert run(["report", "-c", str(config), "--week", "2026-W45", "-o", str(broken)]) == 0
+    args = ["--since", "2026-11-01", "--until", "2026-11-06", "-o", str(before)]
+    assert run(["report", "-c", str(config), *args]) == 0
+
+    glance = re.findall(r"<li>(.*?)</li>", broken.read_text().split("At a glance")[1])
+
+    assert glance[0].startswith("cheap · bench: degraded; last run 0.000 against a baseline")
+    assert 'open incident on score since Nov 07 (<a href="#incident-' in glance[0]
+    assert any(
+        line.startswith("policy chat v2: demoted cheap; the chain is now pro") for line in glance
+    )
+    assert glance[-1] == "1 of 2 route · eval set pairs healthy at their last run"
+    # Before the break only the healthy count: nothing else to lead with.
+    calm = re.findall(r"<li>(.*?)</li>", before.read_text().split("At a glance")[1])
+    assert calm == ["2 of 2 route · eval set pairs healthy at their last run"]

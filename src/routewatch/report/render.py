@@ -183,6 +183,61 @@ def _agreement_groups(section: AgreementSection | None) -> list[AgreementGroup]:
     return groups
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GlanceLine:
+    """One line of the report's summary, linking to an incident's card when it names one."""
+
+    text: str
+    incident_id: int | None = None
+
+
+def at_a_glance(data: ReportData) -> list[GlanceLine]:
+    """What a reader should take from the period, before the tables.
+
+    Each route and eval set that is not healthy at its last run in the period (with its
+    last score against the baseline, and its open incident), each policy change that
+    demoted a route, and how many are healthy.
+    """
+    lines: list[GlanceLine] = []
+    healthy = 0
+    for s in data.sections:
+        last = next((p for p in reversed(s.points) if p.in_window), None)
+        if last is None:
+            continue
+        if last.state == "healthy":
+            healthy += 1
+            continue
+        if last.state == "unknown":
+            continue  # still learning its baseline: nothing to say yet
+        incident = next(
+            (
+                i
+                for i in data.incidents
+                if (i.route, i.eval_set) == (s.route, s.eval_set) and i.status != "resolved"
+            ),
+            None,
+        )
+        text = f"{s.route} · {s.eval_set}: {last.state}; last run {_num(last.score)}"
+        if s.summary.baseline_mean is not None:
+            text += f" against a baseline of {_num(s.summary.baseline_mean)}"
+        if incident is not None:
+            opened = incident.opened_at.astimezone(ZoneInfo(data.timezone))
+            text += f"; open incident on {incident.metric} since {opened:%b %d}"
+        lines.append(GlanceLine(text=text, incident_id=incident.id if incident else None))
+    for c in data.policy_changes:
+        if c.demoted:
+            text = (
+                f"policy {c.policy} v{c.version}: demoted {', '.join(c.demoted)}; "
+                f"the chain is now {' → '.join(c.chain) or 'empty'}"
+            )
+            lines.append(GlanceLine(text=text, incident_id=c.incident_id))
+    with_runs = sum(1 for s in data.sections if any(p.in_window for p in s.points))
+    if with_runs:
+        summary = f"{healthy} of {with_runs} route · eval set pairs healthy at their last run"
+        lines.append(GlanceLine(text=summary))
+    return lines
+
+
 def render_report(data: ReportData) -> str:
     """The report page for ``data``."""
     # One y range for all: the charts are stacked to be compared.
@@ -239,6 +294,7 @@ def render_report(data: ReportData) -> str:
         history_weeks=HISTORY_WEEKS,
         threshold_text=threshold_text,
         agreement_groups=_agreement_groups(data.agreement),
+        glance=at_a_glance(data),
     )
 
 
