@@ -121,6 +121,12 @@ class RunReport:
     canary_error: str | None = None
     """Why the judge gave no verdict on any canary (it could not be reached, say)."""
 
+    @property
+    def every_call_failed(self) -> bool:
+        """The run was replayed and no call got an answer: nothing was measured."""
+        s = self.summary
+        return s is not None and s.results_total > 0 and s.errors_total == s.results_total
+
 
 def slot_key_for(at: datetime) -> str:
     """The slot key of a run at logical time ``at``: its ISO time in UTC, to the second."""

@@ -112,7 +112,7 @@ def run_command(
     for line in delivery_lines(delivery):
         click.echo(line, err=True)
     click.echo(summary_table(reports, {v.run_id: v for v in verdicts}))
-    if any(_all_failed(r) for r in reports):
+    if any(r.every_call_failed for r in reports):
         # Nothing was measured on that run: a runtime failure, as a missing key is.
         return ExitCode.failure
     if fail_on_regression and (
@@ -120,12 +120,6 @@ def run_command(
     ):
         return ExitCode.regression
     return ExitCode.ok
-
-
-def _all_failed(report: RunReport) -> bool:
-    """Whether every call of a run this process replayed failed."""
-    s = report.summary
-    return s is not None and s.results_total > 0 and s.errors_total == s.results_total
 
 
 def _erroring(report: RunReport) -> bool:
@@ -169,7 +163,7 @@ def _notes(reports: list[RunReport]) -> Iterator[str]:
             kinds = ", ".join(f"{count} {kind}" for kind, count in r.call_errors)
             failed = f" ({kinds})" if kinds else ""
             example = f": {r.call_error_example}" if r.call_error_example else ""
-            if s.errors_total == s.results_total:
+            if r.every_call_failed:
                 yield f"{where}: every call failed{failed}{example}"
             elif (s.error_rate or 0.0) >= ERRORING_RATE:
                 yield (

@@ -380,7 +380,7 @@ class Daemon:
                 f"{s.error_rate:.3f}" if s and s.error_rate is not None else "-",
                 f"{s.cost_usd:.4f}" if s and s.cost_usd is not None else "-",
             )
-            if s is not None and s.results_total and s.errors_total == s.results_total:
+            if r.every_call_failed:
                 failed = ", ".join(f"{count} {kind}" for kind, count in r.call_errors)
                 log.warning(
                     "run %d %s x %s: every call failed (%s): %s",
