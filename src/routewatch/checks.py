@@ -115,10 +115,10 @@ def _regex(arg: Any, output: str) -> str | None:
         found = pattern.search(output, timeout=REGEX_TIMEOUT_S)
     except TimeoutError:
         return (
-            f"regex {_quote(str(arg))} gave up after {REGEX_TIMEOUT_S:g} s on this output "
+            f"regex {_pattern(str(arg))} gave up after {REGEX_TIMEOUT_S:g} s on this output "
             "(the pattern backtracks too much)"
         )
-    return None if found else f"no match for {_quote(str(arg))}"
+    return None if found else f"no match for {_pattern(str(arg))}"
 
 
 def _equals(arg: Any, output: str) -> str | None:
@@ -232,6 +232,11 @@ def _compiled(pattern: str) -> regex.Pattern[str]:
 
 def _quote(text: str) -> str:
     return repr(_clip(text, _QUOTE_LIMIT))
+
+
+def _pattern(text: str) -> str:
+    """A regex as written, in backquotes; ``repr`` would double every backslash."""
+    return f"`{_clip(text, _QUOTE_LIMIT)}`"
 
 
 def _clip(text: str, limit: int) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from html import escape as html_escape
 from pathlib import Path
 from typing import Any
@@ -13,11 +14,13 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from sqlalchemy import select
 
 from browser import ARTIFACTS, ChromiumSession, check_in_chromium
 from routewatch.cli import run
 from routewatch.evalset import load_eval_set
 from routewatch.judge.agreement import WeekAgreement, agreement
+from routewatch.project import load_project
 from routewatch.report.agreement import AgreementSection
 from routewatch.report.data import (
     Evidence,
@@ -27,14 +30,19 @@ from routewatch.report.data import (
     RunPoint,
     Section,
     Summary,
+    days_window,
+    load_report,
+    previous_window,
     week_window,
 )
+from routewatch.report.render import change, render_report
 from routewatch.report.render import dollars as render_usd
-from routewatch.report.render import render_report
 from routewatch.sim.app import create_app
 from routewatch.sim.scenario import parse_scenario
 from routewatch.sim.server import serve_in_thread
 from routewatch.store.agreement import AgreementTrend
+from routewatch.store.migrate import open_database
+from routewatch.store.tables import ResultRow, RunRow
 from runner_project import SIM_SCENARIO, write_project
 
 PAYLOADS = [
@@ -217,6 +225,7 @@ def synthetic(payload: str) -> ReportData:
         before_output=payload,
         before_run_id=0,
         reasoning=((payload, 0.2, payload),),
+        failed_checks=((payload, payload),),
     )
     incident = IncidentView(
         id=1,
@@ -244,7 +253,9 @@ def synthetic(payload: str) -> ReportData:
         reason=payload,
         incident_id=1,
     )
-    section = Section(route=payload, eval_set=payload, model=payload, points=(point,), summary=data)
+    section = Section(
+        route=payload, eval_set=payload, model=payload, points=(point,), summary=data, previous=data
+    )
     pairs = [(5, 5), (1, 2), (4, 4), (2, 1)] * 3
     trend = AgreementTrend(
         judge=payload,
@@ -262,6 +273,7 @@ def synthetic(payload: str) -> ReportData:
         generated_at=at,
         timezone="UTC",
         sections=(section,),
+        previous_window=previous_window(window),
         incidents=(incident,),
         policy_changes=(change,),
         notes=(payload,),
@@ -336,7 +348,9 @@ def test_at_a_glance_names_the_broken_route_its_incident_and_the_demotion(
     args = ["--since", "2026-11-01", "--until", "2026-11-06", "-o", str(before)]
     assert run(["report", "-c", str(config), *args]) == 0
 
-    glance = re.findall(r"<li>(.*?)</li>", broken.read_text().split("At a glance")[1])
+    glance = re.findall(
+        r"<li>(.*?)</li>", broken.read_text().split("At a glance")[1].split("</ul>")[0]
+    )
 
     assert glance[0].startswith("cheap · bench: degraded; last run 0.000 against a baseline")
     assert 'open incident on score since Nov 07 (<a href="#incident-' in glance[0]
@@ -345,5 +359,117 @@ def test_at_a_glance_names_the_broken_route_its_incident_and_the_demotion(
     )
     assert glance[-1] == "1 of 2 route · eval set pairs healthy at their last run"
     # Before the break only the healthy count: nothing else to lead with.
-    calm = re.findall(r"<li>(.*?)</li>", before.read_text().split("At a glance")[1])
+    calm = re.findall(
+        r"<li>(.*?)</li>", before.read_text().split("At a glance")[1].split("</ul>")[0]
+    )
     assert calm == ["2 of 2 route · eval set pairs healthy at their last run"]
+
+
+@pytest.mark.parametrize(
+    ("now", "before", "kind", "text", "tone"),
+    [
+        (0.91, 0.95, "score", "\u22120.040", "worse"),
+        (0.95, 0.91, "score", "+0.040", "better"),
+        (0.9502, 0.95, "score", "\u00b10", "same"),
+        (0.90, 0.95, "pass", "\u22125.0 pt", "worse"),
+        (0.02, 0.01, "errors", "+1.0 pt", "worse"),
+        (0.0, 0.01, "errors", "\u22121.0 pt", "better"),
+        (230.0, 200.0, "latency", "+15%", "worse"),
+        (0.0009, 0.001, "cost", "\u221210%", "better"),
+        (0.001, 0.001, "cost", "\u00b10", "same"),
+    ],
+)
+def test_a_change_from_the_previous_period_says_which_way_is_worse(
+    now: float, before: float, kind: str, text: str, tone: str
+) -> None:
+    moved = change(now, before, kind)
+
+    assert moved is not None
+    assert (moved.text, moved.tone) == (text, tone)
+
+
+def test_no_change_is_shown_without_both_periods() -> None:
+    assert change(None, 0.9, "score") is None
+    assert change(0.9, None, "score") is None
+    assert change(0.001, 0.0, "cost") is None, "no percentage of nothing"
+
+
+def test_the_previous_period_is_as_long_and_ends_where_the_window_starts() -> None:
+    week = week_window("2026-W45", "Europe/Berlin")  # Mon Nov 02; Oct 25 changed the clocks
+    before = previous_window(week)
+    assert before.end == week.start
+    assert before.start.isoformat() == "2026-10-26T00:00:00+01:00"
+    assert before.label == "2026-W44 (Oct 26 \u2013 Nov 01, 2026)"
+    days = previous_window(days_window(date(2026, 11, 1), date(2026, 11, 30), "UTC"))
+    assert (days.start.date(), days.end.date()) == (date(2026, 10, 2), date(2026, 11, 1))
+    assert days.label == "Oct 02 \u2013 Oct 31, 2026"
+
+
+def test_the_routes_table_shows_each_figures_change_from_the_week_before(
+    history: tuple[Path, str], tmp_path: Path
+) -> None:
+    """Week 45 against week 44, which holds the routes' first day only: the cheap route's
+    score fell (its last day failed every item), the pro route's did not move."""
+    config, _ = history
+    out = tmp_path / "week.html"
+    assert run(["report", "-c", str(config), "--week", "2026-W45", "-o", str(out)]) == 0
+    project = load_project(config, {})
+    engine = open_database(project.config.database_url)
+    data = load_report(engine, project.config, week_window("2026-W45", "UTC"))
+
+    html = out.read_text()
+    rows = {
+        re.search(r'<td class="text">(\w+)</td>', row)[1]: row  # type: ignore[index]
+        for row in html.split("<tbody>")[1].split("</tbody>")[0].split("<tr>")[1:]
+    }
+    sections = {s.route: s for s in data.sections}
+    earlier = "2026-W44 (Oct 26 \u2013 Nov 01, 2026)"
+
+    assert f"its change from the previous period, {earlier}" in html
+    cheap, pro = sections["cheap"].previous, sections["pro"].previous
+    assert cheap is not None
+    assert pro is not None
+    assert (cheap.runs, cheap.score, pro.runs, pro.score) == (1, 1.0, 1, 1.0)
+    now = sections["cheap"].summary.score
+    assert now is not None
+    assert now < 1.0
+    fell = f"{now - 1.0:+.3f}".replace("-", "\u2212")
+    assert f'<span class="delta worse" title="{earlier}: 1.000">{fell}</span>' in rows["cheap"]
+    assert f'<span class="delta same" title="{earlier}: 1.000">\u00b10</span>' in rows["pro"]
+    # Score, pass, errors, p50, p95; no cost change, since these routes have no price.
+    assert rows["pro"].count('class="delta') == 5
+    # Latency is pooled over the previous period's calls, as the week's own p50 and p95.
+    with engine.connect() as conn:
+        calls = conn.execute(
+            select(ResultRow.latency_ms)
+            .join(RunRow, RunRow.id == ResultRow.run_id)
+            .where(RunRow.route == "pro", RunRow.at < datetime(2026, 11, 2, tzinfo=UTC))
+        ).scalars()
+        median = statistics.median(calls)
+    assert pro.p50_latency_ms == pytest.approx(median)
+
+
+def test_a_period_with_nothing_before_it_shows_no_changes(
+    history: tuple[Path, str], tmp_path: Path
+) -> None:
+    config, _ = history
+    out = tmp_path / "first.html"
+    assert run(["report", "-c", str(config), "--week", "2026-W44", "-o", str(out)]) == 0
+
+    assert 'class="delta' not in out.read_text()
+
+
+def test_an_incident_card_names_the_checks_each_item_failed(
+    history: tuple[Path, str], tmp_path: Path
+) -> None:
+    config, _ = history
+    out = tmp_path / "week.html"
+    assert run(["report", "-c", str(config), "--week", "2026-W45", "-o", str(out)]) == 0
+
+    card = out.read_text().split('id="incident-')[1].split("</section>")[0]
+    failed = re.findall(r"<li><strong>(.*?)</strong>: (.*?)</li>", card)
+
+    assert len(failed) == card.count("<h4>") > 0, "every item shown failed its one check"
+    for check, why in failed:
+        assert check == "contains #1"
+        assert re.fullmatch(r"missing &#39;Answer \d+&#39;", why), why

@@ -40,6 +40,7 @@ from routewatch.store.tables import (
 
 HISTORY_WEEKS = 8
 """Weeks before the report's window drawn in the score charts."""
+HISTORY = timedelta(weeks=HISTORY_WEEKS)
 EVIDENCE_ITEMS = 3
 TEXT_CHARS = 1200
 """Longest model output, input or reference shown; the rest is cut with a mark."""
@@ -86,6 +87,25 @@ def days_window(since: date, until: date, timezone: str) -> Window:
         label=f"{since:%b %d, %Y} \u2013 {until:%b %d, %Y}",
         slug=f"{since}_{until}",
     )
+
+
+def previous_window(window: Window) -> Window:
+    """The period of the same length that ends where ``window`` starts.
+
+    The week before a week, the 30 days before 30 days.
+    Both ends are in the window's time zone, and the subtraction is by the wall clock,
+    so the week before a week that begins on a daylight-saving change is still Monday
+    to Monday.
+    """
+    length = window.end.replace(tzinfo=None) - window.start.replace(tzinfo=None)
+    zone = window.start.tzinfo
+    start = (window.start.replace(tzinfo=None) - length).replace(tzinfo=zone)
+    last = window.start.replace(tzinfo=None) - timedelta(days=1)
+    label = f"{start:%b %d} \u2013 {last:%b %d, %Y}"
+    if _WEEK.match(window.slug):
+        year, week, _ = start.date().isocalendar()
+        label = f"{year}-W{week:02d} ({label})"
+    return Window(start=start, end=window.start, label=label, slug=f"{start:%Y-%m-%d}")
 
 
 def last_full_week(now: datetime, timezone: str) -> str:
@@ -153,6 +173,9 @@ class Section:
     model: str
     points: tuple[RunPoint, ...]
     summary: Summary
+    previous: Summary | None = None
+    """The same figures over the period of equal length just before the window; None
+    when no run completed in it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -169,6 +192,8 @@ class Evidence:
     before_run_id: int | None
     reasoning: tuple[tuple[str, float | None, str], ...] = ()
     """The judge's verdicts on today's output: (criterion, score 0..1, reasoning)."""
+    failed_checks: tuple[tuple[str, str], ...] = ()
+    """The checks today's output failed: (check, why), e.g. ``("contains #1", ...)``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -216,6 +241,9 @@ class ReportData:
     generated_at: datetime
     timezone: str
     sections: tuple[Section, ...]
+    previous_window: Window
+    """The period of equal length just before ``window``, which ``Section.previous``
+    covers."""
     incidents: tuple[IncidentView, ...]
     policy_changes: tuple[PolicyChange, ...]
     notes: tuple[str, ...] = field(default=())
@@ -236,7 +264,8 @@ def load_report(
     ``eval_sets`` give the ``human_score`` labels for judge agreement; without them
     they are read from the config's ``eval_dir``.
     """
-    history_start = window.start - timedelta(weeks=HISTORY_WEEKS)
+    previous = previous_window(window)
+    history_start = min(window.start - HISTORY, previous.start)
     with engine.connect() as conn:
         runs = _runs(conn, list(config.routes), history_start, window.end)
         detections = _detections(conn, [r.id for r in runs])
@@ -245,11 +274,11 @@ def load_report(
             [
                 r.id
                 for r in runs
-                if r.status == RunStatus.completed and window.start <= r.at < window.end
+                if r.status == RunStatus.completed and previous.start <= r.at < window.end
             ],
-            {r.id: (r.route, r.eval_set_name) for r in runs},
+            {r.id: (r.route, r.eval_set_name, r.at >= window.start) for r in runs},
         )
-        sections = _sections(config, runs, detections, window, latencies)
+        sections = _sections(config, runs, detections, window, previous, latencies)
         incidents = _incidents(conn, list(config.routes), window)
         changes = _policy_changes(conn, list(config.policies), window)
         agreement = load_agreement(conn, config, window.end, eval_sets)
@@ -261,6 +290,7 @@ def load_report(
         generated_at=now or datetime.now(UTC),
         timezone=config.timezone,
         sections=tuple(sections),
+        previous_window=previous,
         incidents=tuple(incidents),
         policy_changes=tuple(changes),
         notes=tuple(notes),
@@ -318,10 +348,10 @@ def _state(run: Any, detection: Any) -> str:
 
 
 def _latencies(
-    conn: Connection, run_ids: list[int], keys: dict[int, tuple[str, str]]
-) -> dict[tuple[str, str], list[float]]:
-    """Latencies of the answered calls of ``run_ids``, per (route, eval set)."""
-    out: dict[tuple[str, str], list[float]] = defaultdict(list)
+    conn: Connection, run_ids: list[int], keys: dict[int, tuple[str, str, bool]]
+) -> dict[tuple[str, str, bool], list[float]]:
+    """Latencies of the answered calls of ``run_ids``, per (route, eval set, in window)."""
+    out: dict[tuple[str, str, bool], list[float]] = defaultdict(list)
     for chunk in _chunks(run_ids, 900):
         for r in conn.execute(
             select(ResultRow.run_id, ResultRow.latency_ms).where(
@@ -348,7 +378,8 @@ def _sections(
     runs: Sequence[Any],
     detections: dict[int, Any],
     window: Window,
-    latencies: dict[tuple[str, str], list[float]],
+    previous: Window,
+    latencies: dict[tuple[str, str, bool], list[float]],
 ) -> list[Section]:
     by_key: dict[tuple[str, str], list[RunPoint]] = defaultdict(list)
     for r in runs:
@@ -381,14 +412,25 @@ def _sections(
     for name, route in config.routes.items():
         for eval_set in route.evals:
             points = by_key.get((name, eval_set), [])
+            before = [
+                p
+                for p in points
+                if previous.start <= p.at < previous.end and p.status == RunStatus.completed
+            ]
             sections.append(
                 Section(
                     route=name,
                     eval_set=eval_set,
                     model=route.model,
-                    points=tuple(points),
+                    points=tuple(p for p in points if p.at >= window.start - HISTORY),
                     summary=_summary(
-                        [p for p in points if p.in_window], latencies.get((name, eval_set), [])
+                        [p for p in points if p.in_window],
+                        latencies.get((name, eval_set, True), []),
+                    ),
+                    previous=(
+                        _summary(before, latencies.get((name, eval_set, False), []))
+                        if before
+                        else None
                     ),
                 )
             )
@@ -502,7 +544,9 @@ def _evidence(conn: Connection, incident: Any, worst: list[dict[str, Any]]) -> l
         outputs.setdefault(
             (r.run_id, r.item_id), (r.id, r.output if r.output is not None else r.error_class)
         )
-    reasoning = _reasoning(conn, [v[0] for k, v in outputs.items() if k[0] == run.id])
+    today_ids = [v[0] for k, v in outputs.items() if k[0] == run.id]
+    reasoning = _reasoning(conn, today_ids)
+    failed = _failed_checks(conn, today_ids)
     out = []
     for w in worst:
         item_id = w.get("item_id")
@@ -523,6 +567,7 @@ def _evidence(conn: Connection, incident: Any, worst: list[dict[str, Any]]) -> l
                 before_output=_clip(prior[1] if prior else None),
                 before_run_id=before_run,
                 reasoning=tuple(reasoning.get(today[0], ())) if today else (),
+                failed_checks=tuple(failed.get(today[0], ())) if today else (),
             )
         )
     return out
@@ -548,6 +593,30 @@ def _reasoning(
     for r in conn.execute(query):
         out[r.result_id].append((r.criterion, r.score, _clip(r.reasoning) or ""))
     return out
+
+
+def _failed_checks(conn: Connection, result_ids: list[int]) -> dict[int, list[tuple[str, str]]]:
+    """Per result, the checks it failed, as ``("contains #1", why)`` in the item's order."""
+    out: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    if not result_ids:
+        return out
+    query = select(ScoreRow.result_id, ScoreRow.scorer, ScoreRow.detail).where(
+        ScoreRow.result_id.in_(result_ids),
+        ScoreRow.scorer.like("check:%"),
+        ScoreRow.passed.is_(False),
+    )
+    rows = sorted(conn.execute(query), key=lambda r: (r.result_id, _check_order(r.scorer)))
+    for r in rows:
+        _, kind, index = r.scorer.split(":", 2)
+        why = (r.detail or {}).get("detail") or "failed"
+        out[r.result_id].append((f"{kind} #{int(index) + 1}", _clip(why) or ""))
+    return out
+
+
+def _check_order(scorer: str) -> int:
+    """``check:contains:3`` -> 3, for sorting a result's checks in the item's order."""
+    tail = scorer.rsplit(":", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
 
 
 def _clip(value: Any) -> str | None:

@@ -107,6 +107,59 @@ def _when(value: datetime | None, zone: ZoneInfo) -> str:
     return NONE if value is None else value.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
 
 
+CHANGE_KINDS = {
+    # kind: (how the change is shown, whether a rise is better)
+    "score": ("points", True),
+    "pass": ("percentage points", True),
+    "errors": ("percentage points", False),
+    "latency": ("relative", False),
+    "cost": ("relative", False),
+}
+"""How ``change`` shows each figure's move from the previous period."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Change:
+    """A figure's move from the previous period, as the routes table shows it."""
+
+    text: str
+    """``+0.012``, ``-4.1 pt``, ``+12%`` (with a real minus sign), or ``±0``."""
+    tone: str
+    """``better``, ``worse`` or ``same``."""
+    before: str
+    """The previous period's value, formatted like the current one."""
+
+
+def change(now: float | None, before: float | None, kind: str) -> Change | None:
+    """How a figure moved since the previous period; None when either side is missing.
+
+    Scores move in points (``+0.012``), rates in percentage points (``-4.1 pt``), latency
+    and cost relative to the previous value (``+12%``). A move that rounds to nothing
+    shows ``±0``, neither better nor worse.
+    """
+    if now is None or before is None:
+        return None
+    shown, rise_is_better = CHANGE_KINDS[kind]
+    if shown == "points":
+        diff, text, shown_before = now - before, f"{now - before:+.3f}", _num(before)
+        same = abs(diff) < 0.0005
+    elif shown == "percentage points":
+        diff = (now - before) * 100
+        text, shown_before, same = f"{diff:+.1f} pt", _pct(before), abs(diff) < 0.05
+    else:
+        if before <= 0:
+            return None
+        diff = (now / before - 1) * 100
+        text, same = f"{diff:+.0f}%", abs(diff) < 0.5
+        shown_before = dollars(before) if kind == "cost" else f"{before:.0f} ms"
+    if same:
+        return Change(text="\u00b10", tone="same", before=shown_before)
+    better = (diff > 0) == rise_is_better
+    return Change(
+        text=text.replace("-", "\u2212"), tone="better" if better else "worse", before=shown_before
+    )
+
+
 def threshold_text(detector: str, threshold: float) -> str:
     """What an incident's ``threshold`` means for its detector, in words."""
     if detector == "critical-item":
@@ -293,6 +346,7 @@ def render_report(data: ReportData) -> str:
         version=__version__,
         history_weeks=HISTORY_WEEKS,
         threshold_text=threshold_text,
+        change=change,
         agreement_groups=_agreement_groups(data.agreement),
         glance=at_a_glance(data),
     )
