@@ -23,6 +23,7 @@ from routewatch.judge.agreement import WeekAgreement, agreement
 from routewatch.project import load_project
 from routewatch.report.agreement import AgreementSection
 from routewatch.report.data import (
+    DetectorVerdict,
     Evidence,
     IncidentView,
     PolicyChange,
@@ -35,14 +36,14 @@ from routewatch.report.data import (
     previous_window,
     week_window,
 )
-from routewatch.report.render import change, render_report
+from routewatch.report.render import change, detection_text, observed_text, render_report
 from routewatch.report.render import dollars as render_usd
 from routewatch.sim.app import create_app
 from routewatch.sim.scenario import parse_scenario
 from routewatch.sim.server import serve_in_thread
 from routewatch.store.agreement import AgreementTrend
 from routewatch.store.migrate import open_database
-from routewatch.store.tables import ResultRow, RunRow
+from routewatch.store.tables import DetectionRow, IncidentRow, ResultRow, RunRow
 from runner_project import SIM_SCENARIO, write_project
 
 PAYLOADS = [
@@ -473,3 +474,84 @@ def test_an_incident_card_names_the_checks_each_item_failed(
     for check, why in failed:
         assert check == "contains #1"
         assert re.fullmatch(r"missing &#39;Answer \d+&#39;", why), why
+
+
+@pytest.mark.parametrize(
+    ("detector", "p", "limit", "text"),
+    [
+        ("paired-count", 9.4e-08, 0.00014, "paired-count: p = 9.4e-08, under its limit of 0.00014"),
+        ("error-rate", 0.001, None, "error-rate: p = 0.001"),
+        ("critical-item", None, 2.0, "critical-item: the item failed in 2 runs in a row"),
+        ("sigma", None, 0.6412, "sigma: below the lower limit of 0.641"),
+        ("cusum", None, 4.1, "cusum (slow drift): over its limit of 4.10"),
+        ("latency-p95", 0.002, 312.4, "latency-p95: past 312 ms, p = 0.002"),
+        ("cost", 0.01, 0.00042, "cost: past $0.000420, p = 0.01"),
+    ],
+)
+def test_each_detector_says_what_it_found_against_what_limit(
+    detector: str, p: float | None, limit: float | None, text: str
+) -> None:
+    assert detection_text(DetectorVerdict(detector=detector, p_value=p, threshold=limit)) == text
+
+
+@pytest.mark.parametrize(
+    ("metric", "observed", "baseline", "text"),
+    [
+        ("score", 0.333, 0.982, "Score 0.333 against a baseline of 0.982"),
+        ("critical:refund-days", 0.0, None, "Critical item refund-days scored 0.000"),
+        ("error_rate", 0.12, 0.01, "Error rate 12.0% against a baseline of 1.0%"),
+        ("p95_latency_ms", 850.0, 300.0, "p95 latency 850 ms against a baseline of 300 ms"),
+        ("cost_per_call_usd", 0.002, None, "Cost per call $0.00200"),
+    ],
+)
+def test_an_incident_says_what_moved_in_words(
+    metric: str, observed: float, baseline: float | None, text: str
+) -> None:
+    incident = IncidentView(
+        id=1,
+        route="r",
+        eval_set="e",
+        metric=metric,
+        detector="sigma",
+        status="open",
+        opened_at=datetime(2026, 11, 18, tzinfo=UTC),
+        resolved_at=None,
+        observed=observed,
+        baseline_mean=baseline,
+        threshold=None,
+        p_value=None,
+        opening_run_id=1,
+    )
+    assert observed_text(incident) == text
+
+
+def test_an_incident_card_names_every_detector_that_paged(
+    history: tuple[Path, str], tmp_path: Path
+) -> None:
+    config, _ = history
+    out = tmp_path / "week.html"
+    assert run(["report", "-c", str(config), "--week", "2026-W45", "-o", str(out)]) == 0
+    engine = open_database(load_project(config, {}).config.database_url)
+    with engine.connect() as conn:
+        incident = conn.execute(
+            select(IncidentRow.__table__).where(IncidentRow.metric == "score")
+        ).one()
+        findings = conn.execute(
+            select(DetectionRow.findings).where(DetectionRow.run_id == incident.opening_run_id)
+        ).scalar_one()
+    paged = [f["detector"] for f in findings if f["paged"] and f["metric"] == "score"]
+
+    card = out.read_text().split(f'id="incident-{incident.id}"')[1].split("<h4>")[0]
+    said = re.search(r"Paged by (.*?)\.</div>", card, re.S)
+
+    assert len(paged) >= 2, "the fixture's break is caught by more than one test"
+    assert said is not None
+    verdicts = said[1].split("; ")
+    assert [v.split(":")[0] for v in verdicts] == [incident.detector] + [
+        d for d in paged if d != incident.detector
+    ]
+    limit = f"under its limit of {incident.threshold:.2g}"
+    assert verdicts[0] == f"{incident.detector}: p = {incident.p_value:.2g}, {limit}"
+    assert (
+        f"Score {incident.observed:.3f} against a baseline of {incident.baseline_mean:.3f}." in card
+    )

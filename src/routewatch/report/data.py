@@ -197,6 +197,15 @@ class Evidence:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DetectorVerdict:
+    """One detector's case against a run: its p-value and the limit it passed."""
+
+    detector: str
+    p_value: float | None
+    threshold: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class IncidentView:
     """An incident opened, open or resolved in the window."""
 
@@ -213,10 +222,20 @@ class IncidentView:
     threshold: float | None
     p_value: float | None
     opening_run_id: int
+    also_paged: tuple[DetectorVerdict, ...] = ()
+    """The other detectors that paged on this metric in the opening run."""
     evidence: tuple[Evidence, ...] = ()
     pairwise: PreferenceCount | None = None
     """Pairwise mode's comparisons on the opening run: how often the judge preferred the
     item's last good output to the one that fell."""
+
+    @property
+    def verdicts(self) -> tuple[DetectorVerdict, ...]:
+        """Every detector that paged on the metric when it opened, its own first."""
+        own = DetectorVerdict(
+            detector=self.detector, p_value=self.p_value, threshold=self.threshold
+        )
+        return (own, *self.also_paged)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -481,6 +500,7 @@ def _incidents(conn: Connection, routes: list[str], window: Window) -> list[Inci
         .order_by(IncidentRow.opened_at, IncidentRow.id)
     ).all()
     pairwise = preference_counts(conn, [row.opening_run_id for row in rows])
+    paged = _paged(conn, [row.opening_run_id for row in rows])
     out = []
     for row in rows:
         worst = (row.detail or {}).get("finding", {}).get("worst_items", [])[:EVIDENCE_ITEMS]
@@ -499,11 +519,34 @@ def _incidents(conn: Connection, routes: list[str], window: Window) -> list[Inci
                 threshold=row.threshold,
                 p_value=row.p_value,
                 opening_run_id=row.opening_run_id,
+                also_paged=_also_paged(row, paged.get(row.opening_run_id, [])),
                 evidence=tuple(_evidence(conn, row, worst)),
                 pairwise=pairwise.get(row.opening_run_id),
             )
         )
     return out
+
+
+def _paged(conn: Connection, run_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """The findings that paged in each run, as its detection stored them."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    for chunk in _chunks(sorted(set(run_ids)), 900):
+        for d in conn.execute(
+            select(DetectionRow.run_id, DetectionRow.findings).where(DetectionRow.run_id.in_(chunk))
+        ):
+            out[d.run_id] = [f for f in d.findings or [] if f.get("paged")]
+    return out
+
+
+def _also_paged(incident: Any, paged: list[dict[str, Any]]) -> tuple[DetectorVerdict, ...]:
+    """The detectors other than the incident's own that paged on its metric."""
+    return tuple(
+        DetectorVerdict(
+            detector=f["detector"], p_value=f.get("p_value"), threshold=f.get("threshold")
+        )
+        for f in paged
+        if f.get("metric") == incident.metric and f.get("detector") != incident.detector
+    )
 
 
 def _evidence(conn: Connection, incident: Any, worst: list[dict[str, Any]]) -> list[Evidence]:

@@ -26,7 +26,15 @@ from routewatch.evalset import EvalSet
 from routewatch.files import write_atomic
 from routewatch.judge.agreement import Agreement
 from routewatch.report.agreement import AgreementSection
-from routewatch.report.data import HISTORY_WEEKS, ReportData, Section, Window, load_report
+from routewatch.report.data import (
+    HISTORY_WEEKS,
+    DetectorVerdict,
+    IncidentView,
+    ReportData,
+    Section,
+    Window,
+    load_report,
+)
 from routewatch.report.svg import (
     CostQualityPoint,
     LineSeries,
@@ -160,15 +168,45 @@ def change(now: float | None, before: float | None, kind: str) -> Change | None:
     )
 
 
-def threshold_text(detector: str, threshold: float) -> str:
-    """What an incident's ``threshold`` means for its detector, in words."""
-    if detector == "critical-item":
-        return f"failed in {threshold:.0f} runs in a row"
-    if detector.startswith("paired") or detector == "error-rate":
-        return f"significance level {threshold:.2g}"
-    if detector == "cusum":
-        return f"CUSUM limit {threshold:.2f}"
-    return f"threshold {threshold:.3f}"
+def detection_text(verdict: DetectorVerdict) -> str:
+    """One detector's case against a run, in words: what it found against what limit."""
+    d, p, limit = verdict.detector, verdict.p_value, verdict.threshold
+    shown_p = f"p = {p:.2g}" if p is not None else None
+    if d == "critical-item":
+        runs = f" in {limit:.0f} runs in a row" if limit is not None else ""
+        return f"critical-item: the item failed{runs}"
+    if d == "sigma":
+        return "sigma: below the lower limit" + (f" of {limit:.3f}" if limit is not None else "")
+    if d == "cusum":
+        return "cusum (slow drift): over its limit" + (
+            f" of {limit:.2f}" if limit is not None else ""
+        )
+    if d in ("latency-p95", "cost"):
+        parts = [shown_p] if shown_p else []
+        if limit is not None:
+            parts.insert(
+                0, f"past {limit:.0f} ms" if d == "latency-p95" else f"past {dollars(limit)}"
+            )
+        return f"{d}: {', '.join(parts) or 'fired'}"
+    # The p-valued tests: paired-count, paired-weighted, paired-graded, error-rate.
+    under = f", under its limit of {limit:.2g}" if limit is not None else ""
+    return f"{d}: {shown_p or 'no p-value'}{under}"
+
+
+def observed_text(incident: IncidentView) -> str:
+    """What the incident is about, measured against its baseline, in words."""
+    metric, seen, base = incident.metric, incident.observed, incident.baseline_mean
+    if metric.startswith("critical:"):
+        return f"Critical item {metric.removeprefix('critical:')} scored {_num(seen)}"
+    if metric == "error_rate":
+        name, shown, baseline = "Error rate", _pct(seen), _pct(base)
+    elif metric == "p95_latency_ms":
+        name, shown, baseline = "p95 latency", f"{seen:.0f} ms", f"{_num(base, 0)} ms"
+    elif metric == "cost_per_call_usd":
+        name, shown, baseline = "Cost per call", dollars(seen), dollars(base)
+    else:
+        name, shown, baseline = metric.capitalize(), _num(seen), _num(base)
+    return name + " " + shown + (f" against a baseline of {baseline}" if base is not None else "")
 
 
 def _score_points(section: Section) -> list[ScorePoint]:
@@ -345,7 +383,8 @@ def render_report(data: ReportData) -> str:
         csp=CSP,
         version=__version__,
         history_weeks=HISTORY_WEEKS,
-        threshold_text=threshold_text,
+        detection_text=detection_text,
+        observed_text=observed_text,
         change=change,
         agreement_groups=_agreement_groups(data.agreement),
         glance=at_a_glance(data),
