@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from routewatch.report.svg import (
+    STATE_COLOURS,
     CostQualityPoint,
     LineSeries,
     ScorePoint,
@@ -304,6 +305,29 @@ def test_cost_chart_labels_stay_inside_and_a_moved_label_has_a_leader_line() -> 
     # Every leader starts at a point, and the crowded points at 1.0 needed some.
     assert starts
     assert starts <= circles
+
+
+def test_cost_chart_colours_each_point_by_its_state_with_a_legend() -> None:
+    points = [
+        CostQualityPoint(label="flash", score=0.6, usd_per_mtok=0.6, state="degraded"),
+        CostQualityPoint(label="pro", score=1.0, usd_per_mtok=2.0, state="healthy"),
+        CostQualityPoint(label="new", score=0.9, usd_per_mtok=4.0),
+    ]
+
+    root = ET.fromstring(cost_quality_chart(points))
+
+    fills = {
+        c.findtext(f"{NS}title", "").split(" · ")[0]: c.get("fill")
+        for c in root.iter(f"{NS}circle")
+        if c.get("class") == "point"
+    }
+    assert fills == {
+        "flash": STATE_COLOURS["degraded"],
+        "pro": STATE_COLOURS["healthy"],
+        "new": STATE_COLOURS["unknown"],
+    }
+    legend = [g.findtext(f"{NS}text") for g in root.iter(f"{NS}g")]
+    assert legend == ["healthy", "degraded", "unknown"]
 
 
 def test_cost_chart_uses_a_linear_axis_from_zero_for_close_prices() -> None:

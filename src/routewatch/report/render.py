@@ -329,6 +329,11 @@ def at_a_glance(data: ReportData) -> list[GlanceLine]:
     return lines
 
 
+def _last_state(section: Section) -> str:
+    """The state of the section's last run in the window; ``unknown`` without one."""
+    return next((p.state for p in reversed(section.points) if p.in_window), "unknown")
+
+
 def render_report(data: ReportData) -> str:
     """The report page for ``data``."""
     # One y range for all: the charts are stacked to be compared.
@@ -341,6 +346,7 @@ def render_report(data: ReportData) -> str:
                     label=f"{s.route} · {s.eval_set}",
                     score=s.summary.score,
                     usd_per_mtok=s.summary.usd_per_mtok,
+                    state=_last_state(s),
                 )
                 for s in data.sections
             ]

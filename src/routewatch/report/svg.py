@@ -76,6 +76,8 @@ class CostQualityPoint:
     label: str
     score: float | None
     usd_per_mtok: float | None
+    state: str = "unknown"
+    """The route's state at its last run: the point's colour, as in the score charts."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -344,15 +346,25 @@ def score_chart(
         dot = f'cx="{_n(x)}" cy="{_n(fy(s))}" r="{r}" fill="{colour}"' if s is not None else ""
         el, at = ("circle", dot) if dot else ("path", cross)
         body.append(f'<{el} class="marker" {at}{fade}>{tip}</{el}>')
-    states = {p.state for p in pts}
+    legend += _state_swatches({p.state for p in pts}, failed_cross=True)
+    body += _legend(legend, 4, height - 8, width)
+    return _svg(width, height, title, body)
+
+
+def _state_swatches(states: set[str], *, failed_cross: bool = False) -> list[tuple[str, str]]:
+    """Legend entries for ``states``, in ``STATE_COLOURS``' order, then any others.
+
+    ``failed_cross``: a failed run is drawn as a cross in the score charts (it seldom
+    has a score), so its swatch is one too.
+    """
+    out = []
     for state in [s for s in STATE_COLOURS if s in states] + sorted(states - STATE_COLOURS.keys()):
         colour = STATE_COLOURS.get(state, STATE_COLOURS["unknown"])
         swatch = f'<circle cx="5" cy="-4" r="4" fill="{colour}"/>'
-        if state == "failed":  # failed runs seldom have a score: show the cross they get
+        if failed_cross and state == "failed":
             swatch = f'<path d="M1 -8l7 7m0 -7l-7 7" stroke="{colour}" stroke-width="1.5"/>'
-        legend.append((swatch, state))
-    body += _legend(legend, 4, height - 8, width)
-    return _svg(width, height, title, body)
+        out.append((swatch, state))
+    return out
 
 
 def _stroke(colour: str, dashed: bool) -> str:
@@ -412,6 +424,7 @@ def cost_quality_chart(
 ) -> str:
     """Quality (y) against blended price (x) per route, each point labelled.
 
+    Points are coloured by state (``STATE_COLOURS``), with a legend of the states shown.
     The x axis is logarithmic when the prices span more than 10x (and are all positive),
     else linear from 0. Points without a score or a price, or with a negative price, are
     left out and named in a note under the chart.
@@ -425,13 +438,14 @@ def cost_quality_chart(
         An ``<svg>`` element; a small one saying "no data" when no point can be placed.
     """
     label = "Quality against cost per route"
+    state_of = {p.label: p.state for p in points}
     pairs = [(p.label, _fin(p.score), _fin(p.usd_per_mtok)) for p in points]
     shown = [(n, s, c) for n, s, c in pairs if s is not None and c is not None and c >= 0]
     skipped = [n for n, s, c in pairs if s is None or c is None or c < 0]
     if not shown:
         note = f" ({len(skipped)} without a score or a price)" if skipped else ""
         return _message(label, f"no data{note}", width)
-    px0, px1, py0, py1 = 44.0, width - 14.0, 20.0, height - (62.0 if skipped else 48.0)
+    px0, px1, py0, py1 = 44.0, width - 14.0, 20.0, height - (76.0 if skipped else 62.0)
     lo, hi = min(c for *_, c in shown), max(c for *_, c in shown)
     log = lo > 0 and hi / lo > 10
     k0, k1 = (math.floor(math.log10(lo)), math.ceil(math.log10(hi))) if log else (0, 0)
@@ -464,14 +478,18 @@ def cost_quality_chart(
         rows = [cy + 4 + dy for dy in (0, 12, -12, 24, -24, 36, -36)]
         inside = [r for r in rows if 12 <= r <= py1 - 2] or rows[:1]
         ly = _free_row(placed, x0, x0 + w, inside, 11)
-        tip = _esc(f"{name} · score {score:.3f} · ${price:,.4g} per Mtok")
-        at = f'cx="{_n(cx)}" cy="{_n(cy)}" r="4" fill="#2c7bb6"'
+        state = state_of.get(name, "unknown")
+        tip = _esc(f"{name} · score {score:.3f} · ${price:,.4g} per Mtok · {state}")
+        colour = STATE_COLOURS.get(state, STATE_COLOURS["unknown"])
+        at = f'cx="{_n(cx)}" cy="{_n(cy)}" r="4" fill="{colour}"'
         body.append(f'<circle class="point" {at}><title>{tip}</title></circle>')
         if abs(ly - (cy + 4)) > 1:
             # Moved off its point's row: a leader line says whose label it is.
             end = x0 if right else x0 + w
             body.append(_line(cx, cy, end, ly - 4, ' stroke="#8c959f" stroke-width="0.8"'))
         body.append(_text(x0, ly, name, ' font-size="10"', limit=LABEL_LIMIT))
+    legend = _state_swatches({state_of.get(n, "unknown") for n, *_ in shown})
+    body += _legend(legend, 4, py1 + 50, width)
     if skipped:
         note = "not shown (no score or price): " + ", ".join(skipped)
         attrs = ' class="note" font-size="10" fill="#555"'
