@@ -138,11 +138,16 @@ def test_weekly_agreement_matches_the_stored_rows(tmp_path: Path, sim: str, db_u
 
     trend = next(t for t in section.trends if t.criterion == "correctness")
     assert (trend.judge, trend.eval_set) == ("default", "support-faq")
-    assert section.weeks == tuple(f"2026-W{n}" for n in range(38, 46))
-    assert [w.agreement.n for w in trend.weeks] == [0] * 6 + [
+    # From the first judged week on: the six weeks before the first run are not shown.
+    assert section.weeks == ("2026-W44", "2026-W45")
+    assert [w.agreement.n for w in trend.weeks] == [
         len(expected["2026-W44"]),
         len(expected["2026-W45"]),
     ]
+    # Weeks without a run after the first judged one are shown, as weeks without pairs.
+    later = report_data(config, "2026-W47").agreement
+    assert later.weeks == ("2026-W44", "2026-W45", "2026-W46", "2026-W47")
+    assert [w.agreement.n for w in later.trends[0].weeks][2:] == [0, 0]
     pairs = expected["2026-W45"]
     assert len(pairs) < 3 * len(ROUTES) * len(HUMAN), "reused verdicts count once"
     week = trend.weeks[-1].agreement
@@ -164,7 +169,8 @@ def test_the_page_shows_each_week_with_honest_cells_and_runs_no_script(
     html = out.read_text()
     assert "Judge agreement with people" in html
     assert "judge default · support-faq" in html
-    assert html.count("no pairs</td>") == 6 * len(section.trends)
+    assert "no pairs</td>" not in html, "no empty weeks before the first judged one"
+    assert len(section.weeks) == 2
     cell = f"n {shown.n}" if shown.n >= 10 else f"n {shown.n}: not enough pairs"
     assert cell in html
     assert 'aria-label="default · support-faq"' in html

@@ -10,7 +10,7 @@ failed report.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -23,7 +23,8 @@ from routewatch.evalset import EvalSet, load_eval_dir
 from routewatch.store.agreement import AgreementTrend, WeekSpan, agreement_trends
 
 AGREEMENT_WEEKS = 8
-"""ISO weeks of judge agreement shown, the last one holding the end of the report's window."""
+"""ISO weeks of judge agreement shown, the last one holding the end of the report's window;
+fewer when the first judged verdicts came later than the first of them."""
 MIN_AGREEMENT_PAIRS = 10
 """Fewer judge decisions than this in a week show as "not enough pairs": one pair more or
 less would move kappa or rho by more than the differences worth reading."""
@@ -107,8 +108,14 @@ def load_agreement(
             + ") carries a `human_score`.",
         )
     trends = agreement_trends(conn, labelled, routes=list(config.routes), weeks=weeks)
+    # Weeks before the first judged one are history not yet made, not weeks without pairs.
+    first = next(
+        (i for i in range(len(labels)) if any(t.weeks[i].agreement.n for t in trends)),
+        len(labels) - 1,
+    )
+    trends = [replace(t, weeks=t.weeks[first:]) for t in trends]
     return AgreementSection(
-        weeks=labels,
+        weeks=labels[first:],
         trends=tuple(trends),
         note=None
         if trends
