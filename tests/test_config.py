@@ -117,6 +117,52 @@ def test_unknown_provider_lists_the_known_ones(tmp_path: Path) -> None:
         load_config(write(tmp_path, text), {"GW_URL": "http://x"})
 
 
+def test_a_field_problem_does_not_hide_cron_or_reference_problems_elsewhere(
+    tmp_path: Path,
+) -> None:
+    text = MINIMAL.replace("provider: gw", "provider: gateway")
+    text += 'detection: {sigma: 0}\nreports: {schedule: "0 25 * * *"}\n'
+
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, text), {"GW_URL": "http://x"})
+
+    assert [p.field for p in raised.value.problems] == [
+        "detection.sigma",
+        "routes.r1.provider",
+        "reports.schedule",
+    ]
+    assert "unknown provider 'gateway'; known: gw" in str(raised.value)
+
+
+def test_an_entry_with_a_field_problem_is_not_also_called_unknown(tmp_path: Path) -> None:
+    """Its name still counts where a route or a chain names it."""
+    text = MINIMAL.replace("api_key_env: GW_KEY", "max_retries: -1")
+    text = text.replace("evals: [e]", "evals: [e], samples: 0")
+    text += "policies:\n  p: {chain: [r1]}\n"
+
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, text), {"GW_URL": "http://x"})
+
+    assert [p.field for p in raised.value.problems] == [
+        "providers.gw.max_retries",
+        "routes.r1.samples",
+    ]
+
+
+def test_a_default_standing_in_for_a_bad_field_adds_no_problem(tmp_path: Path) -> None:
+    """min_baseline_runs' default (5) would be larger than baseline_runs (3)."""
+    text = MINIMAL.replace("provider: gw", "provider: gateway")
+    text += "detection: {baseline_runs: 3, min_baseline_runs: two}\n"
+
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, text), {"GW_URL": "http://x"})
+
+    assert [p.field for p in raised.value.problems] == [
+        "detection.min_baseline_runs",
+        "routes.r1.provider",
+    ]
+
+
 def test_min_baseline_runs_above_baseline_runs_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path, "detection: {baseline_runs: 4, min_baseline_runs: 5}\n")
 
@@ -248,3 +294,27 @@ def test_a_count_must_be_written_as_a_whole_number(tmp_path: Path, value: str) -
     assert "providers.gw.max_concurrency: Input should be a valid integer" in str(
         raised.value.problems[0]
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('eval_dir: "a\\0b"\n', "eval_dir"),
+        ('database_url: "sqlite:///a\\0b.db"\n', "database_url"),
+        ('reports: {dir: "r\\0"}\n', "reports.dir"),
+        (
+            "routes: {r1: {provider: gw, model: m}}\n"
+            "providers: {gw: {base_url: 'http://127.0.0.1:9/v1'}}\n"
+            'policies: {p: {chain: [r1], publish: [{type: json, path: "p\\0.json"}]}}\n',
+            "policies.p.publish[0].path",
+        ),
+    ],
+)
+def test_a_nul_character_in_a_path_is_a_located_problem(
+    tmp_path: Path, text: str, field: str
+) -> None:
+    """It crashed resolving the path, with a traceback."""
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, text), {})
+
+    assert f"{field}: must not contain a NUL character" in str(raised.value)

@@ -64,7 +64,7 @@ class LineMap:
 
         ``every_key`` tells an unknown field's reader where every key is listed.
         """
-        errors = [(prefix + _clean_loc(e["loc"]), e) for e in exc.errors(include_url=False)]
+        errors = [(prefix + clean_loc(e["loc"]), e) for e in exc.errors(include_url=False)]
         nested = {loc[:n] for loc, _ in errors for n in range(len(loc))}
         return [
             self.problem(loc, _message(err, every_key))
@@ -85,7 +85,8 @@ def format_loc(loc: Iterable[str | int]) -> str:
     return out
 
 
-def _clean_loc(loc: tuple[str | int, ...]) -> PathKey:
+def clean_loc(loc: tuple[str | int, ...]) -> PathKey:
+    """A pydantic error's ``loc`` as a path of keys in the file."""
     # Pydantic adds pseudo-parts for validators and unions ("function-after[...]",
     # "list[str]"); they name no key in the file.
     return tuple(p for p in loc if isinstance(p, int) or not ("[" in p or "(" in p))

@@ -3,7 +3,10 @@
 ``load_config(path, env)`` is the one place the environment touches configuration:
 ``ROUTEWATCH_DATABASE_URL`` overrides ``database_url`` and ``${VAR}`` expands in
 URLs. Secrets never live in the file; fields ending in ``_env`` name environment
-variables that ``secret()`` reads when a request is made.
+variables that ``secret()`` reads when a request is made. Underneath it,
+``read_config`` checks as much of a broken file as it can, for ``validate``.
+
+Over 800 lines: a docstring under each field makes the models the config reference.
 """
 
 from __future__ import annotations
@@ -11,13 +14,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -29,7 +34,7 @@ from pydantic import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from routewatch._yamlpos import LineMap, YamlSyntaxError, load_yaml, read_source
+from routewatch._yamlpos import LineMap, YamlSyntaxError, clean_loc, load_yaml, read_source
 from routewatch.cron import parse_cron
 from routewatch.errors import ConfigError, MissingSecretError, Problem, display_path
 
@@ -41,6 +46,16 @@ _EXPAND = re.compile(r"\$\{([^}]*)\}")
 DATABASE_URL_ENV = "ROUTEWATCH_DATABASE_URL"
 MAX_TOP_LOGPROBS = 20
 """The most ``top_logprobs`` OpenAI's chat completions return per token."""
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+PathText = Annotated[str, AfterValidator(_no_nul)]
+"""A path or URL: no NUL character, which no file system takes (it crashed resolving)."""
 
 
 class _Model(BaseModel):
@@ -283,7 +298,7 @@ class Publisher(_Model):
     """``json``: the policy JSON file; ``litellm``: a LiteLLM proxy config file;
     ``litellm-api``: a LiteLLM proxy's ``POST /fallback``; ``openrouter``: a JSON file with
     the ``models`` array of an OpenRouter request."""
-    path: str | None = None
+    path: PathText | None = None
     """File to write (``json``, ``litellm``, ``openrouter``); relative to the config file."""
     url: str | None = None
     """The LiteLLM proxy's base URL (``litellm-api``); ``${VAR}`` expands."""
@@ -335,7 +350,7 @@ class Policy(_Model):
 class Reports(_Model):
     """The weekly HTML report."""
 
-    dir: str = "reports"
+    dir: PathText = "reports"
     """Folder for report files; relative to the config file's folder."""
     schedule: str = "0 8 * * MON"
     """Cron expression in ``timezone`` for writing the report in the daemon."""
@@ -366,11 +381,11 @@ class Server(_Model):
 class Config(_Model):
     """The whole of ``routewatch.yaml``."""
 
-    database_url: str = "sqlite:///routewatch.db"
+    database_url: PathText = "sqlite:///routewatch.db"
     """SQLAlchemy URL; ``ROUTEWATCH_DATABASE_URL`` overrides it; ``${VAR}`` expands."""
     timezone: str = "UTC"
     """IANA time zone of every cron schedule."""
-    eval_dir: str = "evals"
+    eval_dir: PathText = "evals"
     """Folder of eval sets (``*.yaml``, ``*.jsonl``); relative to the config file's folder."""
     providers: dict[str, Provider] = Field(default_factory=dict)
     """OpenAI-compatible endpoints, by name."""
@@ -431,33 +446,166 @@ class LocatedConfig(NamedTuple):
 
 def load_config_located(path: Path, env: Mapping[str, str]) -> LocatedConfig:
     """``load_config``, also returning where each value sits in the file."""
+    draft = read_config(path, env)
+    if draft.problems or draft.config is None:
+        raise ConfigError(draft.problems)
+    return LocatedConfig(config=draft.config, lines=draft.lines)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeclaredNames:
+    """The names ``routewatch.yaml`` gives its providers, routes, judges and policies.
+
+    An entry counts whether it validated or not, so that a route with a problem of its
+    own is not also called unknown where a chain names it. ``None``: the section is not
+    a mapping; its names are unknown and references to them are not checked.
+    """
+
+    providers: tuple[str, ...] | None = None
+    routes: tuple[str, ...] | None = None
+    judges: tuple[str, ...] | None = None
+    policies: tuple[str, ...] | None = None
+
+    @classmethod
+    def of(cls, config: Config) -> DeclaredNames:
+        """The names of a validated config's entries."""
+        return cls(
+            providers=tuple(config.providers),
+            routes=tuple(config.routes),
+            judges=tuple(config.judges),
+            policies=tuple(config.policies),
+        )
+
+    @classmethod
+    def written(cls, data: Mapping[str, Any]) -> DeclaredNames:
+        """The names as written in the file's data, whatever their entries hold."""
+
+        def names(section: str) -> tuple[str, ...] | None:
+            value = data.get(section, {})
+            return tuple(value) if isinstance(value, dict) else None
+
+        return cls(
+            providers=names("providers"),
+            routes=names("routes"),
+            judges=names("judges"),
+            policies=names("policies"),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigDraft:
+    """What ``read_config`` made of ``routewatch.yaml``: its problems and what validated.
+
+    ``load_project`` checks the eval files against a draft even while the config has
+    problems, so that one ``routewatch validate`` shows them all.
+    """
+
+    problems: list[Problem]
+    """Every problem of the file: its fields, cron expressions, URLs and references."""
+    config: Config | None
+    """Without problems, the config with its paths resolved. With problems, the entries
+    and fields that validated (``_valid_parts``), ``eval_dir`` resolved and other paths
+    as written. None when the file is not a YAML mapping."""
+    names: DeclaredNames
+    """Every name the file gives, whether its entry validated or not."""
+    eval_dir: Path | None
+    """The eval folder, resolved as ``Config.eval_dir`` is; None when ``eval_dir`` is not
+    text, or the file cannot be read."""
+    lines: LineMap
+    """Where each value sits in the file."""
+
+
+def read_config(path: Path, env: Mapping[str, str]) -> ConfigDraft:
+    """Read ``routewatch.yaml`` and check as much of it as can be checked, raising nothing.
+
+    Cron expressions and references are checked in the entries that validated, against
+    every name the file gives; an entry with a field problem waits for its fix.
+    """
     shown = display_path(path)
     missing = "file not found; create one with `routewatch init`, or point to it with -c FILE"
     try:
         located = load_yaml(read_source(path, shown, missing=missing), shown)
     except YamlSyntaxError as exc:
-        raise ConfigError([exc.problem]) from None
+        return _unreadable(exc.problem, LineMap(path=shown))
     lines = located.lines
     data = located.data
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError([lines.problem((), "the file must be a mapping of config keys")])
+        return _unreadable(lines.problem((), "the file must be a mapping of config keys"), lines)
 
     problems: list[Problem] = []
     if env.get(DATABASE_URL_ENV):
         data = {**data, "database_url": env[DATABASE_URL_ENV]}
     data = _expand_urls(data, env, lines, problems)
+    base = path.resolve().parent
+    eval_dir = _eval_dir(data.get("eval_dir", Config.model_fields["eval_dir"].default), base)
+    config: Config | None
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(problems + _validation_problems(exc, lines)) from None
-    problems += check_references(config, lines, database_from_env=bool(env.get(DATABASE_URL_ENV)))
-    if problems:
-        raise ConfigError(problems)
-    config = _resolve_paths(config, path.resolve().parent)
-    config._source = path.resolve()
-    return LocatedConfig(config=config, lines=lines)
+        problems += _validation_problems(exc, lines)
+        config = _valid_parts(data, exc)
+    names = DeclaredNames.written(data)
+    if config is not None:
+        from_env = bool(env.get(DATABASE_URL_ENV))
+        problems += check_references(config, lines, database_from_env=from_env, names=names)
+        if problems:
+            if eval_dir is not None:
+                config = config.model_copy(update={"eval_dir": str(eval_dir)})
+        else:
+            config = _resolve_paths(config, base)
+            config._source = path.resolve()
+    return ConfigDraft(
+        problems=problems, config=config, names=names, eval_dir=eval_dir, lines=lines
+    )
+
+
+def _unreadable(problem: Problem, lines: LineMap) -> ConfigDraft:
+    return ConfigDraft(
+        problems=[problem], config=None, names=DeclaredNames(), eval_dir=None, lines=lines
+    )
+
+
+def _eval_dir(value: Any, base: Path) -> Path | None:
+    if not isinstance(value, str):
+        return None  # the field's problem says why
+    try:
+        return Path(_resolve_path(value, base))
+    except ValueError:  # a NUL character
+        return None
+
+
+_SALVAGE_ROUNDS = 3
+"""Rounds of leaving out what failed. Leaving out a field can fail its section's own check
+(``detection.min_baseline_runs`` against ``baseline_runs``), which the next round leaves out."""
+
+
+def _valid_parts(data: dict[str, Any], exc: ValidationError) -> Config | None:
+    """The config without each entry or field that failed, for the checks that follow.
+
+    An entry of ``providers``, ``routes``, ``judges`` or ``policies`` is left out whole;
+    elsewhere the field that failed is, and its default stands in. None when that still
+    leaves no valid config.
+    """
+    for _ in range(_SALVAGE_ROUNDS):
+        for err in exc.errors(include_url=False):
+            data = _without(data, clean_loc(err["loc"])[:2])
+        try:
+            return Config.model_validate(data)
+        except ValidationError as again:
+            exc = again
+    return None
+
+
+def _without(data: dict[str, Any], loc: tuple[str | int, ...]) -> dict[str, Any]:
+    """``data`` without the value at ``loc`` (one or two keys deep), or its whole section."""
+    if not loc:
+        return data
+    section = data.get(str(loc[0]))
+    if len(loc) > 1 and isinstance(section, dict) and loc[1] in section:
+        return {**data, str(loc[0]): {k: v for k, v in section.items() if k != loc[1]}}
+    return {k: v for k, v in data.items() if k != loc[0]}
 
 
 _SECRET_FIELDS = {"api_key", "secret", "token", "webhook_url", "password"}
@@ -544,27 +692,39 @@ def _items(value: Any) -> list[tuple[str, Any]]:
 
 
 def check_references(
-    config: Config, lines: LineMap, *, database_from_env: bool = False
+    config: Config,
+    lines: LineMap,
+    *,
+    database_from_env: bool = False,
+    names: DeclaredNames | None = None,
 ) -> list[Problem]:
     """Cross-checks the schema cannot express: names, references, URLs, cron, time zone.
 
     Eval-set names are checked later, against the files found (``load_project``).
-    ``database_from_env``: the database URL came from ``ROUTEWATCH_DATABASE_URL``, and
-    its problems say so.
+
+    Args:
+        config: The config, or the parts of it that validated (``read_config``).
+        lines: Where its values sit in the file.
+        database_from_env: The database URL came from ``ROUTEWATCH_DATABASE_URL``, and
+            its problems say so.
+        names: Every name the file gives, including entries left out of ``config`` for
+            problems of their own; default: ``config``'s. A reference to one of them is
+            not unknown.
     """
     problems: list[Problem] = []
+    declared = names if names is not None else DeclaredNames.of(config)
     tz_ok = _check_timezone(config, lines, problems)
-    for kind, names in (
-        ("provider", config.providers),
-        ("route", config.routes),
-        ("judge", config.judges),
-        ("policy", config.policies),
+    for kind, section, given in (
+        ("provider", "providers", declared.providers),
+        ("route", "routes", declared.routes),
+        ("judge", "judges", declared.judges),
+        ("policy", "policies", declared.policies),
     ):
-        for name in names:
+        for name in given or ():
             if not NAME_PATTERN.match(name):
                 problems.append(
                     lines.problem(
-                        (f"{kind}s" if kind != "policy" else "policies", name),
+                        (section, name),
                         f"{kind} name {name!r} may use only letters, digits, '.', '_' and '-'",
                     )
                 )
@@ -579,12 +739,13 @@ def check_references(
                 )
             )
         _check_env_name(provider.api_key_env, ("providers", name, "api_key_env"), lines, problems)
+    providers = declared.providers
     for name, route in config.routes.items():
-        if route.provider not in config.providers:
+        if providers is not None and route.provider not in providers:
             problems.append(
                 lines.problem(
                     ("routes", name, "provider"),
-                    f"unknown provider {route.provider!r}; known: {_known(config.providers)}",
+                    f"unknown provider {route.provider!r}; known: {_known(providers)}",
                 )
             )
         if route.schedule is not None and tz_ok:
@@ -595,21 +756,21 @@ def check_references(
         for name, entry in entries.items():
             _check_params(entry.params, (kind, name, "params"), lines, problems)
     for name, judge in config.judges.items():
-        if judge.provider not in config.providers:
+        if providers is not None and judge.provider not in providers:
             problems.append(
                 lines.problem(
                     ("judges", name, "provider"),
-                    f"unknown provider {judge.provider!r}; known: {_known(config.providers)}",
+                    f"unknown provider {judge.provider!r}; known: {_known(providers)}",
                 )
             )
     for name, policy in config.policies.items():
         seen: set[str] = set()
         for i, route_name in enumerate(policy.chain):
-            if route_name not in config.routes:
+            if declared.routes is not None and route_name not in declared.routes:
                 problems.append(
                     lines.problem(
                         ("policies", name, "chain", i),
-                        f"unknown route {route_name!r}; known: {_known(config.routes)}",
+                        f"unknown route {route_name!r}; known: {_known(declared.routes)}",
                     )
                 )
             elif route_name in seen:
@@ -683,7 +844,7 @@ def _check_params(
             )
 
 
-def _known(names: Mapping[str, object]) -> str:
+def _known(names: Iterable[str]) -> str:
     return ", ".join(sorted(names)) or "(none defined)"
 
 
@@ -749,7 +910,7 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     """Make every relative path in ``config`` absolute against ``base``."""
 
     def resolve(p: str) -> str:
-        return str((base / Path(p).expanduser()).resolve())
+        return _resolve_path(p, base)
 
     url = make_url(config.database_url)
     database_url = config.database_url
@@ -774,3 +935,7 @@ def _resolve_paths(config: Config, base: Path) -> Config:
             "policies": policies,
         }
     )
+
+
+def _resolve_path(p: str, base: Path) -> str:
+    return str((base / Path(p).expanduser()).resolve())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -574,21 +575,39 @@ def load_eval_dir(directory: Path) -> dict[str, EvalSet]:
     Raises:
         EvalSetError: every problem in every file, raised once.
     """
+    folder = read_eval_dir(directory)
+    if folder.problems:
+        raise EvalSetError(folder.problems)
+    return folder.sets
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvalFolder:
+    """What ``read_eval_dir`` found in an eval folder."""
+
+    sets: dict[str, EvalSet]
+    """The sets that loaded, by name."""
+    names: tuple[str, ...] | None
+    """The name of every set the folder has a file for, whether it loaded or not (a set's
+    name must be its file's); None when the folder cannot be read."""
+    problems: list[Problem]
+    """Every problem in every file."""
+
+
+def read_eval_dir(directory: Path) -> EvalFolder:
+    """Load each eval set in ``directory`` that loads, collecting the others' problems."""
     if not directory.is_dir():
-        raise EvalSetError(
-            [
-                Problem(
-                    path=display_path(directory),
-                    line=None,
-                    field="",
-                    message=(
-                        "is a file, not the eval folder (see `eval_dir` in routewatch.yaml)"
-                        if directory.exists()
-                        else "eval folder not found (see `eval_dir` in routewatch.yaml)"
-                    ),
-                )
-            ]
+        problem = Problem(
+            path=display_path(directory),
+            line=None,
+            field="",
+            message=(
+                "is a file, not the eval folder (see `eval_dir` in routewatch.yaml)"
+                if directory.exists()
+                else "eval folder not found (see `eval_dir` in routewatch.yaml)"
+            ),
         )
+        return EvalFolder(sets={}, names=None, problems=[problem])
     problems: list[Problem] = []
     sets: dict[str, EvalSet] = {}
     files = sorted(p for p in directory.iterdir() if p.suffix in EVAL_SUFFIXES and p.is_file())
@@ -609,6 +628,5 @@ def load_eval_dir(directory: Path) -> dict[str, EvalSet]:
             )
             continue
         sets[evalset.name] = evalset
-    if problems:
-        raise EvalSetError(problems)
-    return sets
+    names = tuple(dict.fromkeys(p.stem for p in files))
+    return EvalFolder(sets=sets, names=names, problems=problems)

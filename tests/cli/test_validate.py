@@ -187,3 +187,105 @@ def test_problems_in_several_places_are_all_reported(
     assert "3 problems found" in err
     for field in ("routes.chat-flash.samples", "providers.sim.max_concurrency", "detection.sigma"):
         assert f": {field}: " in err
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_config_and_eval_file_problems_are_reported_together(
+    project: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    config_line = edit(project / CONFIG, "samples: 1 ", "samples: three ")
+    eval_line = edit(project / EVALS, '- regex: "\\\\b30\\\\b"', '- regex: "(30"')
+
+    code = run([command, "-c", str(project / CONFIG)])
+
+    err = capsys.readouterr().err.splitlines()
+    assert code == 1
+    assert f"{CONFIG}:{config_line}: routes.chat-flash.samples: " in err[0]
+    assert f"{EVALS}:{eval_line}: items[0].checks[2]: regex does not compile" in err[1]
+    assert err[2:] == ["2 problems found"]
+
+
+def test_problems_come_config_first_then_each_eval_file_by_path(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each file's problems read from its top, whichever check found them."""
+    edit(project / CONFIG, "port: 8787", "port: high")
+    edit(project / CONFIG, "provider: sim", "provider: simm")
+    (project / "evals" / "a-first.yaml").write_text("items: []\n")
+    edit(project / EVALS, "id: reset-password", "id: refund-window")
+
+    assert run(["validate", "-c", str(project / CONFIG)]) == 1
+
+    shown = capsys.readouterr().err.splitlines()[:-1]
+    assert [line.split(": ")[1] for line in shown] == [
+        "routes.chat-flash.provider",
+        "server.port",
+        "items",
+        "items[1].id",
+    ]
+
+
+def test_eval_references_are_checked_while_the_config_has_problems(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit(project / CONFIG, "sigma: 2.0", "sigma: 0")
+    edit(
+        project / CONFIG,
+        'evals: [support-faq]\n    schedule: "0 6',
+        'evals: [support-faq, nope]\n    schedule: "0 6',
+    )
+
+    assert run(["validate", "-c", str(project / CONFIG)]) == 1
+
+    err = capsys.readouterr().err
+    assert ": detection.sigma: " in err
+    assert ": routes.chat-flash.evals[1]: unknown eval set 'nope'" in err
+    assert "2 problems found" in err
+
+
+def test_an_eval_set_or_judge_with_problems_is_not_also_called_unknown(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Routes name the set that fails to load; the set that loads names the failing judge."""
+    text = (project / EVALS).read_text()
+    (project / "evals" / "other.yaml").write_text(text.replace("name: support-faq", "name: other"))
+    edit(project / EVALS, "id: reset-password", "id: refund-window")
+    edit(project / CONFIG, "judge_samples: 1 ", "judge_samples: 0 ")
+
+    assert run(["validate", "-c", str(project / CONFIG)]) == 1
+
+    err = capsys.readouterr().err
+    assert ": judges.default.judge_samples: " in err
+    assert ": items[1].id: duplicate item id 'refund-window'" in err
+    assert "2 problems found" in err
+
+
+def test_eval_files_are_read_from_the_configured_eval_dir_despite_other_problems(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``eval_dir`` resolves against the config's folder, as when the config is valid."""
+    (project / "evals").rename(project / "questions")
+    edit(project / CONFIG, "eval_dir: evals", "eval_dir: questions")
+    edit(project / CONFIG, "samples: 1 ", "samples: three ")
+    edit(project / "questions" / "support-faq.yaml", "id: reset-password", "id: refund-window")
+
+    assert run(["validate", "-c", str(project / CONFIG)]) == 1
+
+    err = capsys.readouterr().err
+    assert ": routes.chat-flash.samples: " in err
+    assert "questions/support-faq.yaml:" in err
+    assert "2 problems found" in err
+
+
+def test_an_eval_dir_that_is_not_text_is_reported_alone(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The eval files wait for a usable ``eval_dir``; no default is guessed."""
+    edit(project / CONFIG, "eval_dir: evals", "eval_dir: [evals]")
+    edit(project / EVALS, "id: reset-password", "id: refund-window")
+
+    assert run(["validate", "-c", str(project / CONFIG)]) == 1
+
+    err = capsys.readouterr().err.splitlines()
+    assert ": eval_dir: " in err[0]
+    assert err[1:] == ["1 problem found"]
