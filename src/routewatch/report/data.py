@@ -14,6 +14,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from itertools import groupby
+from operator import itemgetter
 from statistics import mean
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -372,12 +374,15 @@ def _latencies(
     """Latencies of the answered calls of ``run_ids``, per (route, eval set, in window)."""
     out: dict[tuple[str, str, bool], list[float]] = defaultdict(list)
     for chunk in _chunks(run_ids, 900):
-        for r in conn.execute(
-            select(ResultRow.run_id, ResultRow.latency_ms).where(
-                ResultRow.run_id.in_(chunk), ResultRow.error_class.is_(None)
-            )
-        ):
-            out[keys[r.run_id]].append(r.latency_ms)
+        # Ordered by run and fetched whole: a week is 10^4-10^5 rows, and row-by-row
+        # iteration with a dict lookup each took most of the report's time.
+        rows = conn.execute(
+            select(ResultRow.run_id, ResultRow.latency_ms)
+            .where(ResultRow.run_id.in_(chunk), ResultRow.error_class.is_(None))
+            .order_by(ResultRow.run_id)
+        ).all()
+        for run_id, found in groupby(rows, key=itemgetter(0)):
+            out[keys[run_id]].extend(map(itemgetter(1), found))
     return out
 
 
