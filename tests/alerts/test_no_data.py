@@ -55,7 +55,7 @@ def write(tmp_path: Path, db_url: str) -> Path:
     return path
 
 
-def add_run(engine: Engine, at: datetime) -> None:
+def add_run(engine: Engine, at: datetime, status: RunStatus = RunStatus.completed) -> None:
     with engine.begin() as conn:
         eval_set = conn.execute(
             insert(EvalSetRow)
@@ -91,7 +91,7 @@ def add_run(engine: Engine, at: datetime) -> None:
                 slot_key=f"nightly/faq/{at.isoformat()}",
                 at=at,
                 started_at=at,
-                status=RunStatus.completed,
+                status=status,
             )
         )
 
@@ -115,4 +115,29 @@ def test_a_missed_slot_alerts_once_and_the_next_run_clears_it(tmp_path: Path, db
 
     events = [(o["event"], o["payload"]["route"]) for o in rows(db_url, "outbox")]
     assert events == [("route.no_data", "nightly"), ("route.data_resumed", "nightly")]
+    engine.dispose()
+
+
+def test_a_new_route_whose_every_run_fails_is_late_too(tmp_path: Path, db_url: str) -> None:
+    """A fresh deployment with a missing API key: the daemon's runs fail, none completes."""
+    config = load_config(write(tmp_path, db_url), {})
+    engine = open_database(config.database_url)
+    day = datetime(2026, 11, 10, tzinfo=UTC)
+
+    def check(at: datetime) -> list[tuple[str, bool]]:
+        states = check_no_data(engine, config, now=at, grace=GRACE, targets=config.alerts.targets())
+        return [(s.state.value, s.changed) for s in states]
+
+    assert check(day + timedelta(days=1, hours=13)) == [], "never tried: nothing is late"
+    add_run(engine, day.replace(hour=6), status=RunStatus.failed)
+    assert check(day + timedelta(hours=11)) == [], "within the grace of its first slot"
+    assert check(day + timedelta(hours=13)) == [("no_data", True)]
+    add_run(engine, day + timedelta(days=1, hours=6))
+    assert check(day + timedelta(days=1, hours=13)) == [("ok", True)]
+
+    events = [o["payload"] for o in rows(db_url, "outbox")]
+    assert [(e["event"], e["missing_eval_sets"]) for e in events] == [
+        ("route.no_data", ["faq"]),
+        ("route.data_resumed", []),
+    ]
     engine.dispose()

@@ -2,10 +2,11 @@
 
 Per scheduled route, the alert state ``runs`` (in ``alert_states``) is ``ok`` while every
 eval set of the route has a completed run at or after its newest slot that is older than
-the grace period, and ``no_data`` otherwise. People are told on each transition
-(``route.no_data``, ``route.data_resumed``), through the outbox, never on every check.
-The daemon checks every minute; nothing else calls it, since a route driven
-by hand has no slot to miss.
+the grace period, and ``no_data`` otherwise. A route with no completed run is not late
+until a run of it has been tried: then every run so far failed, which is news. People
+are told on each transition (``route.no_data``, ``route.data_resumed``), through the
+outbox, never on every check. The daemon checks every minute; nothing else calls it,
+since a route driven by hand has no slot to miss.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, func, insert, select, type_coerce, update
+from sqlalchemy import Connection, Engine, func, insert, select, type_coerce, update
 
 from routewatch.config import Config
 from routewatch.cron import last_fire_at_or_before, parse_cron
@@ -44,6 +45,17 @@ class DataState:
         return AlertState.no_data if self.missing else AlertState.ok
 
 
+def _attempted(conn: Connection, route: str, *, by: datetime) -> bool:
+    """Whether a run of ``route`` was tried for a slot at or before ``by``.
+
+    Whatever became of that run, the route was live by then, so the slot counts.
+    """
+    found = conn.execute(
+        select(RunRow.id).where(RunRow.route == route, RunRow.at <= by).limit(1)
+    ).first()
+    return found is not None
+
+
 def check_no_data(
     engine: Engine, config: Config, *, now: datetime, grace: timedelta, targets: Sequence[str]
 ) -> list[DataState]:
@@ -63,8 +75,9 @@ def check_no_data(
                     .group_by(RunRow.eval_set_name)
                 ).all()
             )
-            if not newest:
-                # Never run yet (a new route, a fresh deployment): nothing is late.
+            if not newest and not _attempted(conn, name, by=slot):
+                # Never run yet (a new route, a fresh deployment): nothing is late. A route
+                # whose every run failed so far (a missing API key, a wrong URL) is late.
                 continue
             missing = tuple(e for e in route.evals if newest.get(e) is None or newest[e] < slot)
             state = AlertState.no_data if missing else AlertState.ok
