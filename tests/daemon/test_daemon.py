@@ -221,9 +221,12 @@ def test_sighup_reloads_the_config_and_its_schedules(tmp_path: Path, sim: str) -
     with daemon(config, ENV) as d:
         data = yaml.safe_load(config.read_text())
         data["routes"]["faq-bot"]["schedule"] = "*/2 * * * * *"
+        data["database_url"] = f"sqlite:///{tmp_path / 'other.db'}"
         config.write_text(yaml.safe_dump(data))
         d.process.send_signal(signal.SIGHUP)
         d.wait_for("config reloaded")
+        # Read once, at start: said, and the old database kept.
+        d.wait_for("`database_url` changed; the daemon keeps the old value until it is restarted")
         wait_until(lambda: len(completed(db_url)) >= 1, what="a run on the new schedule")
         config.write_text("routes: [this is not valid")
         d.process.send_signal(signal.SIGHUP)
@@ -231,6 +234,7 @@ def test_sighup_reloads_the_config_and_its_schedules(tmp_path: Path, sim: str) -
         before = len(completed(db_url))
         wait_until(lambda: len(completed(db_url)) > before, what="runs on the kept config")
         assert d.terminate() == 0
+    assert not (tmp_path / "other.db").exists()
 
 
 @pytest.mark.postgres

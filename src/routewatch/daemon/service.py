@@ -35,6 +35,7 @@ from sqlalchemy import Engine
 
 from routewatch.alerts.dispatch import Dispatcher
 from routewatch.clock import SystemClock
+from routewatch.config import Config
 from routewatch.cron import last_fire_at_or_before, parse_cron
 from routewatch.cycle import (
     RunVerdict,
@@ -61,6 +62,24 @@ CATCH_UP_EVERY_S = 60.0
 """How often the leader looks for slots left unfinished (by a replica that died)."""
 
 
+RESTART_ONLY = ("database_url", "server.host", "server.port")
+"""Settings the daemon reads once, at start: its database and where it listens."""
+
+
+def restart_only_changes(before: Config, after: Config) -> list[str]:
+    """The ``RESTART_ONLY`` settings that differ between two configs, by name."""
+    changed = []
+    for name in RESTART_ONLY:
+        path = name.split(".")
+        old: Any = before
+        new: Any = after
+        for part in path:
+            old, new = getattr(old, part), getattr(new, part)
+        if old != new:
+            changed.append(name)
+    return changed
+
+
 class Daemon:
     """One daemon process: construct, then ``await run()`` until a signal stops it.
 
@@ -84,6 +103,9 @@ class Daemon:
         self.project: Project = load_project(config_path, self.env)
         self.host = host or self.project.config.server.host
         self.port = self.project.config.server.port if port is None else port
+        # Settings given on the command line win over the config's, reloaded or not.
+        self._from_cli = {"server.host"} if host else set()
+        self._from_cli |= {"server.port"} if port is not None else set()
         self.engine: Engine = open_database(self.project.config.database_url)
         self.leader = Leadership(self.project.config.database_url)
         self.scheduler = AsyncIOScheduler(timezone=UTC)
@@ -155,11 +177,22 @@ class Daemon:
         except RoutewatchError as exc:
             log.error("config not reloaded, keeping the running one: %s", exc)
             return
+        before = self.project.config
         self.project = project
         self.state.config = project.config
         self.state.reports_dir = Path(project.config.reports.dir)
         self._build_jobs()
         log.info("config reloaded: %d scheduled route(s)", len(self._route_jobs()))
+        pending = [
+            f"`{name}`"
+            for name in restart_only_changes(before, project.config)
+            if name not in self._from_cli
+        ]
+        if pending:
+            log.warning(
+                "%s changed; the daemon keeps the old value until it is restarted",
+                " and ".join(pending),
+            )
 
     async def _drain(self) -> None:
         timeout = self.project.config.scheduler.stop_timeout_s
