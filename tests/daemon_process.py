@@ -19,9 +19,9 @@ URL_LINE = re.compile(r"serving on (http://\S+)")
 class DaemonProcess:
     """A started daemon: its URL, its log lines, and ways to stop it."""
 
-    def __init__(self, config: Path, env: dict[str, str]) -> None:
+    def __init__(self, config: Path, env: dict[str, str], args: tuple[str, ...] = ()) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "routewatch", "serve", "-c", str(config), "--port", "0"],
+            [sys.executable, "-m", "routewatch", "serve", "-c", str(config), "--port", "0", *args],
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
@@ -74,9 +74,12 @@ class DaemonProcess:
 
 
 @contextmanager
-def daemon(config: Path, env: dict[str, str] | None = None) -> Iterator[DaemonProcess]:
-    """A daemon for the block; killed at the end if still running."""
-    process = DaemonProcess(config, env or {})
+def daemon(
+    config: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+) -> Iterator[DaemonProcess]:
+    """A daemon for the block (``args``: more ``serve`` options); killed at the end if still
+    running."""
+    process = DaemonProcess(config, env or {}, args)
     try:
         yield process
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 import signal
@@ -21,7 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from daemon_process import daemon
 from receivers import Receiver, receiver
 from routewatch.config import load_config
-from routewatch.store.migrate import open_database
+from routewatch.daemon.service import Daemon
+from routewatch.store.migrate import create_engine_for, open_database
 from routewatch.store.outbox import enqueue
 from runner_project import faq_simulator, rows, write_project
 
@@ -214,6 +217,57 @@ def test_two_daemons_run_each_slot_once_and_deliver_each_event_once(
     assert all(r["status"] == "completed" for r in runs)
 
 
+def test_a_stop_that_cuts_a_scheduled_run_short_logs_no_error(tmp_path: Path, sim: str) -> None:
+    """The drain's cancel of a run the scheduler started is the stop working, not a failed
+    job: one warning, no APScheduler traceback at error level."""
+    httpx.patch(
+        f"{sim}/admin/models/sluggish", json={"quality": 1.0, "latency_ms": {"fixed": 700}}
+    ).raise_for_status()
+    items = [
+        {"id": f"q{i}", "input": f"question {i}", "checks": [{"max_chars": 9999}]} for i in range(6)
+    ]
+    db_url = f"sqlite:///{tmp_path / 'rw.db'}"
+    # Every 5 s with half a second of grace: the start catches nothing up, so the run is
+    # the scheduler's own job.
+    config = project(
+        tmp_path, sim, db_url, "*/5 * * * * *", model="sluggish", items=items, misfire_grace_s=0.5
+    )
+
+    with daemon(config, ENV) as d:
+        wait_until(lambda: len(rows(db_url, "results")) >= 1, what="a scheduled run's result")
+        assert d.terminate(timeout=20) == 0
+        lines = list(d.lines)
+
+    assert not any("catching up" in line for line in lines), lines
+    assert any("still going after" in line for line in lines), lines
+    assert not [line for line in lines if "Traceback" in line or "raised an exception" in line]
+
+
+def test_the_interval_jobs_wait_out_a_database_outage_in_one_line_each(
+    tmp_path: Path, sim: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The outbox is delivered every few seconds: a traceback each time flooded the log."""
+    config = project(tmp_path, sim, f"sqlite:///{tmp_path / 'rw.db'}", "0 0 1 1 *")
+    d = Daemon(config, ENV)
+    d.engine.dispose()
+    d.engine = create_engine_for(f"sqlite:///{tmp_path / 'gone' / 'rw.db'}")
+    assert d.leader.acquire(), "the one daemon leads (a lock file beside rw.db)"
+    try:
+        asyncio.run(d._dispatch_job())
+        asyncio.run(d._no_data_job())
+    finally:
+        d.leader.release()
+        d.engine.dispose()
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert [w.split(":")[0] for w in warnings] == [
+        "outbox dispatch skipped",
+        "late-run check skipped",
+    ]
+    assert all("the database is unavailable: " in w for w in warnings)
+    assert not [r for r in caplog.records if r.levelname == "ERROR" or r.exc_info]
+
+
 def test_sighup_reloads_the_config_and_its_schedules(tmp_path: Path, sim: str) -> None:
     db_url = f"sqlite:///{tmp_path / 'rw.db'}"
     config = project(tmp_path, sim, db_url, "0 0 1 1 *")  # once a year: nothing runs
@@ -287,3 +341,44 @@ def test_serve_on_a_port_in_use_says_so_and_exits_2(tmp_path: Path, sim: str) ->
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
     assert "Traceback" not in done.stderr
     assert rows(f"sqlite:///{tmp_path / 'rw.db'}", "runs") == []
+
+
+def json_on(port: int) -> list[str]:
+    return ["--port", str(port), "--log-format", "json"]
+
+
+def test_json_logs_are_json_on_every_line_uvicorns_and_a_failed_starts_too(
+    tmp_path: Path, sim: str
+) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    config = project(tmp_path, sim, f"sqlite:///{tmp_path / 'rw.db'}", "0 0 1 1 *")
+    with daemon(config, ENV, args=("--log-format", "json")) as d:
+        host, port = d.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as raw:
+            raw.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            raw.recv(1024)
+        d.wait_for("Invalid HTTP request received")
+        assert d.terminate() == 0
+        lines = list(d.lines)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        failed = subprocess.run(
+            [sys.executable, "-m", "routewatch", "serve", "-c", str(config), *json_on(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **ENV},
+        )
+
+    entries = [json.loads(line) for line in lines]
+    assert {e["logger"] for e in entries} >= {"routewatch.daemon", "uvicorn.error"}
+    assert all(
+        re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", e["time"]) for e in entries
+    )
+    assert failed.returncode == 2
+    (error,) = [json.loads(line) for line in failed.stderr.splitlines()]
+    assert error["level"] == "error"
+    assert error["message"] == f"cannot listen on 127.0.0.1:{port}: Address already in use"

@@ -289,6 +289,22 @@ def test_an_unreachable_database_fails_healthz_but_metrics_still_answer(
     assert samples(metrics.text)[("routewatch_scheduler_up", ())] == 1
 
 
+def test_status_and_policy_answer_503_while_the_database_is_unreachable(
+    web: Daemon, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outage, not a bug: 503 with Retry-After, one log line, no traceback."""
+    web.state.engine = create_engine_for(f"sqlite:///{tmp_path / 'missing' / 'rw.db'}")
+
+    answers = [web.get("/status"), web.get("/policy/chat")]
+
+    for answer in answers:
+        assert answer.status_code == 503
+        assert answer.json() == {"error": "the database is unavailable"}
+        assert answer.headers["retry-after"] == "30"
+    assert "/status: the database is unavailable: " in caplog.text
+    assert "Traceback" not in caplog.text
+
+
 # /metrics
 
 

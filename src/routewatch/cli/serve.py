@@ -6,11 +6,16 @@ import asyncio
 import json
 import logging
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
+from routewatch.cli.exit_codes import ExitCode
 from routewatch.cli.options import config_option
+from routewatch.errors import InputError, RoutewatchError, UsageError
+
+log = logging.getLogger("routewatch.daemon")
 
 
 class JsonFormatter(logging.Formatter):
@@ -18,8 +23,9 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as a JSON line."""
+        moment = datetime.fromtimestamp(record.created, UTC)
         entry = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "time": moment.isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -49,8 +55,20 @@ def serve_command(config_path: Path, host: str | None, port: int | None, log_for
     from routewatch.daemon.service import Daemon
 
     _configure_logging(log_format)
-    daemon = Daemon(config_path, dict(os.environ), host=host, port=port)
-    asyncio.run(daemon.run())
+    try:
+        daemon = Daemon(config_path, dict(os.environ), host=host, port=port)
+        asyncio.run(daemon.run())
+    except RoutewatchError as exc:
+        if log_format != "json":
+            raise  # the command line prints it, as for every command
+        # A log collector reads every line as JSON, a failed start's too.
+        lines = [str(exc)]
+        if isinstance(exc, InputError) and not isinstance(exc, UsageError):
+            lines = [str(p) for p in exc.problems]
+        for line in lines:
+            log.error("%s", line)
+        code = ExitCode.bad_input if isinstance(exc, InputError) else ExitCode.failure
+        raise click.exceptions.Exit(code) from None
 
 
 def _configure_logging(log_format: str) -> None:

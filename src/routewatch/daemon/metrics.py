@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from routewatch.config import Config
 from routewatch.daemon.state import DaemonState
@@ -108,6 +109,11 @@ def read_store(engine: Engine, config: Config) -> StoreFigures:
             name: versions[name].version if name in versions else 0 for name in config.policies
         },
     )
+
+
+DATABASE_DOWN: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout)
+"""What SQLAlchemy raises when the database cannot be reached or is too busy: an outage
+to report in one line and wait out, not a bug to log with its traceback."""
 
 
 def first_line(exc: BaseException) -> str:

@@ -45,6 +45,7 @@ from routewatch.cycle import (
     detect_left_over,
 )
 from routewatch.daemon.leader import Leadership
+from routewatch.daemon.metrics import DATABASE_DOWN, first_line
 from routewatch.daemon.state import DaemonState
 from routewatch.errors import RoutewatchError, UnavailableError, UsageError
 from routewatch.project import Project, load_project
@@ -268,7 +269,13 @@ class Daemon:
         slot = last_fire_at_or_before(parse_cron(schedule, self.project.config.timezone), now)
         if slot is None:
             return
-        await self._tracked(self._cycle([route], slot), [route])
+        try:
+            await self._tracked(self._cycle([route], slot), [route])
+        except asyncio.CancelledError:
+            if not self._stopping.is_set():
+                raise
+            # The stop's drain cancelled it and said so; the next start resumes the run.
+            # Raised on, APScheduler would log it as a failed job with a traceback.
 
     async def _catch_up(self) -> None:
         """Run, once, each route's newest slot within the grace that has no completed run."""
@@ -344,6 +351,8 @@ class Daemon:
             await asyncio.to_thread(self._dispatcher().deliver_due)
         except RoutewatchError as exc:
             log.error("outbox dispatch failed: %s", exc)
+        except DATABASE_DOWN as exc:  # every few seconds: one line each, not a traceback
+            log.warning("outbox dispatch skipped: the database is unavailable: %s", first_line(exc))
 
     async def _leader_job(self) -> None:
         was = self.leader.held
@@ -361,14 +370,17 @@ class Daemon:
         if not self.leader.held:
             return
         config = self.project.config
-        await asyncio.to_thread(
-            check_no_data,
-            self.engine,
-            config,
-            now=datetime.now(UTC),
-            grace=timedelta(hours=config.alerts.no_data_hours),
-            targets=config.alerts.targets(),
-        )
+        try:
+            await asyncio.to_thread(
+                check_no_data,
+                self.engine,
+                config,
+                now=datetime.now(UTC),
+                grace=timedelta(hours=config.alerts.no_data_hours),
+                targets=config.alerts.targets(),
+            )
+        except DATABASE_DOWN as exc:
+            log.warning("late-run check skipped: the database is unavailable: %s", first_line(exc))
 
     # -- running cycles --------------------------------------------------------------
 

@@ -30,8 +30,16 @@ def serve_in_thread(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> Iter
     """
     # Bound here rather than by uvicorn, whose bind error ends its thread with a log line.
     sock = listen(host, port)
+    # log_config=None: uvicorn's loggers go to the process's handlers (the daemon's JSON
+    # lines) instead of a console handler of its own.
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+        log_config=None,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(
