@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from routewatch.config import Config, load_config, secret
+from routewatch.config import Config, load_config, secret, unset_secrets
 from routewatch.errors import ConfigError, MissingSecretError
 from routewatch.scaffold import CONFIG_TEMPLATE, template_text
 
@@ -318,3 +318,31 @@ def test_a_nul_character_in_a_path_is_a_located_problem(
         load_config(write(tmp_path, text), {})
 
     assert f"{field}: must not contain a NUL character" in str(raised.value)
+
+
+def test_unset_secrets_names_each_missing_variable_and_what_it_breaks(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+providers:
+  used: {base_url: "http://127.0.0.1:9/v1", api_key_env: USED_KEY}
+  spare: {base_url: "http://127.0.0.1:9/v1", api_key_env: SPARE_KEY}
+routes:
+  r1: {provider: used, model: m, evals: [e]}
+alerts:
+  slack: {webhook_url_env: SLACK_URL}
+  webhooks: [{url: "http://127.0.0.1:9/hook", secret_env: HOOK_SECRET, name: ops}]
+server: {token_env: API_TOKEN}
+""",
+    )
+    config = load_config(path, {})
+
+    found = unset_secrets(config, {"SLACK_URL": "https://hooks.example/x", "HOOK_SECRET": ""})
+
+    assert found == [
+        "USED_KEY is not set: every call to provider used will fail",
+        "HOOK_SECRET is not set: alerts to webhook ops wait undelivered until it is",
+        "API_TOKEN is not set: every POST to the daemon is refused with 403",
+    ], "a provider no route or judge uses is not worth a warning; set ones are not named"
+    everything = {"USED_KEY": "k", "HOOK_SECRET": "s", "API_TOKEN": "t", "SLACK_URL": "u"}
+    assert unset_secrets(config, everything) == []

@@ -426,6 +426,35 @@ def secret(var: str, env: Mapping[str, str], *, needed_for: str = "") -> str:
     return value
 
 
+def unset_secrets(config: Config, env: Mapping[str, str]) -> list[str]:
+    """What each ``*_env`` variable the config names but ``env`` lacks would break.
+
+    A secret is read only when a request needs it, so a missing one fails that request;
+    the daemon says so at start instead of at the first run, alert or POST. Never a value.
+    """
+    used = {r.provider for r in config.routes.values()} | {
+        j.provider for j in config.judges.values()
+    }
+    found: list[str] = []
+
+    def check(var: str | None, what: str) -> None:
+        if var and not env.get(var):
+            found.append(f"{var} is not set: {what}")
+
+    for name, provider in config.providers.items():
+        if name in used:
+            check(provider.api_key_env, f"every call to provider {name} will fail")
+    if config.alerts.slack is not None:
+        check(config.alerts.slack.webhook_url_env, "Slack alerts wait undelivered until it is")
+    for hook in config.alerts.webhooks:
+        check(hook.secret_env, f"alerts to webhook {hook.key} wait undelivered until it is")
+    for name, policy in config.policies.items():
+        for publisher in policy.publish:
+            check(publisher.api_key_env, f"policy {name}'s {publisher.type} publisher will fail")
+    check(config.server.token_env, "every POST to the daemon is refused with 403")
+    return found
+
+
 def load_config(path: Path, env: Mapping[str, str]) -> Config:
     """Read, validate and cross-check ``routewatch.yaml``.
 

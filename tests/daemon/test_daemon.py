@@ -382,3 +382,12 @@ def test_json_logs_are_json_on_every_line_uvicorns_and_a_failed_starts_too(
     (error,) = [json.loads(line) for line in failed.stderr.splitlines()]
     assert error["level"] == "error"
     assert error["message"] == f"cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+def test_the_start_names_a_secret_variable_that_is_not_set(tmp_path: Path, sim: str) -> None:
+    """Said at start, not first found by a refused POST or a failed run."""
+    config = project(tmp_path, sim, f"sqlite:///{tmp_path / 'rw.db'}", "0 0 1 1 *")
+
+    with daemon(config, {"RW_DAEMON_TOKEN": ""}) as d:
+        d.wait_for("RW_DAEMON_TOKEN is not set: every POST to the daemon is refused with 403")
+        assert d.terminate() == 0

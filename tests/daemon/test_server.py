@@ -245,6 +245,7 @@ def test_healthz_is_ok_with_each_routes_last_successful_run(daemon: Daemon) -> N
     add_run(daemon.engine, "a", AT - timedelta(days=1))
     add_run(daemon.engine, "a", AT)
     add_run(daemon.engine, "a", AT + timedelta(days=1), status=RunStatus.failed)
+    add_run(daemon.engine, "c", AT, errors_total=6)  # every call failed
     # Completed, but every call failed (the provider was down): not a success.
     add_run(daemon.engine, "a", AT + timedelta(days=2), errors_total=6)
     add_run(daemon.engine, "b", AT + timedelta(days=2), status=RunStatus.running)
@@ -324,6 +325,7 @@ def test_metrics_read_runs_judges_outbox_incidents_and_policies(daemon: Daemon) 
         judge_cost_usd=0.125,
     )
     add_run(daemon.engine, "a", AT + timedelta(days=1), status=RunStatus.failed)
+    add_run(daemon.engine, "c", AT, errors_total=6)  # every call failed
     add_run(daemon.engine, "b", AT, status=RunStatus.running)
     open_incident(daemon.engine, "a")
     manage.pin(daemon.engine, daemon.config, "chat", ["b", "a"], actor="test")
@@ -348,6 +350,11 @@ def test_metrics_read_runs_judges_outbox_incidents_and_policies(daemon: Daemon) 
     assert got[("routewatch_last_run_p95_latency_seconds", ab)] == 1.25
     assert got[("routewatch_last_run_cost_usd", ab)] == 0.02
     assert got[("routewatch_last_run_timestamp_seconds", ab)] == AT.timestamp()
+    assert got[("routewatch_last_successful_run_timestamp_seconds", a)] == AT.timestamp()
+    # A completed run whose every call failed is a last run, not a last success.
+    c = (("route", "c"),)
+    assert got[("routewatch_last_run_timestamp_seconds", (("eval_set", "faq"), *c))] > 0
+    assert ("routewatch_last_successful_run_timestamp_seconds", c) not in got
     assert got[("routewatch_outbox_messages", (("status", "pending"),))] == 3  # 2 + 1 publish
     assert got[("routewatch_outbox_messages", (("status", "dead"),))] == 0
     assert got[("routewatch_open_incidents", a)] == 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -24,6 +25,7 @@ from routewatch.daemon.state import DaemonState
 from routewatch.store.outbox import backlog
 from routewatch.store.queries import (
     RunFacts,
+    last_successful_runs,
     latest_completed_runs,
     latest_policy_versions,
     open_incidents_by_route,
@@ -58,6 +60,8 @@ class StoreFigures:
     outbox_dead: int
     open_incidents: Mapping[str, int]
     policy_versions: Mapping[str, int]
+    last_success: Mapping[str, datetime] = field(default_factory=dict)
+    """Each route's newest completed run with at least one answer."""
 
 
 def route_totals(engine: Engine, routes: list[str]) -> dict[str, RouteTotals]:
@@ -108,6 +112,7 @@ def read_store(engine: Engine, config: Config) -> StoreFigures:
         policy_versions={
             name: versions[name].version if name in versions else 0 for name in config.policies
         },
+        last_success=last_successful_runs(engine, routes),
     )
 
 
@@ -192,6 +197,15 @@ def figures_metrics(figures: StoreFigures) -> Iterator[Metric]:
     for (route, eval_set), run in figures.latest.items():
         at.add_metric([route, eval_set], run.at.timestamp())
     yield at
+    # A run whose every call failed is completed too: alert on this one going stale.
+    success = GaugeMetricFamily(
+        "routewatch_last_successful_run_timestamp_seconds",
+        "Logical time of the route's newest completed run with at least one answer.",
+        labels=["route"],
+    )
+    for route, moment in figures.last_success.items():
+        success.add_metric([route], moment.timestamp())
+    yield success
     for attr, name, documentation, divisor in LATEST_RUN_GAUGES:
         gauge = GaugeMetricFamily(name, documentation, labels=["route", "eval_set"])
         for (route, eval_set), run in figures.latest.items():
@@ -216,7 +230,7 @@ def figures_metrics(figures: StoreFigures) -> Iterator[Metric]:
     yield incidents
     versions = GaugeMetricFamily(
         "routewatch_policy_version",
-        "Version of each policy's active chain (0 until the first change).",
+        "Version of each policy's active chain (0 until its first version is stored).",
         labels=["policy"],
     )
     for name, version in figures.policy_versions.items():

@@ -35,7 +35,7 @@ from sqlalchemy import Engine
 
 from routewatch.alerts.dispatch import Dispatcher
 from routewatch.clock import SystemClock
-from routewatch.config import Config
+from routewatch.config import Config, unset_secrets
 from routewatch.cron import last_fire_at_or_before, parse_cron
 from routewatch.cycle import (
     RunVerdict,
@@ -154,6 +154,7 @@ class Daemon:
                     os.getpid(),
                     "leader" if self.leader.held else "follower",
                 )
+                self._warn_unset_secrets()
                 if self.leader.held:
                     self._spawn(self._catch_up(), [])
                 await self._stopping.wait()
@@ -162,6 +163,14 @@ class Daemon:
             self.leader.release()
             self.engine.dispose()
         log.info("routewatch daemon stopped")
+
+    def _warn_unset_secrets(self) -> None:
+        """Say at start (and reload) what a missing secret will break, not at the first run."""
+        config = self.project.config
+        for problem in unset_secrets(config, self.env):
+            log.warning("%s", problem)
+        if config.server.token_env is None:
+            log.info("server.token_env is not configured: every POST is refused with 403")
 
     def stop(self) -> None:
         """Start a graceful stop (signal handler)."""
@@ -184,6 +193,7 @@ class Daemon:
         self.state.reports_dir = Path(project.config.reports.dir)
         self._build_jobs()
         log.info("config reloaded: %d scheduled route(s)", len(self._route_jobs()))
+        self._warn_unset_secrets()
         pending = [
             f"`{name}`"
             for name in restart_only_changes(before, project.config)
