@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -10,7 +11,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, select, text
+from sqlalchemy import inspect, make_url, select, text
 from sqlalchemy.orm import Session
 
 from routewatch.errors import DatabaseError
@@ -235,3 +236,27 @@ def test_open_database_on_an_unreachable_server_names_it_without_the_password() 
         open_database("postgresql+psycopg://u:s3cret@127.0.0.1:1/x")
 
     assert "s3cret" not in str(raised.value)
+
+
+@pytest.mark.postgres
+def test_a_sql_ascii_database_opens_and_keeps_text_as_text(pg_server_url: str) -> None:
+    """Older clusters made in the C locale default to SQL_ASCII: psycopg returned bytes
+    there, and the first query (the server's version) crashed with a TypeError."""
+    name = f"routewatch_ascii_{secrets.token_hex(4)}"
+    admin = create_engine_for(pg_server_url).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(
+            f"CREATE DATABASE \"{name}\" ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' "
+            "TEMPLATE template0"
+        )
+    url = make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        engine = open_database(url)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT 'né'")).scalar_one() == "né"
+        engine.dispose()
+        assert current_revision(url) == SCHEMA_HEAD
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.engine.dispose()

@@ -73,6 +73,10 @@ def create_engine_for(url: str, *, for_migrations: bool = False) -> Engine:
             if "connect_timeout" not in parsed.query:
                 # Without one, connecting to a host that drops packets hangs for minutes.
                 parsed = parsed.update_query_dict({"connect_timeout": _PG_CONNECT_TIMEOUT_S})
+            if "client_encoding" not in parsed.query:
+                # Text as UTF-8 whatever the database's encoding: on a SQL_ASCII database
+                # psycopg hands back bytes, and SQLAlchemy's first query failed on them.
+                parsed = parsed.update_query_dict({"client_encoding": "utf8"})
             engine = create_engine(parsed, pool_pre_ping=True)
         else:
             engine = create_engine(parsed)
