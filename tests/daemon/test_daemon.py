@@ -159,6 +159,7 @@ def test_sigterm_mid_run_leaves_a_run_that_the_next_start_resumes(
         assert time.monotonic() - started < 15, "the stop is bounded"
     (run,) = rows(db_url, "runs")
     assert run["status"] == "running", "left resumable, not failed"
+    assert run["heartbeat_at"] is None, "handed over: nobody waits for the old pid to go"
     stored = len(rows(db_url, "results"))
     assert stored < 6
     # The stop was mid-run; the resumed rest need not be slow (the config is unchanged).
@@ -226,19 +227,24 @@ def test_a_stop_that_cuts_a_scheduled_run_short_logs_no_error(tmp_path: Path, si
     items = [
         {"id": f"q{i}", "input": f"question {i}", "checks": [{"max_chars": 9999}]} for i in range(6)
     ]
-    db_url = f"sqlite:///{tmp_path / 'rw.db'}"
-    # Every 5 s with half a second of grace: the start catches nothing up, so the run is
-    # the scheduler's own job.
-    config = project(
-        tmp_path, sim, db_url, "*/5 * * * * *", model="sluggish", items=items, misfire_grace_s=0.5
-    )
+    # Every 5 s with half a second of grace: the start seldom catches a slot up, and when
+    # it does (a start within 0.5 s of a slot) the run is not the scheduler's: again.
+    for attempt in range(4):
+        root = tmp_path / f"attempt-{attempt}"
+        root.mkdir()
+        db_url = f"sqlite:///{root / 'rw.db'}"
+        config = project(
+            root, sim, db_url, "*/5 * * * * *", model="sluggish", items=items, misfire_grace_s=0.5
+        )
+        with daemon(config, ENV) as d:
+            wait_until(lambda u=db_url: len(rows(u, "results")) >= 1, what="a scheduled result")
+            assert d.terminate(timeout=20) == 0
+            lines = list(d.lines)
+        if not any("catching up" in line for line in lines):
+            break
+    else:
+        pytest.fail("every start caught a slot up")
 
-    with daemon(config, ENV) as d:
-        wait_until(lambda: len(rows(db_url, "results")) >= 1, what="a scheduled run's result")
-        assert d.terminate(timeout=20) == 0
-        lines = list(d.lines)
-
-    assert not any("catching up" in line for line in lines), lines
     assert any("still going after" in line for line in lines), lines
     assert not [line for line in lines if "Traceback" in line or "raised an exception" in line]
 

@@ -1,5 +1,6 @@
 """The run ledger: one run per slot, resumable, and no writes from a process that lost it."""
 
+import ast
 import subprocess
 import sys
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from routewatch.store.runs import (
     ScoreRecord,
     StoredEvalSet,
     StoredResult,
+    abandon_runs,
     claim_run,
     ensure_eval_set,
     ensure_route_snapshot,
@@ -386,3 +388,52 @@ def test_a_records_facts_are_what_is_read_back(engine: Engine, stored: StoredEva
 
     read = sorted(run_results(engine, run.run_id), key=lambda r: r.sample)
     assert read == [r.facts() for r in records]
+
+
+def test_an_owner_names_this_boot_so_a_cloned_machine_is_another_host() -> None:
+    """Machines cloned from one image share a hostname and the initial PID namespace's
+    number; a live run on the clone must not look like this host's dead pid."""
+    host = new_owner().split(":", 1)[0]
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+    clone = host.rsplit("@", 1)[0] + "@0000beef"
+
+    assert host.endswith(f"@{boot}")
+    assert owner_alive(f"{clone}:999999:abcd", NOW, NOW), "elsewhere: its heartbeat decides"
+    assert not owner_alive(f"{host}:{dead_owner().split(':')[1]}:abcd", NOW, NOW)
+
+
+def orphans_seen_by_another_process(engine: Engine) -> list[str]:
+    """``orphaned_runs`` as another process on this host sees them (pids are alive)."""
+    url = engine.url.render_as_string(hide_password=False)
+    code = (
+        "import sys; from datetime import datetime\n"
+        "from routewatch.store.migrate import create_engine_for\n"
+        "from routewatch.store.runs import orphaned_runs\n"
+        "found = orphaned_runs(create_engine_for(sys.argv[1]), ['chat'], "
+        "datetime.fromisoformat(sys.argv[2]))\n"
+        "print([route for route, _ in found])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, url, NOW.isoformat()],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found: list[str] = ast.literal_eval(done.stdout.strip())
+    return found
+
+
+def test_a_stopping_process_hands_its_running_runs_over_at_once(
+    engine: Engine, stored: StoredEvalSet
+) -> None:
+    """The daemon's stop: its pid still exists, yet another daemon here takes the run at
+    once instead of at its next catch-up."""
+    owner = new_owner()
+    claim(engine, stored, owner)
+    release_owner(owner)  # the replay ended: cancelled by the stop
+    assert orphans_seen_by_another_process(engine) == [], "this pid is alive"
+
+    handed = abandon_runs(engine)
+
+    assert handed == 1
+    assert orphans_seen_by_another_process(engine) == ["chat"]

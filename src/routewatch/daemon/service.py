@@ -52,7 +52,7 @@ from routewatch.project import Project, load_project
 from routewatch.runner import execute, plan_runs
 from routewatch.store.migrate import open_database
 from routewatch.store.nodata import check_no_data
-from routewatch.store.runs import ClaimOutcome, orphaned_runs, slot_completed
+from routewatch.store.runs import ClaimOutcome, abandon_runs, orphaned_runs, slot_completed
 
 log = logging.getLogger("routewatch.daemon")
 
@@ -218,6 +218,9 @@ class Daemon:
                     timeout,
                 )
                 await asyncio.gather(*pending, return_exceptions=True)
+                # Handed over at once: another daemon here need not wait for this pid.
+                with contextlib.suppress(*DATABASE_DOWN):
+                    await asyncio.to_thread(abandon_runs, self.engine)
         self.scheduler.shutdown(wait=False)
         # A last delivery of what the runs raised, bounded like everything at shutdown.
         deadline = time.monotonic() + min(10.0, max(1.0, timeout))

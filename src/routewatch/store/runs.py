@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, and_, insert, select, update
@@ -65,13 +67,22 @@ class LostClaimError(Exception):
     """This process no longer owns the run it is writing (another process took it over)."""
 
 
+@cache
 def _host_id() -> str:
-    """This host and PID namespace: containers may share a hostname but not their pids."""
+    """This host, boot and PID namespace: ``hostname@pidns@boot``.
+
+    Containers may share a hostname but not their PID namespace; machines cloned from one
+    image may share a hostname and the initial namespace's number, but not a boot id.
+    """
     try:
         namespace = str(os.stat("/proc/self/ns/pid").st_ino)
     except OSError:
         namespace = "-"
-    return f"{socket.gethostname()}@{namespace}"
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8] or "-"
+    except OSError:
+        boot = "-"
+    return f"{socket.gethostname()}@{namespace}@{boot}"
 
 
 _LIVE_OWNERS: set[str] = set()
@@ -93,6 +104,26 @@ def release_owner(owner: str) -> None:
     daemon resumes it instead of waiting for its own pid to die.
     """
     _LIVE_OWNERS.discard(owner)
+
+
+def abandon_runs(engine: Engine) -> int:
+    """Hand every run this process left ``running`` to whoever resumes it next, at once.
+
+    A stopping daemon leaves a run it cut short ``running``; while its pid still exists
+    (exiting, or a zombie not yet reaped) another daemon on this host would take the run
+    for live and wait for its next catch-up, a minute later. Clearing the heartbeat says
+    the owner is gone. Call it only once nothing in this process replays any more.
+    Returns how many runs were handed over.
+    """
+    mine = f"{_host_id()}:{os.getpid()}:"
+    with engine.begin() as conn:
+        handed = conn.execute(
+            update(_runs)
+            .where(_runs.c.owner.startswith(mine, autoescape=True))
+            .where(_runs.c.status == RunStatus.running)
+            .values(heartbeat_at=None)
+        ).rowcount
+    return int(handed)
 
 
 def owner_alive(owner: str | None, heartbeat_at: datetime | None, now: datetime) -> bool:
