@@ -397,3 +397,39 @@ def test_the_start_names_a_secret_variable_that_is_not_set(tmp_path: Path, sim: 
     with daemon(config, {"RW_DAEMON_TOKEN": ""}) as d:
         d.wait_for("RW_DAEMON_TOKEN is not set: every POST to the daemon is refused with 403")
         assert d.terminate() == 0
+
+
+def test_a_second_signal_stops_without_waiting_for_the_runs(tmp_path: Path, sim: str) -> None:
+    """The first SIGTERM gives runs stop_timeout_s (here a minute); a second one cuts them
+    short now, leaving them resumable as a timed-out stop does."""
+    httpx.patch(
+        f"{sim}/admin/models/sluggish", json={"quality": 1.0, "latency_ms": {"fixed": 700}}
+    ).raise_for_status()
+    checks = [{"max_chars": 9999}]
+    items = [{"id": f"q{i}", "input": f"question {i}", "checks": checks} for i in range(20)]
+    db_url = f"sqlite:///{tmp_path / 'rw.db'}"
+    config = project(
+        tmp_path,
+        sim,
+        db_url,
+        "0 0 * * *",
+        model="sluggish",
+        items=items,
+        misfire_grace_s=172800,
+        stop_timeout_s=60,
+    )
+
+    with daemon(config, ENV) as d:
+        wait_until(lambda: len(rows(db_url, "results")) >= 1, what="the first result")
+        d.process.send_signal(signal.SIGTERM)
+        d.wait_for("stopping: no new runs")
+        started = time.monotonic()
+        assert d.terminate(timeout=20) == 0  # the second SIGTERM
+        took = time.monotonic() - started
+        lines = list(d.lines)
+
+    assert took < 10, "not the minute the first signal allows"
+    assert any("1 run(s) still going at the second signal" in line for line in lines), lines
+    (run,) = rows(db_url, "runs")
+    assert run["status"] == "running", "left resumable"
+    assert len(rows(db_url, "results")) < 20

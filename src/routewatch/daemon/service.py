@@ -114,6 +114,8 @@ class Daemon:
         self._active: set[asyncio.Task[Any]] = set()
         self._running_routes: dict[asyncio.Task[Any], list[str]] = {}
         self._stopping = asyncio.Event()
+        self._stop_now = asyncio.Event()
+        """A second SIGTERM or SIGINT: cut the runs in flight short without waiting."""
         self._catching_up = False
         self._last_catch_up = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -173,12 +175,15 @@ class Daemon:
             log.info("server.token_env is not configured: every POST is refused with 403")
 
     def stop(self) -> None:
-        """Start a graceful stop (signal handler)."""
+        """Start a graceful stop (signal handler); a second signal stops without waiting."""
         if not self._stopping.is_set():
             log.info("stopping: no new runs; %d in flight", len(self._active))
             self._stopping.set()
             if self.scheduler.running:
                 self.scheduler.pause()
+        elif not self._stop_now.is_set():
+            log.warning("second signal: stopping the runs in flight now")
+            self._stop_now.set()
 
     def reload(self) -> None:
         """Re-read the config and rebuild the jobs; a bad config keeps the old one."""
@@ -208,14 +213,14 @@ class Daemon:
     async def _drain(self) -> None:
         timeout = self.project.config.scheduler.stop_timeout_s
         if self._active:
-            _done, pending = await asyncio.wait(set(self._active), timeout=timeout)
+            pending = await self._wait_for_runs(timeout)
             for task in pending:
                 task.cancel()
             if pending:
                 log.warning(
-                    "%d run(s) still going after %.1f s: stopped; the next start resumes them",
+                    "%d run(s) still going %s: stopped; the next start resumes them",
                     len(pending),
-                    timeout,
+                    "at the second signal" if self._stop_now.is_set() else f"after {timeout:.1f} s",
                 )
                 await asyncio.gather(*pending, return_exceptions=True)
                 # Handed over at once: another daemon here need not wait for this pid.
@@ -223,9 +228,26 @@ class Daemon:
                     await asyncio.to_thread(abandon_runs, self.engine)
         self.scheduler.shutdown(wait=False)
         # A last delivery of what the runs raised, bounded like everything at shutdown.
-        deadline = time.monotonic() + min(10.0, max(1.0, timeout))
+        bound = 1.0 if self._stop_now.is_set() else min(10.0, max(1.0, timeout))
+        deadline = time.monotonic() + bound
         with contextlib.suppress(RoutewatchError):
             await asyncio.to_thread(self._dispatcher().deliver_due, deadline=deadline)
+
+    async def _wait_for_runs(self, timeout: float) -> set[asyncio.Task[Any]]:
+        """Wait for the runs in flight until ``timeout`` or a second signal; the rest."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        pending = set(self._active)
+        now = asyncio.ensure_future(self._stop_now.wait())
+        try:
+            while pending and not now.done() and (left := deadline - loop.time()) > 0:
+                done, _ = await asyncio.wait(
+                    pending | {now}, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+                pending -= done
+        finally:
+            now.cancel()
+        return pending
 
     # -- jobs ------------------------------------------------------------------------
 
