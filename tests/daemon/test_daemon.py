@@ -433,3 +433,32 @@ def test_a_second_signal_stops_without_waiting_for_the_runs(tmp_path: Path, sim:
     (run,) = rows(db_url, "runs")
     assert run["status"] == "running", "left resumable"
     assert len(rows(db_url, "results")) < 20
+
+
+def test_a_run_asked_for_while_one_is_in_flight_is_not_started_twice(
+    tmp_path: Path, sim: str
+) -> None:
+    """Each request is a slot of its own: two a second apart paid for two whole runs."""
+    httpx.patch(
+        f"{sim}/admin/models/sluggish", json={"quality": 1.0, "latency_ms": {"fixed": 300}}
+    ).raise_for_status()
+    checks = [{"max_chars": 9999}]
+    items = [{"id": f"q{i}", "input": f"question {i}", "checks": checks} for i in range(8)]
+    db_url = f"sqlite:///{tmp_path / 'rw.db'}"
+    config = project(tmp_path, sim, db_url, "0 0 1 1 *", model="sluggish", items=items)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    with daemon(config, ENV) as d:
+        first = httpx.post(f"{d.url}/runs", json={"routes": []}, headers=auth)
+        time.sleep(1.1)  # a later second: a slot of its own
+        second = httpx.post(f"{d.url}/runs", json={"routes": ["faq-bot"]}, headers=auth)
+        wait_until(lambda: len(completed(db_url)) == 1, what="the run")
+        time.sleep(0.5)
+        assert d.terminate() == 0
+
+    assert (first.status_code, first.json()) == (202, {"accepted": ["faq-bot"]})
+    assert (second.status_code, second.json()) == (
+        202,
+        {"accepted": [], "already_running": ["faq-bot"]},
+    )
+    assert len(rows(db_url, "runs")) == 1

@@ -184,14 +184,19 @@ class _Api:
         body = await _parse(request, RunsRequest)
         if isinstance(body, Response):
             return body
+        requested = list(dict.fromkeys(body.routes))
         try:
-            accepted = await self.state.trigger_runs(list(dict.fromkeys(body.routes)))
+            accepted = await self.state.trigger_runs(requested)
         except UsageError as exc:
             return _error(422, _usage_message(exc))
         except UnavailableError as exc:
             return _error(503, str(exc), headers={"Retry-After": "30"})
         log.info("runs requested through the API: %s", ", ".join(accepted) or "none")
-        return JSONResponse({"accepted": accepted}, status_code=202)
+        answer: dict[str, list[str]] = {"accepted": accepted}
+        running = [r for r in requested or self.state.config.routes if r not in accepted]
+        if running:
+            answer["already_running"] = running
+        return JSONResponse(answer, status_code=202)
 
     async def pin(self, request: Request) -> Response:
         def apply(config: Config, name: str, body: PinRequest) -> Reconciled:

@@ -346,6 +346,8 @@ class Daemon:
             slot = last_fire_at_or_before(parse_cron(schedule, config.timezone), now)
             if slot is None or now - slot > grace or self._stopping.is_set():
                 continue
+            if route in self._busy_routes():
+                continue  # its slot's run is in flight here; a catch-up would find it busy
             plans = plan_runs(config, routes=[route], at=slot, now=now)
             if all(
                 slot_completed(
@@ -507,15 +509,26 @@ class Daemon:
         return task
 
     async def trigger(self, routes: list[str]) -> list[str]:
-        """Start a cycle now for ``routes`` (all when empty) in the background."""
+        """Start a cycle now for ``routes`` (all when empty) in the background.
+
+        Returns the routes started: a route with a run in flight here is not started
+        again (each request is a slot of its own, so two requests a second apart would
+        otherwise pay for two whole runs at once).
+        """
         if self._stopping.is_set():
             raise UnavailableError("the daemon is stopping; no new runs")
         unknown = [r for r in routes if r not in self.project.config.routes]
         if unknown:
             raise UsageError(f"unknown route(s): {', '.join(unknown)}")
-        accepted = routes or list(self.project.config.routes)
-        self._spawn(self._cycle(accepted, None), accepted)
+        busy = self._busy_routes()
+        accepted = [r for r in routes or list(self.project.config.routes) if r not in busy]
+        if accepted:
+            self._spawn(self._cycle(accepted, None), accepted)
         return accepted
+
+    def _busy_routes(self) -> set[str]:
+        """Routes with a run in flight in this process."""
+        return {r for rs in self._running_routes.values() for r in rs}
 
     async def _trigger_from_http(self, routes: list[str]) -> list[str]:
         """``trigger`` called from the HTTP server's thread, run on the daemon's loop."""
