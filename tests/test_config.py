@@ -341,7 +341,8 @@ server: {token_env: API_TOKEN}
 
     assert found == [
         "USED_KEY is not set: every call to provider used will fail",
-        "HOOK_SECRET is not set: alerts to webhook ops wait undelivered until it is",
+        "HOOK_SECRET is not set: alerts to webhook ops fail"
+        " (retried until alerts.delivery.give_up_hours; set it and restart)",
         "API_TOKEN is not set: every POST to the daemon is refused with 403",
     ], "a provider no route or judge uses is not worth a warning; set ones are not named"
     everything = {"USED_KEY": "k", "HOOK_SECRET": "s", "API_TOKEN": "t", "SLACK_URL": "u"}

@@ -426,6 +426,9 @@ def secret(var: str, env: Mapping[str, str], *, needed_for: str = "") -> str:
     return value
 
 
+_RETRIED = " (retried until alerts.delivery.give_up_hours; set it and restart)"
+
+
 def unset_secrets(config: Config, env: Mapping[str, str]) -> list[str]:
     """What each ``*_env`` variable the config names but ``env`` lacks would break.
 
@@ -445,9 +448,9 @@ def unset_secrets(config: Config, env: Mapping[str, str]) -> list[str]:
         if name in used:
             check(provider.api_key_env, f"every call to provider {name} will fail")
     if config.alerts.slack is not None:
-        check(config.alerts.slack.webhook_url_env, "Slack alerts wait undelivered until it is")
+        check(config.alerts.slack.webhook_url_env, f"Slack alerts fail{_RETRIED}")
     for hook in config.alerts.webhooks:
-        check(hook.secret_env, f"alerts to webhook {hook.key} wait undelivered until it is")
+        check(hook.secret_env, f"alerts to webhook {hook.key} fail{_RETRIED}")
     for name, policy in config.policies.items():
         for publisher in policy.publish:
             check(publisher.api_key_env, f"policy {name}'s {publisher.type} publisher will fail")

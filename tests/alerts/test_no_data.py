@@ -55,7 +55,9 @@ def write(tmp_path: Path, db_url: str) -> Path:
     return path
 
 
-def add_run(engine: Engine, at: datetime, status: RunStatus = RunStatus.completed) -> None:
+def add_run(
+    engine: Engine, at: datetime, status: RunStatus = RunStatus.completed, *, errors: int = 0
+) -> None:
     with engine.begin() as conn:
         eval_set = conn.execute(
             insert(EvalSetRow)
@@ -92,6 +94,8 @@ def add_run(engine: Engine, at: datetime, status: RunStatus = RunStatus.complete
                 at=at,
                 started_at=at,
                 status=status,
+                results_total=6,
+                errors_total=errors,
             )
         )
 
@@ -140,4 +144,23 @@ def test_a_new_route_whose_every_run_fails_is_late_too(tmp_path: Path, db_url: s
         ("route.no_data", ["faq"]),
         ("route.data_resumed", []),
     ]
+    engine.dispose()
+
+
+def test_runs_whose_every_call_failed_bring_no_data(tmp_path: Path, db_url: str) -> None:
+    """A provider down or a wrong base_url: the runs complete, with nothing measured."""
+    config = load_config(write(tmp_path, db_url), {})
+    engine = open_database(config.database_url)
+    day = datetime(2026, 11, 10, tzinfo=UTC)
+    add_run(engine, day.replace(hour=6))
+
+    def check(at: datetime) -> list[tuple[str, bool]]:
+        states = check_no_data(engine, config, now=at, grace=GRACE, targets=config.alerts.targets())
+        return [(s.state.value, s.changed) for s in states]
+
+    assert check(day + timedelta(hours=13)) == [("ok", False)]
+    add_run(engine, day + timedelta(days=1, hours=6), errors=6)
+    assert check(day + timedelta(days=1, hours=13)) == [("no_data", True)]
+    add_run(engine, day + timedelta(days=2, hours=6), errors=5)
+    assert check(day + timedelta(days=2, hours=13)) == [("ok", True)], "one answer is data"
     engine.dispose()

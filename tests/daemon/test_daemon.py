@@ -159,7 +159,7 @@ def test_sigterm_mid_run_leaves_a_run_that_the_next_start_resumes(
         assert time.monotonic() - started < 15, "the stop is bounded"
     (run,) = rows(db_url, "runs")
     assert run["status"] == "running", "left resumable, not failed"
-    assert run["heartbeat_at"] is None, "handed over: nobody waits for the old pid to go"
+    assert (run["owner"], run["heartbeat_at"]) == (None, None), "handed over: no wait"
     stored = len(rows(db_url, "results"))
     assert stored < 6
     # The stop was mid-run; the resumed rest need not be slow (the config is unchanged).
@@ -461,4 +461,23 @@ def test_a_run_asked_for_while_one_is_in_flight_is_not_started_twice(
         202,
         {"accepted": [], "already_running": ["faq-bot"]},
     )
+    assert len(rows(db_url, "runs")) == 1
+
+
+def test_two_requests_in_one_pass_of_the_loop_start_the_route_once(
+    tmp_path: Path, sim: str
+) -> None:
+    """A route is busy from the moment its cycle is spawned, not from when it first runs."""
+    db_url = f"sqlite:///{tmp_path / 'rw.db'}"
+    d = Daemon(project(tmp_path, sim, db_url, "0 0 1 1 *"), ENV)
+
+    async def both() -> tuple[list[str], list[str]]:
+        first, second = await asyncio.gather(d.trigger([]), d.trigger(["faq-bot"]))
+        await asyncio.gather(*list(d._active))
+        return first, second
+
+    try:
+        assert asyncio.run(both()) == (["faq-bot"], [])
+    finally:
+        d.engine.dispose()
     assert len(rows(db_url, "runs")) == 1

@@ -113,6 +113,8 @@ class Daemon:
         self.clock = SystemClock()
         self._active: set[asyncio.Task[Any]] = set()
         self._running_routes: dict[asyncio.Task[Any], list[str]] = {}
+        self._running_slots: dict[asyncio.Task[Any], datetime | None] = {}
+        """The slot each task's cycle runs (None: a run asked for now)."""
         self._stopping = asyncio.Event()
         self._stop_now = asyncio.Event()
         """A second SIGTERM or SIGINT: cut the runs in flight short without waiting."""
@@ -230,7 +232,7 @@ class Daemon:
         # A last delivery of what the runs raised, bounded like everything at shutdown.
         bound = 1.0 if self._stop_now.is_set() else min(10.0, max(1.0, timeout))
         deadline = time.monotonic() + bound
-        with contextlib.suppress(RoutewatchError):
+        with contextlib.suppress(RoutewatchError, *DATABASE_DOWN):
             await asyncio.to_thread(self._dispatcher().deliver_due, deadline=deadline)
 
     async def _wait_for_runs(self, timeout: float) -> set[asyncio.Task[Any]]:
@@ -305,7 +307,7 @@ class Daemon:
         if slot is None:
             return
         try:
-            await self._tracked(self._cycle([route], slot), [route])
+            await self._tracked(self._cycle([route], slot), [route], slot)
         except asyncio.CancelledError:
             if not self._stopping.is_set():
                 raise
@@ -339,15 +341,15 @@ class Daemon:
             if self._stopping.is_set():
                 return
             log.info("resuming %s's run of %s, left by a process that is gone", route, at)
-            await self._tracked(self._cycle([route], at), [route])
+            await self._tracked(self._cycle([route], at), [route], at)
         now = datetime.now(UTC)
         grace = timedelta(seconds=config.scheduler.misfire_grace_s)
         for route, schedule in self._route_jobs().items():
             slot = last_fire_at_or_before(parse_cron(schedule, config.timezone), now)
             if slot is None or now - slot > grace or self._stopping.is_set():
                 continue
-            if route in self._busy_routes():
-                continue  # its slot's run is in flight here; a catch-up would find it busy
+            if self._running_slot(route, slot):
+                continue  # in flight here: a catch-up would only find it busy
             plans = plan_runs(config, routes=[route], at=slot, now=now)
             if all(
                 slot_completed(
@@ -357,7 +359,7 @@ class Daemon:
             ):
                 continue
             log.info("catching up %s's slot %s", route, slot.isoformat())
-            await self._tracked(self._cycle([route], slot), [route])
+            await self._tracked(self._cycle([route], slot), [route], slot)
 
     async def _report_job(self, *, only_if_missing: bool = False) -> None:
         """The weekly report of last week (leader only), into ``reports.dir``."""
@@ -490,12 +492,11 @@ class Daemon:
             env=self.env,
         )
 
-    async def _tracked(self, coro: Any, routes: list[str]) -> None:
+    async def _tracked(self, coro: Any, routes: list[str], at: datetime | None = None) -> None:
         task = asyncio.current_task()
         if task is None:  # pragma: no cover - always inside a task
             raise RuntimeError("not in a task")
-        self._active.add(task)
-        self._running_routes[task] = routes
+        self._track(task, routes, at)
         try:
             await coro
         except Exception:  # a background task's failure is logged; the daemon goes on
@@ -503,9 +504,18 @@ class Daemon:
         finally:
             self._active.discard(task)
             self._running_routes.pop(task, None)
+            self._running_slots.pop(task, None)
 
-    def _spawn(self, coro: Any, routes: list[str]) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(self._tracked(coro, routes))
+    def _track(self, task: asyncio.Task[Any], routes: list[str], at: datetime | None) -> None:
+        self._active.add(task)
+        self._running_routes[task] = routes
+        self._running_slots[task] = at
+
+    def _spawn(self, coro: Any, routes: list[str], at: datetime | None = None) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(self._tracked(coro, routes, at))
+        # Recorded before the task first runs: a second request handled in the same pass
+        # of the loop must already see the route busy.
+        self._track(task, routes, at)
         return task
 
     async def trigger(self, routes: list[str]) -> list[str]:
@@ -525,6 +535,13 @@ class Daemon:
         if accepted:
             self._spawn(self._cycle(accepted, None), accepted)
         return accepted
+
+    def _running_slot(self, route: str, slot: datetime) -> bool:
+        """Whether this process is running ``route``'s run of ``slot``."""
+        return any(
+            route in routes and self._running_slots.get(task) == slot
+            for task, routes in self._running_routes.items()
+        )
 
     def _busy_routes(self) -> set[str]:
         """Routes with a run in flight in this process."""

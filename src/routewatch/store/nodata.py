@@ -1,7 +1,8 @@
 """NO_DATA: a scheduled run that did not complete in time is news too.
 
 Per scheduled route, the alert state ``runs`` (in ``alert_states``) is ``ok`` while every
-eval set of the route has a completed run at or after its newest slot that is older than
+eval set of the route has a completed run with at least one answer at or after its newest
+slot that is older than
 the grace period, and ``no_data`` otherwise. A route with no completed run is not late
 until a run of it has been tried: then every run so far failed, which is news. People
 are told on each transition (``route.no_data``, ``route.data_resumed``), through the
@@ -71,7 +72,13 @@ def check_no_data(
             newest = dict(
                 conn.execute(
                     select(RunRow.eval_set_name, type_coerce(func.max(RunRow.at), UTCDateTime()))
-                    .where(RunRow.route == name, RunRow.status == RunStatus.completed)
+                    .where(
+                        RunRow.route == name,
+                        RunRow.status == RunStatus.completed,
+                        # A run whose every call failed (a provider down, a wrong
+                        # base_url) completed, but brought no data.
+                        RunRow.results_total > RunRow.errors_total,
+                    )
                     .group_by(RunRow.eval_set_name)
                 ).all()
             )

@@ -111,9 +111,9 @@ def abandon_runs(engine: Engine) -> int:
 
     A stopping daemon leaves a run it cut short ``running``; while its pid still exists
     (exiting, or a zombie not yet reaped) another daemon on this host would take the run
-    for live and wait for its next catch-up, a minute later. Clearing the heartbeat says
-    the owner is gone. Call it only once nothing in this process replays any more.
-    Returns how many runs were handed over.
+    for live and wait for its next catch-up, a minute later. Clearing the owner and the
+    heartbeat says it is gone. Call it only once nothing in this process replays any
+    more. Returns how many runs were handed over.
     """
     mine = f"{_host_id()}:{os.getpid()}:"
     with engine.begin() as conn:
@@ -121,7 +121,9 @@ def abandon_runs(engine: Engine) -> int:
             update(_runs)
             .where(_runs.c.owner.startswith(mine, autoescape=True))
             .where(_runs.c.status == RunStatus.running)
-            .values(heartbeat_at=None)
+            # Without an owner a late write of this process (a worker thread the stop could
+            # not cancel) fails its owner check instead of reviving the heartbeat.
+            .values(owner=None, heartbeat_at=None)
         ).rowcount
     return int(handed)
 
