@@ -347,3 +347,24 @@ server: {token_env: API_TOKEN}
     ], "a provider no route or judge uses is not worth a warning; set ones are not named"
     everything = {"USED_KEY": "k", "HOOK_SECRET": "s", "API_TOKEN": "t", "SLACK_URL": "u"}
     assert unset_secrets(config, everything) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ('eval_dir: "~no-such-user-rw/evals"\n', "eval_dir: cannot expand '~no-such-user-rw'"),
+        ('reports: {dir: "~no-such-user-rw"}\n', "reports.dir: cannot expand '~no-such-user-rw'"),
+        (
+            'database_url: "sqlite:///~no-such-user-rw/rw.db"\n',
+            "database_url: cannot resolve the SQLite file's path",
+        ),
+    ],
+)
+def test_a_home_folder_of_an_unknown_user_is_a_located_problem(
+    tmp_path: Path, text: str, shown: str
+) -> None:
+    """`Path.expanduser` raises RuntimeError there: a traceback from validate."""
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, text), {})
+
+    assert shown in str(raised.value)

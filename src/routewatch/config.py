@@ -51,11 +51,17 @@ MAX_TOP_LOGPROBS = 20
 def _no_nul(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain a NUL character")
+    if value.startswith("~"):
+        try:
+            Path(value).expanduser()
+        except RuntimeError:  # ~name of a user this machine does not have
+            raise ValueError(f"cannot expand {value.split('/')[0]!r}: no such user") from None
     return value
 
 
 PathText = Annotated[str, AfterValidator(_no_nul)]
-"""A path or URL: no NUL character, which no file system takes (it crashed resolving)."""
+"""A path or URL: no NUL character, which no file system takes, and no ``~user`` of a
+user this machine lacks (both crashed resolving)."""
 
 
 class _Model(BaseModel):
@@ -586,7 +592,14 @@ def read_config(path: Path, env: Mapping[str, str]) -> ConfigDraft:
             if eval_dir is not None:
                 config = config.model_copy(update={"eval_dir": str(eval_dir)})
         else:
-            config = _resolve_paths(config, base)
+            try:
+                config = _resolve_paths(config, base)
+            except RuntimeError as exc:  # a SQLite path under ~name of an unknown user
+                reason = f"cannot resolve the SQLite file's path: {exc}"
+                problems.append(lines.problem(("database_url",), reason))
+                return ConfigDraft(
+                    problems=problems, config=None, names=names, eval_dir=eval_dir, lines=lines
+                )
             config._source = path.resolve()
     return ConfigDraft(
         problems=problems, config=config, names=names, eval_dir=eval_dir, lines=lines
@@ -604,7 +617,7 @@ def _eval_dir(value: Any, base: Path) -> Path | None:
         return None  # the field's problem says why
     try:
         return Path(_resolve_path(value, base))
-    except ValueError:  # a NUL character
+    except (ValueError, RuntimeError):  # a NUL character, ~name of an unknown user
         return None
 
 
