@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import yaml
 from sqlalchemy import Engine, insert
 
-from routewatch.config import load_config
+from routewatch.config import Config, load_config
 from routewatch.cron import last_fire_at_or_before, parse_cron
 from routewatch.store.migrate import open_database
 from routewatch.store.nodata import check_no_data
@@ -100,15 +101,18 @@ def add_run(
         )
 
 
+def states(engine: Engine, config: Config, at: datetime) -> list[tuple[str, bool]]:
+    """Each scheduled route's NO_DATA state at ``at``, and whether it just changed."""
+    found = check_no_data(engine, config, now=at, grace=GRACE, targets=config.alerts.targets())
+    return [(s.state.value, s.changed) for s in found]
+
+
 def test_a_missed_slot_alerts_once_and_the_next_run_clears_it(tmp_path: Path, db_url: str) -> None:
     config = load_config(write(tmp_path, db_url), {})
     engine = open_database(config.database_url)
+    check = partial(states, engine, config)
     day = datetime(2026, 11, 10, tzinfo=UTC)
     add_run(engine, day.replace(hour=6))
-
-    def check(at: datetime) -> list[tuple[str, bool]]:
-        states = check_no_data(engine, config, now=at, grace=GRACE, targets=config.alerts.targets())
-        return [(s.state.value, s.changed) for s in states]
 
     assert check(day + timedelta(hours=13)) == [("ok", False)]
     assert check(day + timedelta(days=1, hours=11)) == [("ok", False)], "within the grace"
@@ -126,11 +130,8 @@ def test_a_new_route_whose_every_run_fails_is_late_too(tmp_path: Path, db_url: s
     """A fresh deployment with a missing API key: the daemon's runs fail, none completes."""
     config = load_config(write(tmp_path, db_url), {})
     engine = open_database(config.database_url)
+    check = partial(states, engine, config)
     day = datetime(2026, 11, 10, tzinfo=UTC)
-
-    def check(at: datetime) -> list[tuple[str, bool]]:
-        states = check_no_data(engine, config, now=at, grace=GRACE, targets=config.alerts.targets())
-        return [(s.state.value, s.changed) for s in states]
 
     assert check(day + timedelta(days=1, hours=13)) == [], "never tried: nothing is late"
     add_run(engine, day.replace(hour=6), status=RunStatus.failed)
@@ -151,12 +152,9 @@ def test_runs_whose_every_call_failed_bring_no_data(tmp_path: Path, db_url: str)
     """A provider down or a wrong base_url: the runs complete, with nothing measured."""
     config = load_config(write(tmp_path, db_url), {})
     engine = open_database(config.database_url)
+    check = partial(states, engine, config)
     day = datetime(2026, 11, 10, tzinfo=UTC)
     add_run(engine, day.replace(hour=6))
-
-    def check(at: datetime) -> list[tuple[str, bool]]:
-        states = check_no_data(engine, config, now=at, grace=GRACE, targets=config.alerts.targets())
-        return [(s.state.value, s.changed) for s in states]
 
     assert check(day + timedelta(hours=13)) == [("ok", False)]
     add_run(engine, day + timedelta(days=1, hours=6), errors=6)

@@ -69,6 +69,20 @@ def project(
     return path
 
 
+def sluggish(sim: str, latency_ms: float) -> None:
+    """The simulator's ``sluggish`` model: always right, ``latency_ms`` per answer."""
+    httpx.patch(
+        f"{sim}/admin/models/sluggish", json={"quality": 1.0, "latency_ms": {"fixed": latency_ms}}
+    ).raise_for_status()
+
+
+def questions(n: int) -> list[dict[str, Any]]:
+    """``n`` items that pass any answer: runs whose length is the simulator's latency."""
+    return [
+        {"id": f"q{i}", "input": f"question {i}", "checks": [{"max_chars": 9999}]} for i in range(n)
+    ]
+
+
 def wait_until(check: Any, timeout: float = 30, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -140,14 +154,10 @@ def test_runs_happen_on_schedule_and_the_http_surface_answers(
 def test_sigterm_mid_run_leaves_a_run_that_the_next_start_resumes(
     tmp_path: Path, sim: str, db_url: str
 ) -> None:
-    httpx.patch(
-        f"{sim}/admin/models/sluggish", json={"quality": 1.0, "latency_ms": {"fixed": 700}}
-    ).raise_for_status()
+    sluggish(sim, 700)
     # Daily at midnight UTC, with a grace of two days: the start catches up today's slot.
     # No judge: each result is stored as soon as its call returns.
-    items = [
-        {"id": f"q{i}", "input": f"question {i}", "checks": [{"max_chars": 9999}]} for i in range(6)
-    ]
+    items = questions(6)
     config = project(
         tmp_path, sim, db_url, "0 0 * * *", model="sluggish", items=items, misfire_grace_s=172800
     )
@@ -221,12 +231,8 @@ def test_two_daemons_run_each_slot_once_and_deliver_each_event_once(
 def test_a_stop_that_cuts_a_scheduled_run_short_logs_no_error(tmp_path: Path, sim: str) -> None:
     """The drain's cancel of a run the scheduler started is the stop working, not a failed
     job: one warning, no APScheduler traceback at error level."""
-    httpx.patch(
-        f"{sim}/admin/models/sluggish", json={"quality": 1.0, "latency_ms": {"fixed": 700}}
-    ).raise_for_status()
-    items = [
-        {"id": f"q{i}", "input": f"question {i}", "checks": [{"max_chars": 9999}]} for i in range(6)
-    ]
+    sluggish(sim, 700)
+    items = questions(6)
     # Every 5 s with half a second of grace: the start seldom catches a slot up, and when
     # it does (a start within 0.5 s of a slot) the run is not the scheduler's: again.
     for attempt in range(4):
@@ -301,12 +307,8 @@ def test_sighup_reloads_the_config_and_its_schedules(tmp_path: Path, sim: str) -
 def test_a_replica_that_dies_mid_run_has_its_run_resumed_by_another(
     tmp_path: Path, sim: str, pg_url: str
 ) -> None:
-    httpx.patch(
-        f"{sim}/admin/models/sluggish", json={"quality": 1.0, "latency_ms": {"fixed": 700}}
-    ).raise_for_status()
-    items = [
-        {"id": f"q{i}", "input": f"question {i}", "checks": [{"max_chars": 9999}]} for i in range(6)
-    ]
+    sluggish(sim, 700)
+    items = questions(6)
     config = project(
         tmp_path, sim, pg_url, "0 0 * * *", model="sluggish", items=items, misfire_grace_s=172800
     )
@@ -402,11 +404,8 @@ def test_the_start_names_a_secret_variable_that_is_not_set(tmp_path: Path, sim: 
 def test_a_second_signal_stops_without_waiting_for_the_runs(tmp_path: Path, sim: str) -> None:
     """The first SIGTERM gives runs stop_timeout_s (here a minute); a second one cuts them
     short now, leaving them resumable as a timed-out stop does."""
-    httpx.patch(
-        f"{sim}/admin/models/sluggish", json={"quality": 1.0, "latency_ms": {"fixed": 700}}
-    ).raise_for_status()
-    checks = [{"max_chars": 9999}]
-    items = [{"id": f"q{i}", "input": f"question {i}", "checks": checks} for i in range(20)]
+    sluggish(sim, 700)
+    items = questions(20)
     db_url = f"sqlite:///{tmp_path / 'rw.db'}"
     config = project(
         tmp_path,
@@ -439,11 +438,8 @@ def test_a_run_asked_for_while_one_is_in_flight_is_not_started_twice(
     tmp_path: Path, sim: str
 ) -> None:
     """Each request is a slot of its own: two a second apart paid for two whole runs."""
-    httpx.patch(
-        f"{sim}/admin/models/sluggish", json={"quality": 1.0, "latency_ms": {"fixed": 300}}
-    ).raise_for_status()
-    checks = [{"max_chars": 9999}]
-    items = [{"id": f"q{i}", "input": f"question {i}", "checks": checks} for i in range(8)]
+    sluggish(sim, 300)
+    items = questions(8)
     db_url = f"sqlite:///{tmp_path / 'rw.db'}"
     config = project(tmp_path, sim, db_url, "0 0 1 1 *", model="sluggish", items=items)
     auth = {"Authorization": f"Bearer {TOKEN}"}
