@@ -18,6 +18,7 @@ from routewatch.store.queries import (
     IncidentFacts,
     RunFacts,
     completed_run_counts,
+    late_routes,
     latest_detections,
     latest_policy_versions,
     latest_runs,
@@ -127,6 +128,9 @@ class RouteStatus(_Body):
     """Null until detection has a baseline."""
     open_incident: OpenIncident | None
     """The newest open incident, if any."""
+    no_data_since: datetime | None = None
+    """When the daemon found the route's scheduled runs late (``route.no_data``); null
+    while they arrive. A late route is not called healthy: its last run may be days old."""
 
 
 class PolicyStatus(_Body):
@@ -160,13 +164,15 @@ def route_state(
     *,
     open_incidents: int = 0,
     baseline_known: bool = True,
+    late: bool = False,
 ) -> RouteState:
     """Name a route's state from its newest run, its history and its open incidents.
 
     ``completed_runs`` is the fewest completed runs of any of the route's eval sets:
     every set needs its own baseline before the route can be called healthy. A route
     whose calls mostly fail is ``erroring`` before anything else; one with an open
-    incident is ``degraded``.
+    incident is ``degraded``. A ``late`` route (its scheduled runs stopped arriving) is
+    ``unknown`` rather than healthy: nothing says how it is doing now.
     """
     if last is None:
         return RouteState.unknown
@@ -174,7 +180,7 @@ def route_state(
         return RouteState.erroring
     if open_incidents:
         return RouteState.degraded
-    if completed_runs < min_baseline_runs or not baseline_known:
+    if completed_runs < min_baseline_runs or not baseline_known or late:
         return RouteState.unknown
     return RouteState.healthy
 
@@ -187,6 +193,9 @@ def build_status(engine: Engine, config: Config) -> StatusBody:
     versions = latest_policy_versions(engine)
     detections = latest_detections(engine, names)
     incidents = open_incidents_by_route(engine, names)
+    # Only a route still scheduled can be late: one taken off its schedule keeps the
+    # state the daemon last stored, which no check will clear.
+    late = late_routes(engine, [n for n in names if config.routes[n].schedule is not None])
     routes = [
         RouteStatus(
             route=name,
@@ -196,10 +205,12 @@ def build_status(engine: Engine, config: Config) -> StatusBody:
                 config.detection.min_baseline_runs,
                 open_incidents=len(incidents.get(name, [])),
                 baseline_known=name not in detections or detections[name].known,
+                late=name in late,
             ),
             last_run=_last_run(last.get(name)),
             baseline=_baseline(detections.get(name)),
             open_incident=_incident(incidents.get(name, [])),
+            no_data_since=late.get(name),
         )
         for name in names
     ]

@@ -2,12 +2,16 @@
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from routewatch.cli import run
+from routewatch.config import load_config
+from routewatch.store.migrate import open_database
+from routewatch.store.nodata import check_no_data
 from runner_project import faq_simulator, write_project
 
 LAST_RUN_KEYS = {
@@ -64,7 +68,15 @@ def test_status_has_the_design_shape_and_names_each_state(
     body = status_json(config, capsys)
 
     by_route = {r["route"]: r for r in body["routes"]}
-    assert set(by_route["good"]) == {"route", "state", "last_run", "baseline", "open_incident"}
+    assert set(by_route["good"]) == {
+        "route",
+        "state",
+        "last_run",
+        "baseline",
+        "open_incident",
+        "no_data_since",
+    }
+    assert by_route["good"]["no_data_since"] is None
     assert set(by_route["good"]["last_run"]) >= LAST_RUN_KEYS
     assert by_route["good"]["last_run"]["at"] == "2026-11-06T06:00:00Z"
     assert (by_route["good"]["state"], by_route["broken"]["state"], by_route["idle"]["state"]) == (
@@ -100,3 +112,64 @@ def test_status_table_lists_every_route(
         ["a", "unknown", "never"],
         ["b", "unknown", "never"],
     ]
+
+
+def test_a_route_whose_scheduled_runs_stopped_is_not_called_healthy(
+    tmp_path: Path, sim: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Six healthy days, then nothing: ``status`` must not go on saying healthy."""
+    config_path = write_project(
+        tmp_path, sim, {"good": {"model": "perfect", "schedule": "0 6 * * *"}}
+    )
+    for day in range(1, 7):
+        run(["run", "-c", str(config_path), "--at", f"2026-11-0{day}T06:00:00Z"])
+    config = load_config(config_path, {})
+    engine = open_database(config.database_url)
+
+    def check(at: datetime) -> None:
+        check_no_data(engine, config, now=at, grace=timedelta(hours=6), targets=[])
+
+    check(datetime(2026, 11, 6, 13, tzinfo=UTC))
+    assert status_json(config_path, capsys)["routes"][0]["state"] == "healthy"
+    late_at = datetime(2026, 11, 9, 13, tzinfo=UTC)
+    check(late_at)
+
+    route = status_json(config_path, capsys)["routes"][0]
+    assert (route["state"], route["no_data_since"]) == ("unknown", "2026-11-09T13:00:00Z")
+    assert route["last_run"]["at"] == "2026-11-06T06:00:00Z"
+    assert run(["status", "-c", str(config_path)]) == 0
+    table = capsys.readouterr().out
+    assert "unknown (no data)" in table
+    assert "good: scheduled runs late since 2026-11-09 13:00 UTC" in table
+
+    run(["run", "-c", str(config_path), "--at", "2026-11-10T06:00:00Z"])
+    check(datetime(2026, 11, 10, 13, tzinfo=UTC))
+    route = status_json(config_path, capsys)["routes"][0]
+    assert (route["state"], route["no_data_since"]) == ("healthy", None)
+    engine.dispose()
+
+
+def test_a_route_taken_off_its_schedule_is_not_late(
+    tmp_path: Path, sim: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No check clears the state of an unscheduled route, so status ignores it."""
+    routes = {"good": {"model": "perfect", "schedule": "0 6 * * *"}}
+    config_path = write_project(tmp_path, sim, routes)
+    for day in range(1, 7):
+        run(["run", "-c", str(config_path), "--at", f"2026-11-0{day}T06:00:00Z"])
+    config = load_config(config_path, {})
+    engine = open_database(config.database_url)
+    check_no_data(
+        engine,
+        config,
+        now=datetime(2026, 11, 9, 13, tzinfo=UTC),
+        grace=timedelta(hours=6),
+        targets=[],
+    )
+    engine.dispose()
+    assert status_json(config_path, capsys)["routes"][0]["state"] == "unknown"
+
+    write_project(tmp_path, sim, {"good": {"model": "perfect"}})
+
+    route = status_json(config_path, capsys)["routes"][0]
+    assert (route["state"], route["no_data_since"]) == ("healthy", None)

@@ -33,8 +33,11 @@ from routewatch.report.render import CSP
 from routewatch.sim.server import serve_in_thread
 from routewatch.status import build_status
 from routewatch.store.migrate import create_engine_for, open_database
+from routewatch.store.nodata import RUNS_METRIC
 from routewatch.store.outbox import enqueue
 from routewatch.store.tables import (
+    AlertState,
+    AlertStateRow,
     EvalSetRow,
     IncidentRow,
     IncidentStatus,
@@ -362,6 +365,36 @@ def test_metrics_read_runs_judges_outbox_incidents_and_policies(daemon: Daemon) 
     version = build_status(daemon.engine, daemon.config).policies[0].version
     assert got[("routewatch_policy_version", (("policy", "chat"),))] == version == 1
     assert got[("routewatch_database_up", ())] == 1
+
+
+def test_metrics_say_which_scheduled_routes_are_late(daemon: Daemon) -> None:
+    scheduled = {
+        name: route.model_copy(update={"schedule": "0 6 * * *"})
+        for name, route in daemon.config.routes.items()
+        if name in ("a", "b")
+    }
+    daemon.state.config = daemon.config.model_copy(
+        update={"routes": {**daemon.config.routes, **scheduled}}
+    )
+    with daemon.engine.begin() as conn:
+        for route, state in (
+            ("a", AlertState.no_data),
+            ("b", AlertState.ok),
+            ("c", AlertState.no_data),
+        ):
+            conn.execute(
+                insert(AlertStateRow).values(route=route, metric=RUNS_METRIC, state=state, since=AT)
+            )
+
+    got = samples(daemon.get("/metrics").text)
+
+    assert got[("routewatch_route_no_data", (("route", "a"),))] == 1
+    assert got[("routewatch_route_no_data", (("route", "b"),))] == 0
+    # Taken off its schedule, c is checked no more: its stored state means nothing now.
+    assert ("routewatch_route_no_data", (("route", "c"),)) not in got
+    status = {r["route"]: r for r in daemon.get("/status").json()["routes"]}
+    assert status["a"]["no_data_since"] == AT.isoformat().replace("+00:00", "Z")
+    assert status["c"]["no_data_since"] is None
 
 
 def test_every_metric_is_prefixed_and_documented(web: Daemon) -> None:

@@ -36,7 +36,7 @@ def status_table(body: StatusBody) -> str:
         rows.append(
             [
                 r.route,
-                r.state.value,
+                r.state.value + (" (no data)" if r.no_data_since else ""),
                 last.at.strftime("%Y-%m-%d %H:%M") if last else "never",
                 num(last.score, digits=3) if last else "-",
                 pct(last.pass_rate) if last else "-",
@@ -62,6 +62,12 @@ def status_table(body: StatusBody) -> str:
         ],
         rows,
     )
+    for r in body.routes:
+        if r.no_data_since is not None:
+            text += (
+                f"\n{r.route}: scheduled runs late since "
+                f"{r.no_data_since:%Y-%m-%d %H:%M %Z} (route.no_data)"
+            )
     if body.policies:
         text += "\n\n" + format_table(
             ["policy", "mode", "active chain", "version"],

@@ -26,6 +26,7 @@ from routewatch.store.outbox import backlog
 from routewatch.store.queries import (
     RunFacts,
     last_successful_runs,
+    late_routes,
     latest_completed_runs,
     latest_policy_versions,
     open_incidents_by_route,
@@ -62,6 +63,8 @@ class StoreFigures:
     policy_versions: Mapping[str, int]
     last_success: Mapping[str, datetime] = field(default_factory=dict)
     """Each route's newest completed run with at least one answer."""
+    late: Mapping[str, bool] = field(default_factory=dict)
+    """Each scheduled route: whether its runs are late (``route.no_data`` raised)."""
 
 
 def route_totals(engine: Engine, routes: list[str]) -> dict[str, RouteTotals]:
@@ -113,7 +116,14 @@ def read_store(engine: Engine, config: Config) -> StoreFigures:
             name: versions[name].version if name in versions else 0 for name in config.policies
         },
         last_success=last_successful_runs(engine, routes),
+        late=_late(engine, config),
     )
+
+
+def _late(engine: Engine, config: Config) -> dict[str, bool]:
+    scheduled = [name for name, route in config.routes.items() if route.schedule is not None]
+    late = late_routes(engine, scheduled)
+    return {name: name in late for name in scheduled}
 
 
 DATABASE_DOWN: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout)
@@ -206,6 +216,14 @@ def figures_metrics(figures: StoreFigures) -> Iterator[Metric]:
     for route, moment in figures.last_success.items():
         success.add_metric([route], moment.timestamp())
     yield success
+    no_data = GaugeMetricFamily(
+        "routewatch_route_no_data",
+        "1 while a scheduled route's runs are late (route.no_data raised), else 0.",
+        labels=["route"],
+    )
+    for route, late in figures.late.items():
+        no_data.add_metric([route], float(late))
+    yield no_data
     for attr, name, documentation, divisor in LATEST_RUN_GAUGES:
         gauge = GaugeMetricFamily(name, documentation, labels=["route", "eval_set"])
         for (route, eval_set), run in figures.latest.items():
