@@ -267,6 +267,8 @@ def test_the_interval_jobs_wait_out_a_database_outage_in_one_line_each(
     try:
         asyncio.run(d._dispatch_job())
         asyncio.run(d._no_data_job())
+        asyncio.run(d._catch_up())
+        asyncio.run(d._cycle(["faq-bot"], None))
     finally:
         d.leader.release()
         d.engine.dispose()
@@ -275,6 +277,8 @@ def test_the_interval_jobs_wait_out_a_database_outage_in_one_line_each(
     assert [w.split(":")[0] for w in warnings] == [
         "outbox dispatch skipped",
         "late-run check skipped",
+        "catch-up skipped",
+        "run of faq-bot stopped",
     ]
     assert all("the database is unavailable: " in w for w in warnings)
     assert not [r for r in caplog.records if r.levelname == "ERROR" or r.exc_info]

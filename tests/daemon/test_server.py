@@ -309,6 +309,22 @@ def test_status_and_policy_answer_503_while_the_database_is_unreachable(
     assert "Traceback" not in caplog.text
 
 
+def test_a_statement_sqlite_cannot_run_is_a_bug_not_an_outage(
+    web: Daemon, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLite says ``no such table`` with the class it uses for a locked or missing file."""
+    web.state.engine = create_engine_for(f"sqlite:///{tmp_path / 'empty.db'}")  # no tables
+
+    answer = web.get("/status")
+
+    assert answer.status_code == 500
+    assert answer.json() == {"error": "internal error"}
+    assert "retry-after" not in answer.headers
+    assert "no such table" in caplog.text
+    assert "GET /status failed" in caplog.text
+    assert "the database is unavailable" not in caplog.text
+
+
 # /metrics
 
 

@@ -10,6 +10,7 @@ configuration (``state.config``, read per scrape), which bounds their cardinalit
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -127,8 +128,35 @@ def _late(engine: Engine, config: Config) -> dict[str, bool]:
 
 
 DATABASE_DOWN: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout)
-"""What SQLAlchemy raises when the database cannot be reached or is too busy: an outage
-to report in one line and wait out, not a bug to log with its traceback."""
+"""What SQLAlchemy raises when the database cannot be reached or is too busy; narrowed by
+``database_down``, since SQLite raises the same class for a mistake in a statement."""
+
+_SQLITE_OUTAGES = (
+    "unable to open",
+    "database is locked",
+    "database table is locked",
+    "disk i/o error",
+    "database or disk is full",
+    "readonly database",
+    "interrupted",
+)
+"""What sqlite3's ``OperationalError`` says when the file is unreachable or busy; it says
+``no such table``, ``no such column`` or ``syntax error`` for a bug, with the same class."""
+
+
+def database_down(exc: BaseException) -> bool:
+    """Whether ``exc`` is an outage to report in one line and wait out, not a bug.
+
+    A bug (a statement SQLite cannot run) is logged with its traceback and answered 500;
+    reported as an outage, it would be waited out for ever behind a 503.
+    """
+    if not isinstance(exc, DATABASE_DOWN):
+        return False
+    orig = getattr(exc, "orig", None)
+    if isinstance(exc, OperationalError) and isinstance(orig, sqlite3.OperationalError):
+        text = str(orig).lower()
+        return any(phrase in text for phrase in _SQLITE_OUTAGES)
+    return True
 
 
 def first_line(exc: BaseException) -> str:
@@ -282,7 +310,10 @@ class StoreCollector:
         try:
             figures = read_store(self.state.engine, self.state.config)
         except SQLAlchemyError as exc:
-            log.warning("metrics: cannot read the database: %s", first_line(exc))
+            if database_down(exc):
+                log.warning("metrics: cannot read the database: %s", first_line(exc))
+            else:  # a bug: its traceback says where
+                log.exception("metrics: reading the database failed")
             figures = None
         yield _gauge(
             "routewatch_database_up",

@@ -36,7 +36,7 @@ from starlette.routing import Route
 from routewatch import jsonstrict
 from routewatch.alerts.dispatch import Dispatcher
 from routewatch.config import Config, secret
-from routewatch.daemon.metrics import DATABASE_DOWN, first_line, metrics_registry
+from routewatch.daemon.metrics import database_down, first_line, metrics_registry
 from routewatch.daemon.state import DaemonState
 from routewatch.errors import MissingSecretError, UnavailableError, UsageError
 from routewatch.policy import manage
@@ -288,15 +288,15 @@ def _guarded(handler: Endpoint) -> Endpoint:
             return await handler(request)
         except HTTPException:
             raise
-        except DATABASE_DOWN as exc:
-            log.warning(
-                "%s %s: the database is unavailable: %s",
-                request.method,
-                request.url.path,
-                first_line(exc),
-            )
-            return _error(503, "the database is unavailable", headers={"Retry-After": "30"})
-        except Exception:
+        except Exception as exc:
+            if database_down(exc):
+                log.warning(
+                    "%s %s: the database is unavailable: %s",
+                    request.method,
+                    request.url.path,
+                    first_line(exc),
+                )
+                return _error(503, "the database is unavailable", headers={"Retry-After": "30"})
             log.exception("%s %s failed", request.method, request.url.path)
             return _error(500, "internal error")
 

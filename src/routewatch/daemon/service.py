@@ -45,7 +45,7 @@ from routewatch.cycle import (
     detect_left_over,
 )
 from routewatch.daemon.leader import Leadership
-from routewatch.daemon.metrics import DATABASE_DOWN, first_line
+from routewatch.daemon.metrics import DATABASE_DOWN, database_down, first_line
 from routewatch.daemon.state import DaemonState
 from routewatch.errors import RoutewatchError, UnavailableError, UsageError
 from routewatch.project import Project, load_project
@@ -320,6 +320,14 @@ class Daemon:
         self._last_catch_up = time.monotonic()
         try:
             await self._catch_up_slots()
+        except DATABASE_DOWN as exc:
+            if not database_down(exc):
+                raise
+            log.warning(
+                "catch-up skipped: the database is unavailable: %s; tried again within %.0f s",
+                first_line(exc),
+                CATCH_UP_EVERY_S,
+            )
         finally:
             self._catching_up = False
 
@@ -391,6 +399,8 @@ class Daemon:
         except RoutewatchError as exc:
             log.error("outbox dispatch failed: %s", exc)
         except DATABASE_DOWN as exc:  # every few seconds: one line each, not a traceback
+            if not database_down(exc):
+                raise
             log.warning("outbox dispatch skipped: the database is unavailable: %s", first_line(exc))
 
     async def _leader_job(self) -> None:
@@ -419,6 +429,8 @@ class Daemon:
                 targets=config.alerts.targets(),
             )
         except DATABASE_DOWN as exc:
+            if not database_down(exc):
+                raise
             log.warning("late-run check skipped: the database is unavailable: %s", first_line(exc))
 
     # -- running cycles --------------------------------------------------------------
@@ -432,6 +444,15 @@ class Daemon:
             reports = await execute(project, self.engine, plans, env=self.env, clock=self.clock)
         except Exception as exc:  # the daemon outlives any one cycle
             names = ", ".join(routes) or "every route"
+            if database_down(exc):
+                # Nothing more can be stored or detected until it is back.
+                log.warning(
+                    "run of %s stopped: the database is unavailable: %s; "
+                    "the next catch-up resumes it",
+                    names,
+                    first_line(exc),
+                )
+                return
             if isinstance(exc, RoutewatchError):
                 log.error("run of %s failed: %s", names, exc)
             else:
@@ -499,8 +520,16 @@ class Daemon:
         self._track(task, routes, at)
         try:
             await coro
-        except Exception:  # a background task's failure is logged; the daemon goes on
-            log.exception("background task for %s failed", ", ".join(routes) or "the daemon")
+        except Exception as exc:  # a background task's failure is logged; the daemon goes on
+            what = ", ".join(routes) or "the daemon"
+            if database_down(exc):  # an outage mid-way (detection after a run, say)
+                log.warning(
+                    "background task for %s stopped: the database is unavailable: %s",
+                    what,
+                    first_line(exc),
+                )
+            else:
+                log.exception("background task for %s failed", what)
         finally:
             self._active.discard(task)
             self._running_routes.pop(task, None)
