@@ -327,3 +327,10 @@ def test_adopting_hashes_of_other_items_is_refused(tmp_path: Path, stored: dict[
     with pytest.raises(ValueError, match="do not match eval set faq"):
         evalset.adopt_hashes("v" * 16, stored)
     assert "version" not in evalset.__dict__
+
+
+def test_a_date_like_reference_is_text_even_when_no_date(tmp_path: Path) -> None:
+    """`2026-13-01` made PyYAML raise ValueError, and validate end in a traceback."""
+    evalset = load(tmp_path, BASE.replace("reference: Answer A", "reference: 2026-13-01"))
+
+    assert evalset.items[0].reference == "2026-13-01"

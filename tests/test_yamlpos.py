@@ -23,6 +23,7 @@ BOMB = "a: &a [1,1,1,1,1,1,1,1,1]\n" + "".join(
         ("a:\n\tb: 1\n", 2, "cannot start any token"),
         ("[1, 2]: x\n", 1, "a key must be a plain value"),
         (BOMB, 1, "aliases expanding?"),
+        ("a: 1\nb: !!int abc\n", 2, "cannot read 'abc' as !!int"),
     ],
 )
 def test_bad_yaml_is_refused_with_its_line(text: str, line: int, message: str) -> None:
@@ -39,6 +40,18 @@ def test_values_keep_their_lines_merge_keys_and_dates_as_text() -> None:
     assert located.data == {"x": {"a": 1}, "y": {"a": 1, "b": 2}, "d": "2026-01-01"}
     assert located.lines.line(("y", "b")) == 4
     assert located.lines.line(("d",)) == 5
+
+
+def test_date_like_text_that_is_no_date_is_kept_as_written() -> None:
+    """PyYAML raised ValueError building a date from these; every command crashed."""
+    text = "a: 2026-13-01\nb: 2025-02-29\nc: 2026-01-01 25:00:00\nd: 2026-01-01T06:00:00Z\n"
+
+    assert load_yaml(text, "f.yaml").data == {
+        "a": "2026-13-01",
+        "b": "2025-02-29",
+        "c": "2026-01-01 25:00:00",
+        "d": "2026-01-01T06:00:00Z",
+    }
 
 
 def test_libyaml_parses_when_pyyaml_has_it() -> None:

@@ -133,6 +133,10 @@ _SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoade
 eval set about eight times faster than the pure-Python one, with the same nodes and marks."""
 
 
+_KEPT_AS_TEXT = frozenset({"tag:yaml.org,2002:timestamp"})
+"""Implicit tags whose values are kept as the text written, never constructed."""
+
+
 class YamlSyntaxError(Exception):
     """The text is not YAML that routewatch can read; carries the located problem."""
 
@@ -266,8 +270,16 @@ class _Builder:
             return out
         if isinstance(node, SequenceNode):
             return [self.build(child, (*loc, i), depth + 1) for i, child in enumerate(node.value)]
-        value = self.loader.construct_object(node)
+        if node.tag in _KEPT_AS_TEXT:
+            # Dates and timestamps: routewatch's formats have none, and constructing
+            # one fails on a date-like text that is no date (`2026-13-01`).
+            return str(node.value)
+        try:
+            value = self.loader.construct_object(node)
+        except (ValueError, TypeError, yaml.YAMLError) as exc:  # `!!int abc`, `!!float x`
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise self.fail(node, loc, f"cannot read {node.value!r} as {tag}: {exc}") from None
         if not isinstance(value, str | int | float | bool) and value is not None:
-            # Dates, timestamps and binary: routewatch's formats have none; keep the text.
+            # Binary and the like: routewatch's formats have none; keep the text.
             return str(node.value)
         return value
