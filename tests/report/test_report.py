@@ -406,6 +406,29 @@ def test_the_previous_period_is_as_long_and_ends_where_the_window_starts() -> No
     assert days.label == "Oct 02 \u2013 Oct 31, 2026"
 
 
+def test_a_period_across_new_year_names_both_years() -> None:
+    assert week_window("2026-W53", "UTC").label == "2026-W53 (Dec 28, 2026 \u2013 Jan 03, 2027)"
+    after = week_window("2027-W01", "UTC")
+    assert previous_window(after).label == "2026-W53 (Dec 28, 2026 \u2013 Jan 03, 2027)"
+
+
+def test_until_alone_is_the_week_ending_on_it_and_a_future_period_is_refused(
+    history: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, _ = history
+    out = tmp_path / "r.html"
+    capsys.readouterr()
+
+    assert run(["report", "-c", str(config), "--until", "2026-11-10", "-o", str(out)]) == 0
+    assert "report for Nov 04, 2026 \u2013 Nov 10, 2026" in capsys.readouterr().out
+    next_year = datetime.now(UTC).year + 1
+    for args in (["--week", f"{next_year}-W10"], ["--since", f"{next_year}-01-01"]):
+        assert run(["report", "-c", str(config), *args, "-o", str(tmp_path / "x.html")]) == 1
+        err = capsys.readouterr().err
+        assert "has not begun yet" in err or "is after today" in err, err
+    assert not (tmp_path / "x.html").exists()
+
+
 def test_the_routes_table_shows_each_figures_change_from_the_week_before(
     history: tuple[Path, str], tmp_path: Path
 ) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -15,12 +16,23 @@ from routewatch.report.data import days_window, last_full_week, week_window
 from routewatch.report.render import write_report
 from routewatch.store.migrate import open_database
 
+WEEK_DAYS = 7
+"""Days in a report given only its last day."""
+
 
 @click.command("report")
 @config_option
 @click.option("--week", metavar="YYYY-Www", help="ISO week, e.g. 2026-W47. Default: last week.")
-@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="First day (YYYY-MM-DD).")
-@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Last day, included.")
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="First day (YYYY-MM-DD); alone, up to today.",
+)
+@click.option(
+    "--until",
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="Last day, included; alone, the 7 days ending on it.",
+)
 @click.option(
     "-o",
     "--output",
@@ -41,14 +53,19 @@ def report_command(
     config = load_config(config_path, dict(os.environ))
     if week and (since or until):
         raise UsageError("give either --week or --since/--until, not both")
+    now = datetime.now(UTC)
     if since or until:
-        first: date = (since or until or datetime.now(UTC)).date()
-        last: date = (until or datetime.now(UTC)).date()
+        today = now.astimezone(ZoneInfo(config.timezone)).date()
+        last: date = until.date() if until else today
+        first: date = since.date() if since else last - timedelta(days=WEEK_DAYS - 1)
+        if since and not until and first > today:
+            raise UsageError(f"--since {first} is after today ({today})")
         window = days_window(first, last, config.timezone)
     else:
-        window = week_window(
-            week or last_full_week(datetime.now(UTC), config.timezone), config.timezone
-        )
+        window = week_window(week or last_full_week(now, config.timezone), config.timezone)
+    if window.start > now:
+        # Nothing can have run there: an empty report would only look like an outage.
+        raise UsageError(f"the period {window.label} has not begun yet")
     engine = open_database(config.database_url)
     try:
         path = write_report(engine, config, window, output=output)

@@ -73,9 +73,13 @@ def week_window(week: str, timezone: str) -> Window:
     start = datetime.combine(monday, time(), tzinfo=zone)
     end = datetime.combine(monday + timedelta(days=7), time(), tzinfo=zone)
     sunday = monday + timedelta(days=6)
-    return Window(
-        start=start, end=end, label=f"{week} ({monday:%b %d} \u2013 {sunday:%b %d, %Y})", slug=week
-    )
+    return Window(start=start, end=end, label=f"{week} ({span_label(monday, sunday)})", slug=week)
+
+
+def span_label(first: date, last: date) -> str:
+    """``Nov 16 \u2013 Nov 22, 2026``; both years when they differ (``Dec 28, 2026 \u2013 ...``)."""
+    head = f"{first:%b %d}" if first.year == last.year else f"{first:%b %d, %Y}"
+    return f"{head} \u2013 {last:%b %d, %Y}"
 
 
 def days_window(since: date, until: date, timezone: str) -> Window:
@@ -103,7 +107,7 @@ def previous_window(window: Window) -> Window:
     zone = window.start.tzinfo
     start = (window.start.replace(tzinfo=None) - length).replace(tzinfo=zone)
     last = window.start.replace(tzinfo=None) - timedelta(days=1)
-    label = f"{start:%b %d} \u2013 {last:%b %d, %Y}"
+    label = span_label(start.date(), last.date())
     if _WEEK.match(window.slug):
         year, week, _ = start.date().isocalendar()
         label = f"{year}-W{week:02d} ({label})"
