@@ -79,9 +79,17 @@ def test_init_names_the_next_step_without_a_cd_into_the_folder_it_is_in(
     monkeypatch.chdir(tmp_path)
 
     assert run(["init"]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "next: routewatch validate"
+    steps = capsys.readouterr().out.split("next:")[1].splitlines()
     assert run(["init", "sub"]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "next: cd sub && routewatch validate"
+    steps_sub = capsys.readouterr().out.split("next:")[1].splitlines()
+
+    assert (steps[0], steps_sub[0]) == ("", " cd sub")
+    # The simulator the example config calls is named: without it the first run fails.
+    commands = [line.split("#")[0].strip() for line in steps[1:]]
+    assert commands == ["routewatch validate", "routewatch sim serve &", "routewatch run"]
+    assert steps[1:] == steps_sub[1:]
+    assert "port 8788" in steps[2]
+    assert "http://127.0.0.1:8788/v1" in (tmp_path / "routewatch.yaml").read_text()
 
 
 def test_validate_warns_about_a_config_without_routes(

@@ -20,9 +20,13 @@ def init(directory: Path, force: bool) -> None:
     for path in write_project(directory, force=force):
         click.echo(f"wrote {path}")
     here = directory.resolve() == Path.cwd().resolve()
+    click.echo("next:" if here else f"next: cd {directory}")
+    click.echo("  routewatch validate     # checks the config and the eval set")
     click.echo(
-        "next: routewatch validate" if here else f"next: cd {directory} && routewatch validate"
+        "  routewatch sim serve &  # the simulator the example routes call (port 8788); "
+        "or point providers at your gateway"
     )
+    click.echo("  routewatch run          # replays the eval set against every route")
 
 
 @click.command()
