@@ -225,8 +225,10 @@ def test_a_backfilled_bad_run_is_recorded_but_moves_no_incident(
 
     assert day(config, 13, "--fail-on-regression") == 0
 
-    err = capsys.readouterr().err
+    out = capsys.readouterr()
+    err = out.err
     assert "a backfill: incidents follow time" in err
+    assert out.out.splitlines()[-1].endswith("degraded (backfill)"), "bad, judged by itself"
     (late,) = [d for d in rows(db, "detections") if d["at"].day == 13]
     assert any(f["paged"] for f in late["findings"])
     assert "score" in late["in_incident"]
@@ -235,3 +237,16 @@ def test_a_backfilled_bad_run_is_recorded_but_moves_no_incident(
 
     assert day(config, 15, "--fail-on-regression") == 3, "the present still pages"
     assert [i["status"] for i in rows(db, "incidents")] == ["open"]
+
+    # A good day of the past while that incident is open: it was not degraded then.
+    httpx.patch(f"{sim}/admin/models/perfect", json={"quality": 1.0}).raise_for_status()
+    capsys.readouterr()
+    assert day(config, 11, "--fail-on-regression") == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith(" healthy (backfill)")
+    assert [i["status"] for i in rows(db, "incidents")] == ["open"]
+
+    # The slot again: nothing replayed, its stored figures shown.
+    assert day(config, 11) == 0
+    last = capsys.readouterr().out.splitlines()[-1].split()
+    assert last[-2:] == ["already", "completed"]
+    assert last[6:9] == ["1.000", "100.0%", "0.0%"], last

@@ -74,13 +74,26 @@ class RunVerdict:
     """Fallback-policy changes made or suggested on this run, in words."""
     backfill: bool = False
     """A later run had been detected first: incidents and policies were left alone."""
+    bad_metrics: frozenset[str] = frozenset()
+    """Metrics this run was bad on (kept out of later baselines)."""
 
     @property
     def state(self) -> str:
-        """``unknown``, ``degraded`` (an open incident) or ``healthy``."""
-        if self.open_metrics:
+        """``unknown``, ``degraded`` (an open incident) or ``healthy``.
+
+        A backfill is judged by itself: the incidents open now were opened by later runs.
+        """
+        if self.bad_metrics if self.backfill else self.open_metrics:
             return "degraded"
         return "healthy" if self.known else "unknown"
+
+    @property
+    def regression(self) -> bool:
+        """Whether ``run --fail-on-regression`` fails for this run: degraded, not a backfill.
+
+        A backfill moves no incident, alert or policy; a gate on it would fail on the past.
+        """
+        return self.state == "degraded" and not self.backfill
 
 
 def completed_runs(reports: Sequence[RunReport]) -> list[CompletedRun]:
@@ -222,6 +235,7 @@ def detect_cycle(
                 skipped=not recorded.written,
                 policy_notes=recorded.policy_notes,
                 backfill=late,
+                bad_metrics=transition.in_incident,
             )
     return [verdicts[r.run_id] for r in runs if r.run_id in verdicts]
 

@@ -30,6 +30,7 @@ from routewatch.project import Project, load_project
 from routewatch.runner import RunPlan, RunReport, execute, plan_runs, replay_gc
 from routewatch.status import ERRORING_RATE, RouteState
 from routewatch.store.migrate import open_database
+from routewatch.store.queries import RunFacts, runs_by_id
 from routewatch.store.runs import ClaimOutcome
 
 AT_SKEW = timedelta(minutes=5)
@@ -103,6 +104,14 @@ def run_command(
         compare_cycle(
             engine, project.config, verdicts, now=clock.now(), eval_sets=project.eval_sets, env=env
         )
+        stored = runs_by_id(
+            engine,
+            [
+                r.run_id
+                for r in reports
+                if r.summary is None and r.outcome is ClaimOutcome.completed
+            ],
+        )
     finally:
         engine.dispose()
     for line in _notes(reports):
@@ -111,15 +120,37 @@ def run_command(
         click.echo(line, err=True)
     for line in delivery_lines(delivery):
         click.echo(line, err=True)
-    click.echo(summary_table(reports, {v.run_id: v for v in verdicts}))
+    click.echo(summary_table(reports, {v.run_id: v for v in verdicts}, stored))
     if any(r.every_call_failed for r in reports):
         # Nothing was measured on that run: a runtime failure, as a missing key is.
         return ExitCode.failure
     if fail_on_regression and (
-        any(v.state == "degraded" for v in verdicts) or any(_erroring(r) for r in reports)
+        any(v.regression for v in verdicts) or any(_erroring(r) for r in reports)
     ):
         return ExitCode.regression
     return ExitCode.ok
+
+
+def _not_replayed_row(r: RunReport, facts: RunFacts | None, state: str) -> list[str]:
+    """A summary row for a slot this process did not replay: its stored totals, if any."""
+    head = [r.route, r.eval_set, str(r.run_id), f"{r.at:%Y-%m-%d %H:%M}"]
+    if facts is None or r.outcome is not ClaimOutcome.completed:
+        return [*head, "-", *["-"] * 9, r.outcome.value]
+    return [
+        *head,
+        "-",
+        num(facts.score, digits=3),
+        pct(facts.pass_rate),
+        pct(facts.error_rate),
+        num(facts.p50_latency_ms, " ms"),
+        num(facts.p95_latency_ms, " ms"),
+        num(facts.tokens_in),
+        num(facts.tokens_out),
+        usd(facts.cost_usd),
+        "-",
+        "-",
+        "already completed" if state == "-" else state,
+    ]
 
 
 def _erroring(report: RunReport) -> bool:
@@ -245,21 +276,24 @@ def delivery_lines(report: DispatchReport) -> Iterator[str]:
 
 
 def summary_table(
-    reports: list[RunReport], verdicts: Mapping[int, RunVerdict] | None = None
+    reports: list[RunReport],
+    verdicts: Mapping[int, RunVerdict] | None = None,
+    stored: Mapping[int, RunFacts] | None = None,
 ) -> str:
-    """The per-run summary table ``run`` prints, with each run's detection state."""
+    """The per-run summary table ``run`` prints, with each run's detection state.
+
+    A slot found already completed shows its ``stored`` totals, when given.
+    """
     verdicts = verdicts or {}
     rows = []
     for r in reports:
         s = r.summary
         verdict = verdicts.get(r.run_id)
         state = verdict.state if verdict is not None and not verdict.skipped else "-"
+        if verdict is not None and verdict.backfill and not verdict.skipped:
+            state += " (backfill)"
         if s is None:
-            rows.append(
-                [r.route, r.eval_set, str(r.run_id), f"{r.at:%Y-%m-%d %H:%M}", r.outcome.value]
-                + ["-"] * 10
-                + [state]
-            )
+            rows.append(_not_replayed_row(r, (stored or {}).get(r.run_id), state))
             continue
         if (s.error_rate or 0.0) >= ERRORING_RATE:
             state = RouteState.erroring.value  # as `status` names the route after it

@@ -86,6 +86,15 @@ def route_of_run(engine: Engine, run_id: int) -> str | None:
     return route
 
 
+def runs_by_id(engine: Engine, ids: Sequence[int]) -> dict[int, RunFacts]:
+    """The stored totals of the runs ``ids`` (those that exist)."""
+    if not ids:
+        return {}
+    query = select(RunRow.__table__).where(RunRow.id.in_(ids))
+    with engine.connect() as conn:
+        return {row["id"]: _facts(row) for row in conn.execute(query).mappings()}
+
+
 def latest_runs(engine: Engine, routes: Sequence[str]) -> dict[str, RunFacts]:
     """The newest finished run (by logical time, then id) of each route, any eval set."""
     out: dict[str, RunFacts] = {}
