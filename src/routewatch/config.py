@@ -435,11 +435,13 @@ def secret(var: str, env: Mapping[str, str], *, needed_for: str = "") -> str:
 _RETRIED = " (retried until alerts.delivery.give_up_hours; set it and restart)"
 
 
-def unset_secrets(config: Config, env: Mapping[str, str]) -> list[str]:
+def unset_secrets(config: Config, env: Mapping[str, str], *, daemon: bool = True) -> list[str]:
     """What each ``*_env`` variable the config names but ``env`` lacks would break.
 
     A secret is read only when a request needs it, so a missing one fails that request;
     the daemon says so at start instead of at the first run, alert or POST. Never a value.
+    ``daemon=False`` leaves out the daemon's own token (``validate``: most projects are
+    run from the command line, where no POST is made).
     """
     used = {r.provider for r in config.routes.values()} | {
         j.provider for j in config.judges.values()
@@ -460,7 +462,8 @@ def unset_secrets(config: Config, env: Mapping[str, str]) -> list[str]:
     for name, policy in config.policies.items():
         for publisher in policy.publish:
             check(publisher.api_key_env, f"policy {name}'s {publisher.type} publisher will fail")
-    check(config.server.token_env, "every POST to the daemon is refused with 403")
+    if daemon:
+        check(config.server.token_env, "every POST to the daemon is refused with 403")
     return found
 
 

@@ -289,3 +289,34 @@ def test_an_eval_dir_that_is_not_text_is_reported_alone(
     err = capsys.readouterr().err.splitlines()
     assert ": eval_dir: " in err[0]
     assert err[1:] == ["1 problem found"]
+
+
+def test_validate_warns_of_unset_secrets_and_a_missing_litellm_file(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both fail only at the first call or policy change; validate is where to learn it."""
+    config = project / CONFIG
+    monkeypatch.delenv("RW_TEST_GATEWAY_KEY", raising=False)
+    assert run(["validate", "-c", str(config)]) == 0
+    assert capsys.readouterr().err == "", "a fresh project warns of nothing"
+    edit(config, "# api_key_env: GATEWAY_API_KEY", "api_key_env: RW_TEST_GATEWAY_KEY")
+    edit(
+        config,
+        "# - {type: litellm, path: gateway/litellm-config.yaml, group: chat}",
+        "- {type: litellm, path: gateway/litellm-config.yaml, group: chat}",
+    )
+
+    assert run(["validate", "-c", str(config)]) == 0
+
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "warning: RW_TEST_GATEWAY_KEY is not set: every call to provider sim will fail",
+        f"warning: policy chat: the litellm publisher's file "
+        f"{project / 'gateway/litellm-config.yaml'} does not exist; it edits an existing "
+        "LiteLLM proxy config, so every publish will fail until it does",
+    ]
+    monkeypatch.setenv("RW_TEST_GATEWAY_KEY", "set")
+    (project / "gateway").mkdir()
+    (project / "gateway/litellm-config.yaml").write_text("model_list: []\n")
+    assert run(["validate", "-c", str(config)]) == 0
+    assert capsys.readouterr().err == ""

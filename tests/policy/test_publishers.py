@@ -329,8 +329,9 @@ def test_litellm_refuses_a_file_that_is_not_a_proxy_config(
     if text is not None:
         path.write_text(text)
 
-    with pytest.raises(PublishError, match=message):
+    with pytest.raises(PublishError, match=message) as caught:
         publish(Publisher(type="litellm", path=str(path)), DEMOTED, env={})
+    assert str(caught.value).count(str(path)) == 1, "named once, by the publisher's label"
     assert path.exists() is (text is not None)
     assert text is None or path.read_text() == text
 

@@ -248,7 +248,9 @@ class Dispatcher:
                 publish(
                     publisher, state, env=self.env, timeout_s=self.config.alerts.delivery.timeout_s
                 )
-            except (PublishError, RoutewatchError, ValueError) as exc:
+            except PublishError as exc:  # names the publisher already
+                return SendResult(ok=False, error=str(exc))
+            except (RoutewatchError, ValueError) as exc:
                 return SendResult(ok=False, error=f"{describe(publisher)}: {exc}")
             written = stored.version
         return SendResult(ok=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from routewatch.cli.options import config_option
+from routewatch.config import unset_secrets
 from routewatch.project import load_project
 from routewatch.scaffold import write_project
 
@@ -49,3 +50,14 @@ def validate(config_path: Path) -> None:
             "`routewatch init` writes an example",
             err=True,
         )
+    for problem in unset_secrets(config, os.environ, daemon=False):
+        click.echo(f"warning: {problem}", err=True)
+    for name, policy in config.policies.items():
+        for publisher in policy.publish:
+            if publisher.type == "litellm" and publisher.path and not Path(publisher.path).exists():
+                click.echo(
+                    f"warning: policy {name}: the litellm publisher's file {publisher.path} does "
+                    "not exist; it edits an existing LiteLLM proxy config, so every publish "
+                    "will fail until it does",
+                    err=True,
+                )

@@ -140,7 +140,8 @@ def publish(
     except OutputError as exc:
         raise PublishError(target, str(exc)) from None
     except OSError as exc:
-        raise PublishError(target, f"cannot write {path}: {exc.strerror or exc}") from exc
+        reason = f"cannot write the file{_via(path, publisher)}: {exc.strerror or exc}"
+        raise PublishError(target, reason) from exc
 
 
 def _iso(moment: datetime) -> str:
@@ -153,6 +154,11 @@ def _active_models(state: PolicyState) -> list[str]:
     return list(dict.fromkeys(state.models[r] for r in state.chain))
 
 
+def _via(path: Path, publisher: Publisher) -> str:
+    """`` (PATH)`` when ``path`` is not the one the publisher's label shows (a symlink)."""
+    return "" if str(path) == publisher.path else f" ({path})"
+
+
 def _edit_litellm_config(path: Path, publisher: Publisher, state: PolicyState, target: str) -> str:
     """The LiteLLM proxy config at ``path`` with this policy's chain written into it.
 
@@ -162,19 +168,24 @@ def _edit_litellm_config(path: Path, publisher: Publisher, state: PolicyState, t
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         hint = "a litellm publisher edits an existing LiteLLM proxy config: point `path` at it"
-        raise PublishError(target, f"{path} does not exist; {hint}") from None
+        raise PublishError(
+            target, f"the file does not exist{_via(path, publisher)}; {hint}"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise PublishError(target, f"cannot read {path}: {exc}") from exc
+        reason = getattr(exc, "strerror", None) or exc
+        raise PublishError(
+            target, f"cannot read the file{_via(path, publisher)}: {reason}"
+        ) from exc
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     yaml.width = 4096  # never re-wrap the user's long lines
     try:
         data, indent, offset = load_yaml_guess_indent(text, yaml=yaml)
     except YAMLError as exc:
-        reason = f"{path} is not valid YAML: {' '.join(str(exc).split())}"
+        reason = f"the file is not valid YAML: {' '.join(str(exc).split())}"
         raise PublishError(target, reason) from None
     if not isinstance(data, CommentedMap):
-        raise PublishError(target, f"{path} is not a mapping of LiteLLM proxy settings")
+        raise PublishError(target, "the file is not a mapping of LiteLLM proxy settings")
     offset = offset or 0
     yaml.indent(mapping=2, sequence=max(indent or 2, offset + 2), offset=offset)
     yaml.explicit_start = text.lstrip().startswith("---")
