@@ -36,6 +36,7 @@ from routewatch.report.data import days_window
 from routewatch.report.render import write_report
 from routewatch.runner import RunReport, execute, plan_runs, replay_gc
 from routewatch.scaffold import CONFIG_TEMPLATE, EVAL_TEMPLATE, template_text, write_project
+from routewatch.scaffold import SCENARIO_TEMPLATE as INIT_SCENARIO
 from routewatch.sim.app import create_app
 from routewatch.sim.scenario import Change, ModelBehaviour, Scenario, load_scenario
 from routewatch.sim.server import serve_in_thread
@@ -232,10 +233,12 @@ def write_demo_project(directory: Path) -> Path:
             "give `routewatch demo --dir` a new or a demo folder"
         )
     if not config_path.exists():
-        write_project(directory)
+        write_project(directory, scenario=False)
         first = Path(EVAL_TEMPLATE).stem
-        text = template_text(CONFIG_TEMPLATE).replace(
-            f"evals: [{first}]", f"evals: [{first}, {second}]"
+        text = (
+            template_text(CONFIG_TEMPLATE)
+            .replace(f"evals: [{first}]", f"evals: [{first}, {second}]")
+            .replace(f"--scenario {INIT_SCENARIO}", f"--scenario {SCENARIO_TEMPLATE}")
         )
         header = f"{DEMO_HEADER}: `routewatch init`'s config plus {second}.\n"
         write_text(config_path, header + text)

@@ -1,4 +1,4 @@
-"""``routewatch init``: writes a commented ``routewatch.yaml`` and an example eval set.
+"""``routewatch init``: a commented ``routewatch.yaml``, an example eval set and a scenario.
 
 The templates ship inside the package (``routewatch/templates``), so an installed
 wheel can scaffold a project with no network and no repository checkout.
@@ -14,6 +14,7 @@ from routewatch.files import write_text
 
 CONFIG_TEMPLATE = "routewatch.yaml"
 EVAL_TEMPLATE = "support-faq.yaml"
+SCENARIO_TEMPLATE = "sim-scenario.yaml"
 
 
 def template_text(name: str) -> str:
@@ -21,8 +22,13 @@ def template_text(name: str) -> str:
     return resources.files("routewatch.templates").joinpath(name).read_text(encoding="utf-8")
 
 
-def write_project(directory: Path, *, force: bool = False) -> list[Path]:
-    """Write the config and the example eval set into ``directory``; return the paths.
+def write_project(directory: Path, *, force: bool = False, scenario: bool = True) -> list[Path]:
+    """Write the config, the example eval set and a simulator scenario; return the paths.
+
+    The scenario makes the simulator answer the config's models as the demo does, with
+    an exact judge: with the simulator's defaults, a judge wrong one time in ten marks
+    about one run in seven ``judge_suspect``. ``scenario=False`` leaves it out (the
+    demo writes its own).
 
     Raises:
         UsageError: a file would be overwritten and ``force`` is false.
@@ -32,6 +38,8 @@ def write_project(directory: Path, *, force: bool = False) -> list[Path]:
         directory / CONFIG_TEMPLATE: template_text(CONFIG_TEMPLATE),
         directory / "evals" / EVAL_TEMPLATE: template_text(EVAL_TEMPLATE),
     }
+    if scenario:
+        targets[directory / SCENARIO_TEMPLATE] = template_text(SCENARIO_TEMPLATE)
     existing = [p for p in targets if p.exists()]
     if existing and not force:
         names = ", ".join(str(p) for p in existing)

@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 
 from routewatch.cli import run
+from routewatch.config import load_config
+from routewatch.sim.scenario import load_scenario
 from routewatch.sim.server import listen
 
 
@@ -86,10 +88,21 @@ def test_init_names_the_next_step_without_a_cd_into_the_folder_it_is_in(
     assert (steps[0], steps_sub[0]) == ("", " cd sub")
     # The simulator the example config calls is named: without it the first run fails.
     commands = [line.split("#")[0].strip() for line in steps[1:]]
-    assert commands == ["routewatch validate", "routewatch sim serve &", "routewatch run"]
+    assert commands == [
+        "routewatch validate",
+        "routewatch sim serve --scenario sim-scenario.yaml &",
+        "routewatch run",
+    ]
     assert steps[1:] == steps_sub[1:]
     assert "port 8788" in steps[2]
     assert "http://127.0.0.1:8788/v1" in (tmp_path / "routewatch.yaml").read_text()
+    # The scenario answers every model the config names, and its judge is exact.
+    config = load_config(tmp_path / "routewatch.yaml", {})
+    scenario = load_scenario(tmp_path / "sim-scenario.yaml")
+    models = {r.model for r in config.routes.values()} | {j.model for j in config.judges.values()}
+    assert models <= set(scenario.models)
+    for judge in config.judges.values():
+        assert scenario.models[judge.model].quality == 1.0
 
 
 def test_validate_warns_about_a_config_without_routes(

@@ -17,15 +17,15 @@ from routewatch.scaffold import write_project
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False), default=".")
 @click.option("--force", is_flag=True, help="Overwrite files that already exist.")
 def init(directory: Path, force: bool) -> None:
-    """Write a commented routewatch.yaml and an example eval set into DIRECTORY."""
+    """Write a commented routewatch.yaml, an example eval set and a simulator scenario."""
     for path in write_project(directory, force=force):
         click.echo(f"wrote {path}")
     here = directory.resolve() == Path.cwd().resolve()
     click.echo("next:" if here else f"next: cd {directory}")
     click.echo("  routewatch validate     # checks the config and the eval set")
     click.echo(
-        "  routewatch sim serve &  # the simulator the example routes call (port 8788); "
-        "or point providers at your gateway"
+        "  routewatch sim serve --scenario sim-scenario.yaml &  # the simulator the example "
+        "routes call (port 8788); or point providers at your gateway"
     )
     click.echo("  routewatch run          # replays the eval set against every route")
 
