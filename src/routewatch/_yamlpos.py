@@ -7,13 +7,17 @@ path can be reported as ``file:line: routes.chat.price: message``.
 
 from __future__ import annotations
 
+import collections.abc
+import difflib
+import types
+import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from routewatch.errors import Problem
@@ -59,15 +63,17 @@ class LineMap:
         prefix: PathKey = (),
         *,
         every_key: str = "see `routewatch init` for every key",
+        model: type[BaseModel] | None = None,
     ) -> list[Problem]:
         """One Problem per pydantic error, located by the error's ``loc``.
 
-        ``every_key`` tells an unknown field's reader where every key is listed.
+        ``every_key`` tells an unknown field's reader where every key is listed; with the
+        ``model`` validated, an unknown field close to a known one is told its name.
         """
         errors = [(prefix + clean_loc(e["loc"]), e) for e in exc.errors(include_url=False)]
         nested = {loc[:n] for loc, _ in errors for n in range(len(loc))}
         return [
-            self.problem(loc, _message(err, every_key))
+            self.problem(loc, _message(err, every_key, model))
             for loc, err in errors
             # A list whose entries failed is "too short" only because they were dropped.
             if not (err["type"] == "too_short" and loc in nested)
@@ -85,6 +91,61 @@ def format_loc(loc: Iterable[str | int]) -> str:
     return out
 
 
+def _fields_at(model: type[BaseModel], loc: PathKey) -> list[str]:
+    """The keys a mapping at ``loc`` of a ``model`` document may have, as files spell them.
+
+    Follows model fields, ``dict`` values and list or tuple items, through optional and
+    union types; an empty list where ``loc`` leads to no model.
+    """
+    current: Any = model
+    for part in loc:
+        current = _step(current, part)
+        if current is None:
+            return []
+    final = _as_model(current)
+    if final is None:
+        return []
+    return [field.alias or name for name, field in final.model_fields.items()]
+
+
+def _step(annotation: Any, part: str | int) -> Any:
+    """The type of the value at key or index ``part`` of a value typed ``annotation``."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _step(typing.get_args(annotation)[0], part)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found = _step(arg, part)
+            if found is not None:
+                return found
+        return None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if isinstance(part, int):
+            return None
+        for name, field in annotation.model_fields.items():
+            if part in (name, field.alias):
+                return field.annotation
+        return None
+    args = typing.get_args(annotation)
+    if origin in (dict, collections.abc.Mapping) and isinstance(part, str) and len(args) == 2:
+        return args[1]
+    if origin in (list, tuple, collections.abc.Sequence) and isinstance(part, int) and args:
+        return args[0]
+    return None
+
+
+def _as_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, typing.Annotated):
+        for arg in typing.get_args(annotation):
+            found = _as_model(arg)
+            if found is not None:
+                return found
+    return None
+
+
 def clean_loc(loc: tuple[str | int, ...]) -> PathKey:
     """A pydantic error's ``loc`` as a path of keys in the file."""
     # Pydantic adds pseudo-parts for validators and unions ("function-after[...]",
@@ -92,11 +153,16 @@ def clean_loc(loc: tuple[str | int, ...]) -> PathKey:
     return tuple(p for p in loc if isinstance(p, int) or not ("[" in p or "(" in p))
 
 
-def _message(err: Any, every_key: str) -> str:
+def _message(err: Any, every_key: str, model: type[BaseModel] | None = None) -> str:
     msg = str(err["msg"])
     for prefix in ("Value error, ", "Assertion failed, "):
         msg = msg.removeprefix(prefix)
     if err["type"] == "extra_forbidden":
+        loc = clean_loc(err["loc"])
+        known = _fields_at(model, loc[:-1]) if model is not None and loc else []
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.75) if loc else []
+        if close:
+            return f"unknown field; did you mean `{close[0]}`?"
         return f"unknown field (check its spelling, or {every_key})"
     if err["type"] == "missing":
         return "required field is missing"

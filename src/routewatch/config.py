@@ -660,7 +660,7 @@ _SECRET_FIELDS = {"api_key", "secret", "token", "webhook_url", "password"}
 
 
 def _validation_problems(exc: ValidationError, lines: LineMap) -> list[Problem]:
-    problems = lines.from_validation(exc)
+    problems = lines.from_validation(exc, model=Config)
     for idx, err in enumerate(exc.errors(include_url=False)):
         last = err["loc"][-1] if err["loc"] else ""
         if err["type"] == "extra_forbidden" and last in _SECRET_FIELDS:

@@ -399,7 +399,7 @@ def _validate(data: dict[str, Any], lines: LineMap, stem: str, folder: Path) -> 
     try:
         evalset = EvalSet.model_validate(data)
     except ValidationError as exc:
-        problems += lines.from_validation(exc)
+        problems += lines.from_validation(exc, model=EvalSet)
         raise EvalSetError(problems) from None
     if evalset.name != stem:
         problems.append(

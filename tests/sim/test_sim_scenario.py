@@ -99,7 +99,7 @@ def test_an_unknown_key_is_located(tmp_path: Path) -> None:
     found = problems(SCENARIO_YAML.replace("    quality: 0.7", "    qualty: 0.7"), tmp_path)
 
     assert len(found) == 1
-    assert ":8: models.cheap.qualty: unknown field" in found[0]
+    assert ":8: models.cheap.qualty: unknown field; did you mean `quality`?" in found[0]
 
 
 def test_fault_rates_above_one_are_refused(tmp_path: Path) -> None:
@@ -205,9 +205,9 @@ def test_parse_scenario_loads_or_raises_input_error_and_loaded_ones_resolve(data
 
 
 def test_an_unknown_key_points_at_where_the_scenario_keys_are_listed(tmp_path: Path) -> None:
-    """Not at `routewatch init`, which writes no scenario."""
-    (found,) = problems("seed: 1\nmodels:\n  m: {qualty: 0.5}\n", tmp_path)
+    """Not at `routewatch init`, whose scenario names only some keys."""
+    (found,) = problems("seed: 1\nmodels:\n  m: {colour: red}\n", tmp_path)
 
-    assert ":3: models.m.qualty: unknown field" in found
+    assert ":3: models.m.colour: unknown field" in found
     assert 'README.md, "The simulator"' in found
     assert "routewatch init" not in found

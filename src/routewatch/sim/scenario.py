@@ -284,7 +284,9 @@ def parse_scenario(data: Any, lines: LineMap | None = None) -> Scenario:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
         raise InputError(
-            where.from_validation(exc, every_key='see README.md, "The simulator", for every key')
+            where.from_validation(
+                exc, every_key='see README.md, "The simulator", for every key', model=Scenario
+            )
         ) from None
     problems = _timeline_problems(scenario, where)
     if problems:
