@@ -82,3 +82,20 @@ def test_a_sixth_leading_field_sets_seconds() -> None:
 
     assert first == datetime(2026, 11, 23, 6, 0, 10, tzinfo=UTC)
     assert parse_cron("0 6 * * *").get_next_fire_time(None, start).second == 0
+
+
+@pytest.mark.parametrize(
+    ("expr", "said"),
+    [
+        ("0 25 * * *", "hour field '25': 25 is above its maximum, 23"),
+        ("0 6 0 * *", "day field '0': 0 is below its minimum, 1"),
+        ("0 6 * 1-13 *", "month field '1-13': 13 is above its maximum, 12"),
+        ("x 6 * * *", "minute field 'x': "),
+    ],
+)
+def test_a_bad_field_is_named(expr: str, said: str) -> None:
+    """APScheduler names only the value ("the last value (25) is higher than ...")."""
+    with pytest.raises(ValueError, match=r"^cron ") as caught:
+        parse_cron(expr)
+
+    assert f"cron {expr!r}: {said}" in str(caught.value)

@@ -55,18 +55,37 @@ def parse_cron(expr: str, timezone: str = "UTC") -> CronTrigger:
             f"cron {expr!r} restricts both day-of-month and day-of-week; crontab would run "
             "on either, which is rarely meant: restrict only one"
         )
+    parts = {
+        "second": second,
+        "minute": minute,
+        "hour": hour,
+        "day": day.replace("?", "*"),
+        "month": month,
+    }
     try:
-        return CronTrigger(
-            second=second,
-            minute=minute,
-            hour=hour,
-            day=day.replace("?", "*"),
-            month=month,
-            day_of_week=_weekday_names(dow.replace("?", "*")),
-            timezone=ZoneInfo(timezone),
-        )
+        parts["day_of_week"] = _weekday_names(dow.replace("?", "*"))
+        return CronTrigger(**parts, timezone=ZoneInfo(timezone))
     except ValueError as exc:
-        raise ValueError(f"cron {expr!r}: {exc}") from None
+        raise ValueError(f"cron {expr!r}: {_which_field(parts, exc)}") from None
+
+
+def _which_field(parts: dict[str, str], exc: ValueError) -> str:
+    """APScheduler's complaint, said of the field it is about (it names only the value)."""
+    for name, value in parts.items():
+        try:
+            CronTrigger(**{name: value})
+        except ValueError as alone:
+            reason = re.sub(r"^Error validating expression '[^']*': ", "", str(alone))
+            reason = re.sub(
+                r"the (?:last|first) value \((\d+)\) is (higher|lower) than the (maximum|minimum) "
+                r"value \((\d+)\)",
+                lambda m: (
+                    f"{m[1]} is {'above' if m[2] == 'higher' else 'below'} its {m[3]}, {m[4]}"
+                ),
+                reason,
+            )
+            return f"{name.replace('_', '-')} field {value!r}: {reason}"
+    return str(exc)
 
 
 def _weekday_names(field: str) -> str:
