@@ -168,6 +168,12 @@ def test_input_and_messages_together_are_refused(tmp_path: Path) -> None:
         load(tmp_path, text)
 
 
+@pytest.mark.parametrize("empty", ['""', '"  "'])
+def test_an_empty_input_is_refused(tmp_path: Path, empty: str) -> None:
+    with pytest.raises(EvalSetError, match=r"items\[1\]: `input` is empty"):
+        load(tmp_path, BASE.replace("input: Question B?", f"input: {empty}"))
+
+
 def test_name_must_match_the_file(tmp_path: Path) -> None:
     with pytest.raises(EvalSetError, match="'faq' must match the file name 'other'"):
         load(tmp_path, BASE, "other.yaml")

@@ -149,6 +149,8 @@ class _Prompted(_Model):
             raise ValueError("give exactly one of `input` or `messages`")
         if self.messages is not None and not self.messages:
             raise ValueError("`messages` is empty")
+        if self.input is not None and not self.input.strip():
+            raise ValueError("`input` is empty: the model would be asked nothing")
         return self
 
     @cached_property
