@@ -98,6 +98,11 @@ def test_a_route_with_too_few_runs_is_unknown(
 
     assert body["routes"][0]["state"] == "unknown"
     assert body["routes"][0]["last_run"]["score"] == 1.0
+    run(["run", "-c", str(config), "--at", "2026-11-02T06:00:00Z"])
+    capsys.readouterr()
+    assert run(["status", "-c", str(config)]) == 0
+    # The table says why: the second run was compared with a baseline of one run.
+    assert "unknown (learning: baseline 1 of 5 runs)" in capsys.readouterr().out
 
 
 def test_status_table_lists_every_route(

@@ -10,7 +10,7 @@ import click
 from routewatch.cli.options import config_option
 from routewatch.cli.table import format_table, num, pct, usd
 from routewatch.config import load_config
-from routewatch.status import RouteStatus, StatusBody, build_status
+from routewatch.status import RouteState, RouteStatus, StatusBody, build_status
 from routewatch.store.migrate import open_database
 
 
@@ -25,18 +25,24 @@ def status_command(config_path: Path, as_json: bool) -> None:
         body = build_status(engine, config)
     finally:
         engine.dispose()
-    click.echo(body.model_dump_json(indent=2) if as_json else status_table(body))
+    if as_json:
+        click.echo(body.model_dump_json(indent=2))
+    else:
+        click.echo(status_table(body, config.detection.min_baseline_runs))
 
 
-def status_table(body: StatusBody) -> str:
-    """The human form of the status document."""
+def status_table(body: StatusBody, min_baseline_runs: int | None = None) -> str:
+    """The human form of the status document.
+
+    With ``min_baseline_runs``, a route still learning its baseline says how far it is.
+    """
     rows = []
     for r in body.routes:
         last = r.last_run
         rows.append(
             [
                 r.route,
-                r.state.value + (" (no data)" if r.no_data_since else ""),
+                _state_text(r, min_baseline_runs),
                 last.at.strftime("%Y-%m-%d %H:%M") if last else "never",
                 num(last.score, digits=3) if last else "-",
                 pct(last.pass_rate) if last else "-",
@@ -74,6 +80,22 @@ def status_table(body: StatusBody) -> str:
             [[p.name, p.mode, " > ".join(p.active_chain), str(p.version)] for p in body.policies],
         )
     return text
+
+
+def _state_text(route: RouteStatus, min_baseline_runs: int | None) -> str:
+    state = route.state.value
+    if route.no_data_since:
+        return f"{state} (no data)"
+    learning = route.baseline.runs if route.baseline else 0
+    if (
+        route.state is RouteState.unknown
+        and route.last_run is not None
+        and min_baseline_runs is not None
+        and learning < min_baseline_runs
+    ):
+        # Several eval sets: the newest run's baseline; each set learns its own.
+        return f"{state} (learning: baseline {learning} of {min_baseline_runs} runs)"
+    return state
 
 
 def _incident_text(route: RouteStatus) -> str:
