@@ -12,6 +12,7 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,9 @@ import yaml
 
 from routewatch.alerts.webhook import verify
 from routewatch.cli import run
+from routewatch.store.migrate import open_database
 from runner_project import rows, write_project
+from store_rows import add_run, open_incident
 
 SECRET = "whsec-policy-test-7f3a9c"
 SECRET_VAR = "RW_TEST_POLICY_HOOK_SECRET"
@@ -135,6 +138,22 @@ def test_pin_prints_the_version_and_publishes_both_files(
     assert published(config, "chat.json")["chain"] == ["b", "a"]
     assert published(config, "chat.json")["version"] == 1
     assert published(config, "or.json") == {"models": ["model-b", "model-a"]}
+
+
+def test_pinning_a_route_with_an_open_incident_warns(
+    config: Path, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = open_database(db_url)  # migrated, as the command's first step would
+    at = datetime(2026, 11, 9, 6, tzinfo=UTC)
+    add_run(engine, "b", at)
+    incident = open_incident(engine, "b", at)
+    engine.dispose()
+
+    assert policy(config, "pin", "chat", "b", "a") == 0
+
+    err = capsys.readouterr().err
+    assert f"warning: b has open incident(s) (#{incident} score); the pin keeps it" in err
+    assert "warning: a " not in err
 
 
 def test_pin_sends_one_signed_policy_changed_event(config: Path, db_url: str, hook: Hook) -> None:

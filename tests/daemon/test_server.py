@@ -38,13 +38,9 @@ from routewatch.store.outbox import enqueue
 from routewatch.store.tables import (
     AlertState,
     AlertStateRow,
-    EvalSetRow,
-    IncidentRow,
-    IncidentStatus,
-    RouteSnapshotRow,
-    RunRow,
     RunStatus,
 )
+from store_rows import add_run, open_incident
 
 TOKEN = "rw-api-token-5c1e9d0a77f2"
 TOKEN_VAR = "RW_TEST_API_TOKEN"
@@ -153,61 +149,6 @@ def web(served: Daemon, tmp_path: Path) -> Iterator[Daemon]:
     for f in dataclasses.fields(saved):
         setattr(served.state, f.name, getattr(saved, f.name))
     served.triggered.clear()
-
-
-def add_run(engine: Engine, route: str, at: datetime, **totals: Any) -> None:
-    """A run row as the runner leaves it; completed unless ``status`` says otherwise."""
-    tag = f"{route}{at:%j%H%M}"
-    with engine.begin() as conn:
-        eval_set = conn.execute(
-            insert(EvalSetRow)
-            .values(
-                name="faq",
-                version=tag,
-                scale_min=1,
-                scale_max=5,
-                pass_threshold=0.7,
-                definition={},
-            )
-            .returning(EvalSetRow.id)
-        ).scalar_one()
-        snapshot = conn.execute(
-            insert(RouteSnapshotRow)
-            .values(route=route, provider="p", model="m", params={}, config_hash=tag)
-            .returning(RouteSnapshotRow.id)
-        ).scalar_one()
-        conn.execute(
-            insert(RunRow).values(
-                route=route,
-                route_snapshot_id=snapshot,
-                eval_set_id=eval_set,
-                eval_set_name="faq",
-                slot_key=f"{route}/faq/{at.isoformat()}",
-                at=at,
-                started_at=at,
-                **{"status": RunStatus.completed, "results_total": 6, "errors_total": 0, **totals},
-            )
-        )
-
-
-def open_incident(engine: Engine, route: str) -> None:
-    with engine.begin() as conn:
-        run = conn.execute(RunRow.__table__.select().where(RunRow.route == route)).first()
-        assert run is not None
-        conn.execute(
-            insert(IncidentRow).values(
-                route=route,
-                eval_set_name="faq",
-                metric="score",
-                detector="sigma",
-                status=IncidentStatus.open,
-                opened_at=AT,
-                opening_run_id=run.id,
-                observed=0.5,
-                severity="page",
-                detail={},
-            )
-        )
 
 
 def published(daemon: Daemon, version: int) -> Any:
@@ -346,7 +287,7 @@ def test_metrics_read_runs_judges_outbox_incidents_and_policies(daemon: Daemon) 
     add_run(daemon.engine, "a", AT + timedelta(days=1), status=RunStatus.failed)
     add_run(daemon.engine, "c", AT, errors_total=6)  # every call failed
     add_run(daemon.engine, "b", AT, status=RunStatus.running)
-    open_incident(daemon.engine, "a")
+    open_incident(daemon.engine, "a", AT)
     manage.pin(daemon.engine, daemon.config, "chat", ["b", "a"], actor="test")
     with daemon.engine.begin() as conn:
         enqueue(conn, {"event": "incident.opened"}, ["webhook:0", "webhook:1"], AT)
@@ -427,7 +368,7 @@ def test_every_metric_is_prefixed_and_documented(web: Daemon) -> None:
 
 def test_status_is_the_status_json_document(daemon: Daemon) -> None:
     add_run(daemon.engine, "a", AT, score=0.8)
-    open_incident(daemon.engine, "a")
+    open_incident(daemon.engine, "a", AT)
 
     body = daemon.get("/status").json()
 
