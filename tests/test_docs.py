@@ -9,7 +9,7 @@ import click
 import pytest
 
 from routewatch.cli import cli, pending
-from routewatch.scaffold import CONFIG_TEMPLATE, EVAL_TEMPLATE, template_text
+from routewatch.scaffold import CONFIG_TEMPLATE, EVAL_TEMPLATE, SCENARIO_TEMPLATE, template_text
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -53,6 +53,7 @@ def test_readme_marks_each_command_built_or_not_as_the_cli_does() -> None:
 def test_repository_project_is_what_init_writes() -> None:
     assert (ROOT / "routewatch.yaml").read_text() == template_text(CONFIG_TEMPLATE)
     assert (ROOT / "evals" / EVAL_TEMPLATE).read_text() == template_text(EVAL_TEMPLATE)
+    assert (ROOT / SCENARIO_TEMPLATE).read_text() == template_text(SCENARIO_TEMPLATE)
 
 
 def test_ci_runs_the_readme_commands() -> None:

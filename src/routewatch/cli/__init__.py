@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "init": (
         "routewatch.cli.project",
         "init",
-        "Write a commented routewatch.yaml and an example eval set into DIRECTORY.",
+        "Write a commented routewatch.yaml, an example eval set and a simulator scenario.",
     ),
     "validate": (
         "routewatch.cli.project",

@@ -135,7 +135,7 @@ def _not_replayed_row(r: RunReport, facts: RunFacts | None, state: str) -> list[
     """A summary row for a slot this process did not replay: its stored totals, if any."""
     head = [r.route, r.eval_set, str(r.run_id), f"{r.at:%Y-%m-%d %H:%M}"]
     if facts is None or r.outcome is not ClaimOutcome.completed:
-        return [*head, "-", *["-"] * 9, r.outcome.value]
+        return [*head, "-", *["-"] * 10, r.outcome.value]
     return [
         *head,
         "-",
