@@ -50,13 +50,16 @@ def patch(sim: str, model: str, fields: dict[str, Any]) -> None:
     httpx.patch(f"{sim}/admin/models/{model}", json=fields).raise_for_status()
 
 
-def project(tmp_path: Path, sim: str, hook: Receiver, db: str) -> Path:
+def project(
+    tmp_path: Path, sim: str, hook: Receiver, db: str, judge: dict[str, Any] | None = None
+) -> Path:
     path = write_project(
         tmp_path,
         sim,
         {name: {"model": m} for name, m in ROUTES.items()},
         database_url=db,
         provider={"max_retries": 0},
+        judge=judge,
     )
     config: dict[str, Any] = yaml.safe_load(path.read_text())
     config["alerts"] = {
@@ -148,7 +151,9 @@ def test_a_judge_suspect_run_never_moves_traffic_and_drift_is_raised_once(
     for d in drifts:
         assert d["run_id"] == seventh[d["route"]]["id"]
         assert d["judge"] == "default"
-        assert d["canaries"] == [{"criterion": "correctness", "expected": 5.0, "got": 1.0}]
+        assert d["canaries"] == [
+            {"criterion": "correctness", "expected": 5.0, "got": 1.0, "error": None}
+        ], "a judge that answered, wrongly, has no error"
     sent = len(events(hook))
 
     # Further suspect days, cheap still failing: no second drift, traffic still stays.
@@ -185,3 +190,54 @@ def test_a_judge_suspect_run_never_moves_traffic_and_drift_is_raised_once(
     assert changed["chain"] == ["mid", "premium"]
     assert changed["previous_chain"] == list(ROUTES)
     assert changed["incident_id"] == incident["id"]
+
+
+BUDGET_SPENT_AT_ONCE = {
+    "price": {"input_per_mtok": 10_000.0, "output_per_mtok": 10_000.0},
+    "daily_budget_usd": 0.01,
+}
+"""A judge whose first call's estimate alone passes its daily budget."""
+
+
+@pytest.mark.parametrize(
+    ("judge_faults", "judge", "error"),
+    [
+        ({"server_error": 1.0}, None, "judge call failed: server_error: "),
+        ({"rate_limited": 1.0}, None, "judge call failed: rate_limited: "),
+        (None, {"structured_output": False}, "judge reply unreadable: no verdict"),
+        (None, BUDGET_SPENT_AT_ONCE, "judge budget reached: default may spend $0.01 a day"),
+    ],
+    ids=["server-error", "rate-limited", "unreadable-reply", "budget"],
+)
+def test_judge_drift_says_why_the_judge_gave_no_verdict_on_a_canary(
+    tmp_path: Path,
+    sim: str,
+    hook: Receiver,
+    judge_faults: dict[str, float] | None,
+    judge: dict[str, Any] | None,
+    error: str,
+) -> None:
+    """A judge that failed reads apart from one that drifted: ``got`` is null and
+    ``error`` names the failure, as stored in ``canary_results``."""
+    db = f"sqlite:///{tmp_path / 'rw.db'}"
+    config = project(tmp_path, sim, hook, db, judge)
+    if judge_faults is not None:
+        patch(sim, JUDGE, {"faults": judge_faults})
+
+    day(config, 1)
+
+    assert all(r["judge_suspect"] for r in runs_on(db, 1).values())
+    drifts = named(hook, "judge.drift")
+    assert sorted(d["route"] for d in drifts) == sorted(ROUTES)
+    for d in drifts:
+        (canary,) = d["canaries"]
+        assert (canary["criterion"], canary["expected"], canary["got"]) == (
+            "correctness",
+            5.0,
+            None,
+        )
+        assert canary["error"].startswith(error), canary["error"]
+        assert "\n" not in canary["error"]
+    assert {c["error"] for c in rows(db, "canary_results")} == {
+        d["canaries"][0]["error"] for d in drifts
+    }

@@ -390,6 +390,7 @@ class _Run:
                     criterion=c.criterion,
                     expected=c.expected,
                     observed=c.observed,
+                    error=c.error,
                 )
                 for c in checks
             ],

@@ -208,7 +208,15 @@ EVENTS: dict[str, dict[str, Any]] = {
         "event": "judge.drift",
         "run_id": 42,
         "judge": "judge-mini",
-        "canaries": [{"criterion": "cites the policy", "expected": 1, "got": None}] * 30,
+        "canaries": [
+            {
+                "criterion": "cites the policy",
+                "expected": 1,
+                "got": None,
+                "error": "judge reply unreadable: no verdict in the judge's reply: " + HOSTILE * 20,
+            }
+        ]
+        * 30,
     },
     "judge.budget": {
         **COMMON,
@@ -358,6 +366,56 @@ def test_policy_changed_shows_both_chains() -> None:
 
     assert "chat-pro → chat-premium" in text
     assert "chat-flash → chat-pro → chat-premium" in text
+
+
+def judge_drift(*canaries: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **COMMON,
+        "event": "judge.drift",
+        "run_id": 42,
+        "judge": "judge-mini",
+        "canaries": [{"criterion": "correctness", "expected": 5, **c} for c in canaries],
+    }
+
+
+def drift_lines(event: dict[str, Any]) -> list[str]:
+    """The lines of a ``judge.drift`` message's section: the lead, then one per canary."""
+    (section,) = [b for b in slack_message(event)["blocks"] if b["type"] == "section"]
+    lines: list[str] = section["text"]["text"].split("\n")
+    return lines
+
+
+def test_judge_drift_shows_why_a_canary_got_no_verdict() -> None:
+    timeout = "judge call failed: timeout: no complete answer within 30 s"
+    event = judge_drift({"got": None, "error": timeout}, {"got": None})
+
+    lines = drift_lines(event)
+
+    assert lines == [
+        "judge-mini gave no verdict on any canary on run 42.",
+        f"• correctness: expected 5, got no verdict ({timeout})",
+        "• correctness: expected 5, got no verdict",  # a body from before errors were kept
+    ]
+
+
+def test_judge_drift_of_a_judge_that_answered_says_its_verdicts_moved() -> None:
+    event = judge_drift({"got": 1.0, "error": None}, {"got": None, "error": "judge call failed"})
+
+    lines = drift_lines(event)
+
+    assert lines == [
+        "Canary verdicts from judge-mini moved on run 42.",
+        "• correctness: expected 5, got 1",
+        "• correctness: expected 5, got no verdict (judge call failed)",
+    ]
+
+
+def test_a_canary_error_cannot_ping_or_link() -> None:
+    text = dumped(slack_message(judge_drift({"got": None, "error": HOSTILE})))
+
+    for raw in ("<!channel>", "<@U123>", "<https://evil", "```"):
+        assert raw not in text
+    assert "got no verdict (&lt;!channel&gt; &lt;@U123&gt;" in text
 
 
 @pytest.mark.parametrize(

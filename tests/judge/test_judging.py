@@ -1,8 +1,12 @@
 """Judging during `routewatch run`, against the simulator on a loopback port."""
 
 import asyncio
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -215,36 +219,106 @@ def test_the_judges_database_work_never_stalls_the_routes_calls(
     assert latencies[len(latencies) // 2] < db_delay_s * 1000 / 2, latencies
 
 
-@pytest.mark.parametrize(
-    ("model", "structured", "moved", "error"),
-    [
-        # The call fails (a 5xx after retries): nothing is known about the judge.
-        ("failing", True, False, "judge call failed: server_error"),
-        # The judge answers in prose, no verdict readable: the judge itself changed.
-        ("judge", False, True, "no verdict"),
-    ],
-)
-def test_a_canary_moves_on_an_unreadable_reply_not_on_a_failed_call(
-    tmp_path: Path, sim: str, model: str, structured: bool, moved: bool, error: str
-) -> None:
+def judge_canaries(
+    tmp_path: Path, base_url: str, judge: Judge, api_key: str | None = None
+) -> list[CanaryCheck]:
+    """The example eval set's canaries judged by ``judge`` at ``base_url``, without retries."""
     url = f"sqlite:///{tmp_path / 'rw.db'}"
     upgrade(url)
     engine = create_engine_for(url)
     (tmp_path / EVAL_TEMPLATE).write_text(template_text(EVAL_TEMPLATE))
     evalset = load_eval_set(tmp_path / EVAL_TEMPLATE)
-    judge = Judge(provider="sim", model=model, structured_output=structured)
+    key_env = None if api_key is None else "RW_JUDGE_KEY"
+    env = {} if api_key is None else {"RW_JUDGE_KEY": api_key}
 
     async def canaries() -> list[CanaryCheck]:
-        provider = Provider(base_url=f"{sim}/v1", max_retries=0)
-        async with OpenAIClient("sim", provider, {}) as client:
+        provider = Provider(base_url=base_url, max_retries=0, api_key_env=key_env)
+        async with OpenAIClient("sim", provider, env) as client:
             runner = JudgeRunner("default", judge, client, engine, evalset, SystemClock())
             return await runner.judge_canaries()
 
     try:
-        checks = asyncio.run(canaries())
+        return asyncio.run(canaries())
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("model", "structured", "moved", "error", "canary_error"),
+    [
+        # The call fails (a 5xx after retries): nothing is known about the judge.
+        (
+            "failing",
+            True,
+            False,
+            "judge call failed: server_error",
+            "judge call failed: server_error: ",
+        ),
+        # The judge answers in prose, no verdict readable: the judge itself changed.
+        ("judge", False, True, "no verdict", "judge reply unreadable: no verdict in "),
+    ],
+)
+def test_a_canary_moves_on_an_unreadable_reply_not_on_a_failed_call(
+    tmp_path: Path,
+    sim: str,
+    model: str,
+    structured: bool,
+    moved: bool,
+    error: str,
+    canary_error: str,
+) -> None:
+    judge = Judge(provider="sim", model=model, structured_output=structured)
+
+    checks = judge_canaries(tmp_path, f"{sim}/v1", judge)
 
     assert len(checks) == CANARY
     assert {c.moved for c in checks} == {moved}
     assert all(c.observed is None and error in (c.judgement.error or "") for c in checks)
+    assert all((c.error or "").startswith(canary_error) for c in checks), checks[0].error
+
+
+def test_a_canary_answered_has_no_error(tmp_path: Path, sim: str) -> None:
+    checks = judge_canaries(tmp_path, f"{sim}/v1", Judge(provider="sim", model="judge"))
+
+    assert [(c.observed, c.error) for c in checks] == [(5.0, None)] * CANARY
+
+
+KEY = "sk-judge-DO-NOT-LEAK-0123456789"
+
+
+@contextmanager
+def key_echoing_provider() -> Iterator[str]:
+    """A provider that refuses every call with 401 and echoes its bearer token, as some do;
+    yields its base URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = f"Incorrect API key provided: {self.headers.get('authorization')}".encode()
+            self.send_response(401)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_a_canary_error_never_holds_the_judges_api_key(tmp_path: Path) -> None:
+    with key_echoing_provider() as base_url:
+        checks = judge_canaries(tmp_path, base_url, Judge(provider="sim", model="judge"), KEY)
+
+    errors = [c.error or "" for c in checks]
+    assert all(e.startswith("judge call failed: client_error: ") for e in errors), errors
+    assert all("[api key]" in e and KEY not in e for e in errors), errors

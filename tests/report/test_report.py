@@ -6,6 +6,7 @@ import json
 import re
 import statistics
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from html import escape as html_escape
 from pathlib import Path
@@ -97,10 +98,22 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, st
         config["reports"] = {"dir": "reports"}
         path.write_text(yaml.safe_dump(config))
         for day in range(1, 7):
-            assert run(["run", "-c", str(path), "--at", f"2026-11-{day:02d}T06:00:00Z"]) == 0
+            assert (
+                run_in_a_thread(["run", "-c", str(path), "--at", f"2026-11-{day:02d}T06:00:00Z"])
+                == 0
+            )
         httpx.patch(f"{sim}/admin/models/cheap-m", json={"quality": 0.0}).raise_for_status()
-        run(["run", "-c", str(path), "--at", "2026-11-07T06:00:00Z"])
+        run_in_a_thread(["run", "-c", str(path), "--at", "2026-11-07T06:00:00Z"])
         yield path, sim
+
+
+def run_in_a_thread(argv: list[str]) -> int:
+    """``run(argv)`` in a thread of its own. Once the module's ``chromium`` is up,
+    Playwright's sync API keeps an asyncio loop running in this thread, where
+    ``routewatch run``'s ``asyncio.run`` would fail; which fixture comes first depends
+    on the test that a pytest-xdist worker happens to start the module with."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(run, argv).result()
 
 
 def test_the_report_fits_a_phone_screen_and_landscape_paper(

@@ -44,7 +44,7 @@ def test_upgrade_creates_every_table(db_url: str) -> None:
 def test_upgrade_leaves_the_database_at_head(db_url: str) -> None:
     upgrade(db_url)
 
-    assert current_revision(db_url) == head_revision() == "0007"
+    assert current_revision(db_url) == head_revision() == "0008"
 
 
 def test_current_revision_of_an_empty_database_is_none(db_url: str) -> None:

@@ -327,16 +327,31 @@ def _policy_changed(event: Mapping[str, Any]) -> Built:
 
 def _judge_drift(event: Mapping[str, Any]) -> Built:
     judge = _e(event.get("judge"), 100) or "the judge"
+    canaries = _mappings(event.get("canaries"))
     lines = [
         f"{_e(c.get('criterion'), 200) or 'canary'}: expected {_g(c.get('expected'), '—')}, "
-        f"got {_g(c.get('got'), 'no verdict')}"
-        for c in _mappings(event.get("canaries"))
+        f"got {_canary_verdict(c)}"
+        for c in canaries
     ]
     run = _e(event.get("run_id"))
-    lead = f"Canary verdicts from {judge} moved" + (f" on run {run}." if run else ".")
+    answered = not canaries or any(_num(c.get("got")) is not None for c in canaries)
+    lead = (
+        f"Canary verdicts from {judge} moved"
+        if answered
+        else f"{judge} gave no verdict on any canary"
+    ) + (f" on run {run}." if run else ".")
     title = f":scales: Judge drift: {judge}"
     blocks = [_header(title), _section(lead + "\n" + _bullets(lines, "No canaries listed."))]
     return f"Judge drift: {judge}", [*blocks, _footer(event)]
+
+
+def _canary_verdict(canary: Mapping[str, Any]) -> str:
+    """The grade the judge gave a canary, or that it gave none and why (``error``)."""
+    got = _num(canary.get("got"))
+    if got is not None:
+        return f"{got:g}"
+    error = _e(canary.get("error"), 150)
+    return f"no verdict ({error})" if error else "no verdict"
 
 
 def _judge_budget(event: Mapping[str, Any]) -> Built:

@@ -85,6 +85,23 @@ class CanaryCheck:
     read; a call that failed (no reply) leaves it unmoved."""
     judgement: Judgement
 
+    @property
+    def error(self) -> str | None:
+        """Why the judge gave no verdict, on one line; None when it gave one.
+
+        The text stored for an item's judge error, which names the failure:
+        ``judge call failed: timeout: ...`` (with the call's ``ErrorClass``; the client
+        has blanked the API key out of what the provider said), ``judge budget reached:
+        ...``, or for a reply with no readable verdict, ``judge reply unreadable: `` and
+        why.
+        """
+        if self.observed is not None:
+            return None
+        reason = self.judgement.error or "no verdict"
+        if self.judgement.unreadable:
+            reason = f"judge reply unreadable: {reason}"
+        return " ".join(reason.split())
+
 
 class JudgeRunner:
     """Judges outputs for one eval set with one configured judge."""

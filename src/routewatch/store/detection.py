@@ -584,9 +584,14 @@ def _reminders(
 def judge_drift_body(
     conn: Connection, route: str, eval_set_name: str, run: RunRecord
 ) -> dict[str, Any]:
-    """The ``judge.drift`` event of a run whose canaries moved."""
+    """The ``judge.drift`` event of a judge-suspect run: its canaries moved or got no verdict.
+
+    Each canary gives the grade expected and the one the judge gave (``got``); where it
+    gave none (``got`` null), ``error`` says why, so that a judge that drifted reads apart
+    from one that failed.
+    """
     canaries = [
-        {"criterion": r.criterion, "expected": r.expected, "got": r.observed}
+        {"criterion": r.criterion, "expected": r.expected, "got": r.observed, "error": r.error}
         for r in conn.execute(
             select(CanaryResultRow.__table__)
             .where(CanaryResultRow.run_id == run.run_id)

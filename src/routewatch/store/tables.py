@@ -43,6 +43,10 @@ every database and a later revision can drop or alter them by name."""
 HASH_LENGTH = 16
 """Length of the content hashes (eval-set version, item hash, route config hash)."""
 
+CANARY_ERROR_LENGTH = 500
+"""Longest ``canary_results.error`` kept: the judge layer's one-line reason (a provider's
+answer in it is already cut to 200 characters), cut here if it is longer still."""
+
 
 class RunStatus(StrEnum):
     """Where a run is in its life; a run is ``running`` while an owner heartbeats it."""
@@ -323,6 +327,9 @@ class CanaryResultRow(Base):
     criterion: Mapped[str] = mapped_column(String(200))
     expected: Mapped[float]
     observed: Mapped[float | None]
+    error: Mapped[str | None] = mapped_column(String(CANARY_ERROR_LENGTH))
+    """Why the judge gave no verdict (``observed`` is None): a failed call with its error
+    class, the budget, or a reply with no readable verdict. None when it gave one."""
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
 

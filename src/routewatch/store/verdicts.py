@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from routewatch.store.outbox import enqueue
-from routewatch.store.tables import Base
+from routewatch.store.tables import CANARY_ERROR_LENGTH, Base
 
 # Core tables, not the mapped classes: judging runs inside a replay, and a statement on
 # a mapped class configures every mapper first (see ``routewatch.store.runs``).
@@ -112,12 +112,17 @@ class CanaryRecord:
     criterion: str
     expected: float
     observed: float | None
+    error: str | None = None
+    """Why there is no verdict (``observed`` is None), on one line; cut when stored."""
 
 
 def store_canary_results(
     engine: Engine, *, run_id: int, eval_set_id: int, records: list[CanaryRecord], now: datetime
 ) -> None:
-    """Record a run's canary verdicts (a resumed run replaces its earlier ones)."""
+    """Record a run's canary verdicts (a resumed run replaces its earlier ones).
+
+    An error longer than ``CANARY_ERROR_LENGTH`` is cut to it, ending in ``…``.
+    """
     with engine.begin() as conn:
         conn.execute(delete(_canary_results).where(_canary_results.c.run_id == run_id))
         if records:
@@ -131,11 +136,19 @@ def store_canary_results(
                         "criterion": r.criterion,
                         "expected": r.expected,
                         "observed": r.observed,
+                        "error": _cut(r.error, CANARY_ERROR_LENGTH),
                         "created_at": now,
                     }
                     for r in records
                 ],
             )
+
+
+def _cut(text: str | None, limit: int) -> str | None:
+    """``text`` at most ``limit`` characters long, ending in ``…`` where it was cut."""
+    if text is None or len(text) <= limit:
+        return text
+    return text[: limit - 1] + "…"
 
 
 def judge_spend(engine: Engine, *, judge: str, day: date) -> float:
