@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -187,38 +188,11 @@ class Dispatcher:
 
     def _send(self, message: Message) -> SendResult:
         kind, _, rest = message.target.partition(":")
-        settings = self.config.alerts.delivery
-        if kind == "slack":
-            slack = self.config.alerts.slack
-            if slack is None:
-                return SendResult(ok=False, error="Slack is no longer configured")
-            url = secret(slack.webhook_url_env, self.env, needed_for="Slack alerts")
-            sent = send_slack(
-                url,
-                slack_message(message.payload),
-                timeout_s=settings.timeout_s,
-                delivery_id=message.delivery_id,
-            )
-            return SendResult(ok=sent.ok, status_code=sent.status_code, error=sent.error)
-        if kind == "webhook":
-            hook = next((h for h in self.config.alerts.webhooks if h.key == rest), None)
-            if hook is None:
-                return SendResult(ok=False, error=f"webhook {rest} is no longer configured")
-            key = (
-                secret(hook.secret_env, self.env, needed_for="signing webhooks")
-                if hook.secret_env
-                else None
-            )
-            return send_webhook(
-                hook.url,
-                message.payload,
-                delivery_id=message.delivery_id,
-                secret=key,
-                timeout_s=settings.timeout_s,
-            )
         if kind == "publish":
             return self._publish(rest)
-        return SendResult(ok=False, error=f"unknown target {message.target!r}")
+        return send_alert(
+            self.config, self.env, message.target, message.payload, delivery_id=message.delivery_id
+        )
 
     def _publish(self, rest: str) -> SendResult:
         name, _, key = rest.rpartition(":")
@@ -281,3 +255,40 @@ class Dispatcher:
         }
         with self.engine.begin() as conn:
             enqueue(conn, body, self.config.alerts.targets(), now)
+
+
+def send_alert(
+    config: Config,
+    env: Mapping[str, str],
+    target: str,
+    payload: Mapping[str, Any],
+    *,
+    delivery_id: str,
+) -> SendResult:
+    """Send one event to one alert target (``slack`` or ``webhook:<key>``), once.
+
+    Raises:
+        MissingSecretError: the Slack URL's or the webhook secret's variable is not set.
+    """
+    kind, _, rest = target.partition(":")
+    settings = config.alerts.delivery
+    if kind == "slack":
+        slack = config.alerts.slack
+        if slack is None:
+            return SendResult(ok=False, error="Slack is no longer configured")
+        url = secret(slack.webhook_url_env, env, needed_for="Slack alerts")
+        sent = send_slack(
+            url, slack_message(payload), timeout_s=settings.timeout_s, delivery_id=delivery_id
+        )
+        return SendResult(ok=sent.ok, status_code=sent.status_code, error=sent.error)
+    if kind == "webhook":
+        hook = next((h for h in config.alerts.webhooks if h.key == rest), None)
+        if hook is None:
+            return SendResult(ok=False, error=f"webhook {rest} is no longer configured")
+        key = (
+            secret(hook.secret_env, env, needed_for="signing webhooks") if hook.secret_env else None
+        )
+        return send_webhook(
+            hook.url, payload, delivery_id=delivery_id, secret=key, timeout_s=settings.timeout_s
+        )
+    return SendResult(ok=False, error=f"unknown target {target!r}")

@@ -379,6 +379,12 @@ def _publish_failed(event: Mapping[str, Any]) -> Built:
     return f"Policy {policy} was not published", blocks
 
 
+def _alert_test(event: Mapping[str, Any]) -> Built:
+    title = ":white_check_mark: routewatch test alert"
+    text = _e(event.get("message"), 300) or "A test of routewatch's alert delivery."
+    return "routewatch test alert", [_header(title), _section(text), _footer(event)]
+
+
 def _generic(event: Mapping[str, Any]) -> Built:
     kind = _e(event.get("event"), 100) or "event"
     scalars = [
@@ -396,6 +402,7 @@ def _generic(event: Mapping[str, Any]) -> Built:
 
 
 _BUILDERS: dict[str, Callable[[Mapping[str, Any]], Built]] = {
+    "alert.test": _alert_test,
     "incident.opened": lambda event: _incident(event, reminder=False),
     "incident.reminder": lambda event: _incident(event, reminder=True),
     "incident.resolved": _resolved,

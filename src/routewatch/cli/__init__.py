@@ -62,6 +62,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Write the HTML report: quality, cost and latency per route, incidents, policy changes.",
     ),
     "judge": ("routewatch.cli.judge", "judge", "The judge's own quality."),
+    "alerts": (
+        "routewatch.cli.alerts",
+        "alerts",
+        "Check alert delivery: send a test event to every target.",
+    ),
 }
 """Each command: the module that defines it, its attribute there, and the first paragraph
 of its help (what ``routewatch --help`` lists; ``tests/test_cli_lazy.py`` keeps it equal
