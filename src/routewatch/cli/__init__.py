@@ -62,6 +62,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Write the HTML report: quality, cost and latency per route, incidents, policy changes.",
     ),
     "judge": ("routewatch.cli.judge", "judge", "The judge's own quality."),
+    "incidents": (
+        "routewatch.cli.incidents",
+        "incidents_command",
+        "List open incidents (with --all, resolved ones too), newest first.",
+    ),
     "alerts": (
         "routewatch.cli.alerts",
         "alerts",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Engine, RowMapping, func, select
 
@@ -237,6 +238,39 @@ class IncidentFacts:
     threshold: float | None
     p_value: float | None
     healthy_streak: int
+    status: str = "open"
+    resolved_at: datetime | None = None
+
+
+def _incident(r: Any) -> IncidentFacts:
+    return IncidentFacts(
+        id=r.id,
+        route=r.route,
+        eval_set=r.eval_set_name,
+        metric=r.metric,
+        detector=r.detector,
+        opened_at=r.opened_at,
+        opening_run_id=r.opening_run_id,
+        observed=r.observed,
+        baseline_mean=r.baseline_mean,
+        threshold=r.threshold,
+        p_value=r.p_value,
+        healthy_streak=r.healthy_streak,
+        status=r.status,
+        resolved_at=r.resolved_at,
+    )
+
+
+def list_incidents(
+    engine: Engine, routes: Sequence[str], *, open_only: bool, limit: int
+) -> list[IncidentFacts]:
+    """The routes' incidents, newest opened first: the open ones, or the ``limit`` newest."""
+    query = select(IncidentRow.__table__).where(IncidentRow.route.in_(routes))
+    if open_only:
+        query = query.where(IncidentRow.status == IncidentStatus.open)
+    query = query.order_by(IncidentRow.opened_at.desc(), IncidentRow.id.desc()).limit(limit)
+    with engine.connect() as conn:
+        return [_incident(r) for r in conn.execute(query)]
 
 
 def latest_detections(engine: Engine, routes: Sequence[str]) -> dict[str, DetectionFacts]:
@@ -275,20 +309,5 @@ def open_incidents_by_route(
     out: dict[str, list[IncidentFacts]] = {}
     with engine.connect() as conn:
         for r in conn.execute(query):
-            out.setdefault(r.route, []).append(
-                IncidentFacts(
-                    id=r.id,
-                    route=r.route,
-                    eval_set=r.eval_set_name,
-                    metric=r.metric,
-                    detector=r.detector,
-                    opened_at=r.opened_at,
-                    opening_run_id=r.opening_run_id,
-                    observed=r.observed,
-                    baseline_mean=r.baseline_mean,
-                    threshold=r.threshold,
-                    p_value=r.p_value,
-                    healthy_streak=r.healthy_streak,
-                )
-            )
+            out.setdefault(r.route, []).append(_incident(r))
     return out
