@@ -34,6 +34,7 @@ from routewatch.store.detection import (
     record_detection,
     undetected_runs,
 )
+from routewatch.store.pairwise import PreferenceRecord
 from routewatch.store.runs import ClaimOutcome
 
 WRITE_ATTEMPTS = 3
@@ -248,19 +249,20 @@ def compare_cycle(
     now: datetime,
     eval_sets: Mapping[str, EvalSet],
     env: Mapping[str, str],
-) -> None:
+) -> list[PreferenceRecord]:
     """Pairwise mode on detected runs whose eval set asks for it (``pairwise: true``).
 
     Call it after detection and alert delivery. Runs compared before may be passed
     again: an interrupted comparison is finished, and items already compared are not
-    asked about again. ``env`` is where the judge's API key is read.
+    asked about again. ``env`` is where the judge's API key is read. Returns the
+    comparisons stored now.
     """
     targets = [
         PairwiseTarget(run_id=r.run_id, evalset=eval_sets[r.eval_set])
         for r in runs
         if r.eval_set in eval_sets
     ]
-    compare_runs(engine, config, targets, env=env, now=now)
+    return compare_runs(engine, config, targets, env=env, now=now)
 
 
 def detect_left_over(

@@ -149,13 +149,19 @@ def test_detecting_a_run_again_does_not_ask_the_judge_again(tmp_path: Path, sim:
     assert len(rows(db_url, "pairwise_preferences")) == ITEMS
 
 
-def test_pairwise_max_items_caps_the_items_compared_per_run(tmp_path: Path, sim: str) -> None:
+def test_pairwise_max_items_caps_the_items_compared_per_run(
+    tmp_path: Path, sim: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     db_url = f"sqlite:///{tmp_path / 'rw.db'}"
 
     degraded_project(tmp_path, sim, db_url, pairwise_max_items=2)
 
     assert len(rows(db_url, "pairwise_preferences")) == 2
     assert pairwise_calls_at(sim) == 4
+    # `run` says what the comparisons found and cost: the summary's judge columns can't.
+    last = capsys.readouterr().err
+    assert "r x support-faq (run 4): pairwise on 2 fallen item(s): baseline preferred 2; " in last
+    assert "; 4 judge call(s), $" in last
 
 
 def test_the_report_and_cli_show_how_often_the_baseline_was_preferred(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -30,6 +31,7 @@ from routewatch.project import Project, load_project
 from routewatch.runner import RunPlan, RunReport, execute, plan_runs, replay_gc
 from routewatch.status import ERRORING_RATE, RouteState
 from routewatch.store.migrate import open_database
+from routewatch.store.pairwise import PreferenceRecord
 from routewatch.store.queries import RunFacts, runs_by_id
 from routewatch.store.runs import ClaimOutcome
 
@@ -101,7 +103,7 @@ def run_command(
             project.config.alerts.delivery.run_wait_s
         )
         # After the alerts: a page must not wait for the judge's comparisons.
-        compare_cycle(
+        compared = compare_cycle(
             engine, project.config, verdicts, now=clock.now(), eval_sets=project.eval_sets, env=env
         )
         stored = runs_by_id(
@@ -119,6 +121,8 @@ def run_command(
     for line in finding_lines(verdicts):
         click.echo(line, err=True)
     for line in delivery_lines(delivery):
+        click.echo(line, err=True)
+    for line in pairwise_lines(compared, verdicts):
         click.echo(line, err=True)
     click.echo(summary_table(reports, {v.run_id: v for v in verdicts}, stored))
     if any(r.every_call_failed for r in reports):
@@ -253,6 +257,36 @@ def finding_lines(verdicts: list[RunVerdict]) -> Iterator[str]:
             yield f"{where}: resolved incident(s) {', '.join(map(str, v.resolved))}"
         for note in v.policy_notes:
             yield f"{where}: {note}"
+
+
+def pairwise_lines(
+    compared: Sequence[PreferenceRecord], verdicts: Sequence[RunVerdict]
+) -> Iterator[str]:
+    """One line per run that pairwise mode compared: what the judge preferred, and its cost.
+
+    Its calls come after the run's summary was counted, so the table's judge columns
+    leave them out.
+    """
+    where = {v.run_id: f"{v.route} x {v.eval_set} (run {v.run_id})" for v in verdicts}
+    for run_id in dict.fromkeys(r.run_id for r in compared):
+        found = [r for r in compared if r.run_id == run_id]
+        counts = Counter(r.preference.value if r.preference else None for r in found)
+        said = ", ".join(
+            f"{label} {counts[key]}"
+            for key, label in (
+                ("baseline", "baseline preferred"),
+                ("today", "today preferred"),
+                ("tie", "tie"),
+                (None, "not compared"),
+            )
+            if counts[key]
+        )
+        cost = sum(r.cost_usd for r in found)
+        calls = sum(r.calls for r in found)
+        yield (
+            f"{where.get(run_id, f'run {run_id}')}: pairwise on {len(found)} fallen item(s): "
+            f"{said}; {calls} judge call(s), {usd(cost)}"
+        )
 
 
 def delivery_lines(report: DispatchReport) -> Iterator[str]:
