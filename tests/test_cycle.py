@@ -245,8 +245,8 @@ def test_a_backfilled_bad_run_is_recorded_but_moves_no_incident(
     assert capsys.readouterr().out.splitlines()[-1].endswith(" healthy (backfill)")
     assert [i["status"] for i in rows(db, "incidents")] == ["open"]
 
-    # The slot again: nothing replayed, its stored figures shown.
-    assert day(config, 11) == 0
+    # The slot again: nothing replayed, its stored figures shown, and still no regression.
+    assert day(config, 11, "--fail-on-regression") == 0
     last = capsys.readouterr().out.splitlines()[-1].split()
     assert last[-2:] == ["already", "completed"]
     assert last[6:9] == ["1.000", "100.0%", "0.0%"], last

@@ -26,11 +26,11 @@ from routewatch.judge.pairwise import PairwiseTarget, compare_runs
 from routewatch.runner import RunReport
 from routewatch.store.detection import (
     HISTORY_SLACK,
-    already_detected,
     detected_after,
     load_history,
     load_run,
     open_incidents,
+    paged_metrics,
     record_detection,
     undetected_runs,
 )
@@ -75,16 +75,17 @@ class RunVerdict:
     """Fallback-policy changes made or suggested on this run, in words."""
     backfill: bool = False
     """A later run had been detected first: incidents and policies were left alone."""
-    bad_metrics: frozenset[str] = frozenset()
-    """Metrics this run was bad on (kept out of later baselines)."""
+    paged_metrics: frozenset[str] = frozenset()
+    """Metrics a finding paged on for this run (for a backfill: would have paged on)."""
 
     @property
     def state(self) -> str:
         """``unknown``, ``degraded`` (an open incident) or ``healthy``.
 
-        A backfill is judged by itself: the incidents open now were opened by later runs.
+        A backfill is judged by its own findings: the incidents open now were opened by
+        later runs.
         """
-        if self.bad_metrics if self.backfill else self.open_metrics:
+        if self.paged_metrics if self.backfill else self.open_metrics:
             return "degraded"
         return "healthy" if self.known else "unknown"
 
@@ -149,7 +150,12 @@ def detect_cycle(
     verdicts: dict[int, RunVerdict] = {}
     records = {}
     for run in runs:
-        if already_detected(engine, run.run_id):
+        stored = paged_metrics(engine, run.run_id)
+        if stored is not None:  # detected already: a slot repeated, say
+            at, paged = stored
+            # One older than the newest detected is judged by what paged on it then; the
+            # newest by the incidents open now.
+            late = detected_after(engine, route=run.route, eval_set_name=run.eval_set, at=at)
             still_open = open_incidents(engine, route=run.route, eval_set_name=run.eval_set)
             verdicts[run.run_id] = RunVerdict(
                 route=run.route,
@@ -158,6 +164,8 @@ def detect_cycle(
                 known=True,
                 skipped=True,
                 open_metrics=frozenset(i.metric for i in still_open),
+                backfill=late,
+                paged_metrics=paged,
             )
             continue
         record = load_run(engine, run.run_id)
@@ -236,7 +244,7 @@ def detect_cycle(
                 skipped=not recorded.written,
                 policy_notes=recorded.policy_notes,
                 backfill=late,
-                bad_metrics=transition.in_incident,
+                paged_metrics=frozenset(f.metric for f in decision.findings),
             )
     return [verdicts[r.run_id] for r in runs if r.run_id in verdicts]
 

@@ -166,6 +166,20 @@ def already_detected(engine: Engine, run_id: int) -> bool:
         return found.first() is not None
 
 
+def paged_metrics(engine: Engine, run_id: int) -> tuple[datetime, frozenset[str]] | None:
+    """A detected run's logical time and the metrics its findings paged on.
+
+    None when the run was not detected yet.
+    """
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(DetectionRow.at, DetectionRow.findings).where(DetectionRow.run_id == run_id)
+        ).one_or_none()
+    if row is None:
+        return None
+    return row.at, frozenset(str(f["metric"]) for f in row.findings or [] if f.get("paged"))
+
+
 def detected_after(engine: Engine, *, route: str, eval_set_name: str, at: datetime) -> bool:
     """Whether a run of (route, eval set) later than ``at`` has been detected already."""
     with engine.connect() as conn:
