@@ -24,6 +24,10 @@ BOMB = "a: &a [1,1,1,1,1,1,1,1,1]\n" + "".join(
         ("[1, 2]: x\n", 1, "a key must be a plain value"),
         (BOMB, 1, "aliases expanding?"),
         ("a: 1\nb: !!int abc\n", 2, "cannot read 'abc' as !!int"),
+        ("a: !!bool maybe\n", 1, "cannot read 'maybe' as !!bool"),
+        ('a: !!int ""\n', 1, "cannot read '' as !!int"),
+        ('a: !!float ""\n', 1, "cannot read '' as !!float"),
+        ("a: !!python/name:os.system x\n", 1, "could not determine a constructor"),
     ],
 )
 def test_bad_yaml_is_refused_with_its_line(text: str, line: int, message: str) -> None:

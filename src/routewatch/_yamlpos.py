@@ -342,9 +342,10 @@ class _Builder:
             return str(node.value)
         try:
             value = self.loader.construct_object(node)
-        except (ValueError, TypeError, yaml.YAMLError) as exc:  # `!!int abc`, `!!float x`
+        except Exception as exc:  # `!!int abc`, `!!bool maybe`, `!!int ""`, an unknown tag
             tag = node.tag.replace("tag:yaml.org,2002:", "!!")
-            raise self.fail(node, loc, f"cannot read {node.value!r} as {tag}: {exc}") from None
+            reason = exc.problem if isinstance(exc, yaml.MarkedYAMLError) else exc
+            raise self.fail(node, loc, f"cannot read {node.value!r} as {tag}: {reason}") from None
         if not isinstance(value, str | int | float | bool) and value is not None:
             # Binary and the like: routewatch's formats have none; keep the text.
             return str(node.value)
