@@ -13,12 +13,12 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine
 
 from routewatch.config import Config
+from routewatch.store.nodata import late_since
 from routewatch.store.queries import (
     DetectionFacts,
     IncidentFacts,
     RunFacts,
     completed_run_counts,
-    late_routes,
     latest_detections,
     latest_policy_versions,
     latest_runs,
@@ -193,9 +193,7 @@ def build_status(engine: Engine, config: Config) -> StatusBody:
     versions = latest_policy_versions(engine)
     detections = latest_detections(engine, names)
     incidents = open_incidents_by_route(engine, names)
-    # Only a route still scheduled can be late: one taken off its schedule keeps the
-    # state the daemon last stored, which no check will clear.
-    late = late_routes(engine, [n for n in names if config.routes[n].schedule is not None])
+    late = late_since(engine, config)
     routes = [
         RouteStatus(
             route=name,

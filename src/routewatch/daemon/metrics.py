@@ -23,11 +23,11 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from routewatch.config import Config
 from routewatch.daemon.state import DaemonState
+from routewatch.store.nodata import late_since
 from routewatch.store.outbox import backlog
 from routewatch.store.queries import (
     RunFacts,
     last_successful_runs,
-    late_routes,
     latest_completed_runs,
     latest_policy_versions,
     open_incidents_by_route,
@@ -122,9 +122,8 @@ def read_store(engine: Engine, config: Config) -> StoreFigures:
 
 
 def _late(engine: Engine, config: Config) -> dict[str, bool]:
-    scheduled = [name for name, route in config.routes.items() if route.schedule is not None]
-    late = late_routes(engine, scheduled)
-    return {name: name in late for name in scheduled}
+    late = late_since(engine, config)
+    return {name: name in late for name, route in config.routes.items() if route.schedule}
 
 
 DATABASE_DOWN: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout)

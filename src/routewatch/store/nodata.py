@@ -57,6 +57,51 @@ def _attempted(conn: Connection, route: str, *, by: datetime) -> bool:
     return found is not None
 
 
+def _newest_with_answers(conn: Connection, route: str) -> dict[str, datetime]:
+    """Each eval set's newest completed run of ``route`` that brought an answer."""
+    return dict(
+        conn.execute(
+            select(RunRow.eval_set_name, type_coerce(func.max(RunRow.at), UTCDateTime()))
+            .where(
+                RunRow.route == route,
+                RunRow.status == RunStatus.completed,
+                # A run whose every call failed (a provider down, a wrong base_url)
+                # completed, but brought no data.
+                RunRow.results_total > RunRow.errors_total,
+            )
+            .group_by(RunRow.eval_set_name)
+        ).all()
+    )
+
+
+def late_since(engine: Engine, config: Config) -> dict[str, datetime]:
+    """The scheduled routes the NO_DATA check found late and still are, and since when.
+
+    The check stores the state; only the daemon runs it. A late slot's runs may have
+    come since (``routewatch run`` while the daemon is stopped), so a route whose every
+    eval set has a run with answers at or after the slot that was late is not late.
+    """
+    scheduled = {n: r for n, r in config.routes.items() if r.schedule is not None}
+    grace = timedelta(hours=config.alerts.no_data_hours)
+    out: dict[str, datetime] = {}
+    with engine.connect() as conn:
+        stored = conn.execute(
+            select(AlertStateRow.route, AlertStateRow.since).where(
+                AlertStateRow.route.in_(list(scheduled)),
+                AlertStateRow.metric == RUNS_METRIC,
+                AlertStateRow.state == AlertState.no_data,
+            )
+        ).all()
+        for name, since in stored:
+            route = scheduled[name]
+            trigger = parse_cron(route.schedule or "", config.timezone)
+            slot = last_fire_at_or_before(trigger, since - grace)
+            newest = _newest_with_answers(conn, name)
+            if slot is None or any(newest.get(e) is None or newest[e] < slot for e in route.evals):
+                out[name] = since
+    return out
+
+
 def check_no_data(
     engine: Engine, config: Config, *, now: datetime, grace: timedelta, targets: Sequence[str]
 ) -> list[DataState]:
@@ -69,19 +114,7 @@ def check_no_data(
         if slot is None:
             continue
         with engine.begin() as conn:
-            newest = dict(
-                conn.execute(
-                    select(RunRow.eval_set_name, type_coerce(func.max(RunRow.at), UTCDateTime()))
-                    .where(
-                        RunRow.route == name,
-                        RunRow.status == RunStatus.completed,
-                        # A run whose every call failed (a provider down, a wrong
-                        # base_url) completed, but brought no data.
-                        RunRow.results_total > RunRow.errors_total,
-                    )
-                    .group_by(RunRow.eval_set_name)
-                ).all()
-            )
+            newest = _newest_with_answers(conn, name)
             if not newest and not _attempted(conn, name, by=slot):
                 # Never run yet (a new route, a fresh deployment): nothing is late. A route
                 # whose every run failed so far (a missing API key, a wrong URL) is late.

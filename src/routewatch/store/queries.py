@@ -13,10 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine, RowMapping, func, select
 
-from routewatch.store.nodata import RUNS_METRIC
 from routewatch.store.tables import (
-    AlertState,
-    AlertStateRow,
     DetectionRow,
     IncidentRow,
     IncidentStatus,
@@ -132,20 +129,6 @@ def last_successful_runs(engine: Engine, routes: Sequence[str]) -> dict[str, dat
     )
     with engine.connect() as conn:
         return {route: at for route, at in conn.execute(query)}
-
-
-def late_routes(engine: Engine, routes: Sequence[str]) -> dict[str, datetime]:
-    """The routes whose scheduled runs are late (``route.no_data`` raised), and since when.
-
-    The daemon's NO_DATA check keeps this state; a route it never checked is not late.
-    """
-    query = select(AlertStateRow.route, AlertStateRow.since).where(
-        AlertStateRow.route.in_(routes),
-        AlertStateRow.metric == RUNS_METRIC,
-        AlertStateRow.state == AlertState.no_data,
-    )
-    with engine.connect() as conn:
-        return {route: since for route, since in conn.execute(query)}
 
 
 def latest_completed_runs(engine: Engine, routes: Sequence[str]) -> dict[tuple[str, str], RunFacts]:
