@@ -250,6 +250,24 @@ def test_status_and_policy_answer_503_while_the_database_is_unreachable(
     assert "Traceback" not in caplog.text
 
 
+def test_a_read_only_postgresql_is_an_outage(
+    tmp_path: Path, pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A standby after a failover refuses writes with an InternalError (SQLSTATE 25006)."""
+    for web in serve(tmp_path, pg_url):
+        web.state.engine.dispose()
+        web.state.engine = create_engine_for(
+            f"{pg_url}?options=-c%20default_transaction_read_only%3Don"
+        )
+        answer = web.post("/policy/chat/pin", {"routes": ["b", "a"]})
+        web.state.engine.dispose()
+
+        assert answer.status_code == 503
+        assert answer.headers["retry-after"] == "30"
+        assert "read-only transaction" in caplog.text
+        assert "Traceback" not in caplog.text
+
+
 def test_a_statement_sqlite_cannot_run_is_a_bug_not_an_outage(
     web: Daemon, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -18,7 +18,7 @@ from datetime import datetime
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, InternalError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from routewatch.config import Config
@@ -126,7 +126,12 @@ def _late(engine: Engine, config: Config) -> dict[str, bool]:
     return {name: name in late for name, route in config.routes.items() if route.schedule}
 
 
-DATABASE_DOWN: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout)
+DATABASE_DOWN: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    PoolTimeout,
+    InternalError,
+)
 """What SQLAlchemy raises when the database cannot be reached or is too busy; narrowed by
 ``database_down``, since SQLite raises the same class for a mistake in a statement."""
 
@@ -143,6 +148,10 @@ _SQLITE_OUTAGES = (
 ``no such table``, ``no such column`` or ``syntax error`` for a bug, with the same class."""
 
 
+READ_ONLY_SQL_TRANSACTION = "25006"
+"""PostgreSQL's SQLSTATE for a write in a read-only transaction."""
+
+
 def database_down(exc: BaseException) -> bool:
     """Whether ``exc`` is an outage to report in one line and wait out, not a bug.
 
@@ -152,9 +161,16 @@ def database_down(exc: BaseException) -> bool:
     if not isinstance(exc, DATABASE_DOWN):
         return False
     orig = getattr(exc, "orig", None)
+    if isinstance(exc, InternalError):
+        # PostgreSQL's InternalError is mostly bugs; a read-only transaction (a standby
+        # after a failover, default_transaction_read_only) is an outage to wait out.
+        return getattr(orig, "sqlstate", None) == READ_ONLY_SQL_TRANSACTION
     if isinstance(exc, OperationalError) and isinstance(orig, sqlite3.OperationalError):
         text = str(orig).lower()
         return any(phrase in text for phrase in _SQLITE_OUTAGES)
+    # PostgreSQL's OperationalError covers lost connections, admin shutdowns and
+    # statement timeouts: all an outage, the last too (a query slow for ever would be
+    # answered 503 for ever; its warning line says so each time).
     return True
 
 
