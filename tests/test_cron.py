@@ -88,7 +88,7 @@ def test_a_sixth_leading_field_sets_seconds() -> None:
     ("expr", "said"),
     [
         ("0 25 * * *", "hour field '25': 25 is above its maximum, 23"),
-        ("0 6 0 * *", "day field '0': 0 is below its minimum, 1"),
+        ("0 6 0 * *", "day-of-month field '0': 0 is below its minimum, 1"),
         ("0 6 * 1-13 *", "month field '1-13': 13 is above its maximum, 12"),
         ("x 6 * * *", "minute field 'x': "),
     ],

@@ -432,7 +432,7 @@ def secret(var: str, env: Mapping[str, str], *, needed_for: str = "") -> str:
     return value
 
 
-_RETRIED = " (retried until alerts.delivery.give_up_hours; set it and restart)"
+_RETRIED = " (retried until alerts.delivery.give_up_hours"
 
 
 def unset_secrets(config: Config, env: Mapping[str, str], *, daemon: bool = True) -> list[str]:
@@ -447,6 +447,8 @@ def unset_secrets(config: Config, env: Mapping[str, str], *, daemon: bool = True
         j.provider for j in config.judges.values()
     }
     found: list[str] = []
+    # The daemon reads the environment once, at start.
+    retried = _RETRIED + ("; set it and restart)" if daemon else ")")
 
     def check(var: str | None, what: str) -> None:
         if var and not env.get(var):
@@ -456,9 +458,9 @@ def unset_secrets(config: Config, env: Mapping[str, str], *, daemon: bool = True
         if name in used:
             check(provider.api_key_env, f"every call to provider {name} will fail")
     if config.alerts.slack is not None:
-        check(config.alerts.slack.webhook_url_env, f"Slack alerts fail{_RETRIED}")
+        check(config.alerts.slack.webhook_url_env, f"Slack alerts fail{retried}")
     for hook in config.alerts.webhooks:
-        check(hook.secret_env, f"alerts to webhook {hook.key} fail{_RETRIED}")
+        check(hook.secret_env, f"alerts to webhook {hook.key} fail{retried}")
     for name, policy in config.policies.items():
         for publisher in policy.publish:
             check(publisher.api_key_env, f"policy {name}'s {publisher.type} publisher will fail")

@@ -9,7 +9,7 @@ the daemon both build triggers here.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
@@ -73,7 +73,7 @@ def _which_field(parts: dict[str, str], exc: ValueError) -> str:
     """APScheduler's complaint, said of the field it is about (it names only the value)."""
     for name, value in parts.items():
         try:
-            CronTrigger(**{name: value})
+            CronTrigger(**{name: value}, timezone=UTC)  # no lookup of the local zone
         except ValueError as alone:
             reason = re.sub(r"^Error validating expression '[^']*': ", "", str(alone))
             reason = re.sub(
@@ -84,7 +84,8 @@ def _which_field(parts: dict[str, str], exc: ValueError) -> str:
                 ),
                 reason,
             )
-            return f"{name.replace('_', '-')} field {value!r}: {reason}"
+            label = "day-of-month" if name == "day" else name.replace("_", "-")
+            return f"{label} field {value!r}: {reason}"
     return str(exc)
 
 
