@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from routewatch.cli.options import config_option
+from routewatch.cli.options import config_option, routes_option
 from routewatch.cli.table import format_table, num
 from routewatch.config import load_config
 from routewatch.errors import UsageError
@@ -19,13 +19,7 @@ from routewatch.store.queries import IncidentFacts, list_incidents
 
 @click.command("incidents")
 @config_option
-@click.option(
-    "--route",
-    "routes",
-    multiple=True,
-    metavar="NAME",
-    help="Only this route (repeatable); default: every route.",
-)
+@routes_option
 @click.option("--all", "show_all", is_flag=True, help="Resolved incidents too, newest first.")
 @click.option(
     "--limit",

@@ -27,3 +27,13 @@ def config_param() -> click.Option:
 def config_option(f: F) -> F:
     """Decorator adding ``-c/--config FILE`` (as ``config_path``) to a command."""
     return click.option(*_CONFIG_DECLS, **_CONFIG_ATTRS)(f)
+
+
+routes_option = click.option(
+    "--route",
+    "routes",
+    multiple=True,
+    metavar="NAME",
+    help="Only this route (repeatable); default: every route.",
+)
+"""Decorator adding ``--route NAME`` (repeatable, as ``routes``) to a command."""

@@ -10,12 +10,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Protocol
 
 import click
 
 from routewatch.alerts.dispatch import Dispatcher, DispatchReport
 from routewatch.cli.exit_codes import ExitCode
-from routewatch.cli.options import config_option
+from routewatch.cli.options import config_option, routes_option
 from routewatch.cli.table import format_table, num, pct, usd
 from routewatch.clock import SystemClock, parse_instant
 from routewatch.cycle import (
@@ -41,13 +42,7 @@ AT_SKEW = timedelta(minutes=5)
 
 @click.command("run")
 @config_option
-@click.option(
-    "--route",
-    "routes",
-    multiple=True,
-    metavar="NAME",
-    help="Only this route (repeatable); default: every route.",
-)
+@routes_option
 @click.option(
     "--at",
     metavar="ISO8601",
@@ -143,17 +138,45 @@ def _not_replayed_row(r: RunReport, facts: RunFacts | None, state: str) -> list[
     return [
         *head,
         "-",
-        num(facts.score, digits=3),
-        pct(facts.pass_rate),
-        pct(facts.error_rate),
-        num(facts.p50_latency_ms, " ms"),
-        num(facts.p95_latency_ms, " ms"),
-        num(facts.tokens_in),
-        num(facts.tokens_out),
-        usd(facts.cost_usd),
+        *_figures(facts),
         "-",
         "-",
         "already completed" if state == "-" else state,
+    ]
+
+
+class _Figures(Protocol):
+    """A run's totals, as a summary or as stored."""
+
+    @property
+    def score(self) -> float | None: ...
+    @property
+    def pass_rate(self) -> float | None: ...
+    @property
+    def error_rate(self) -> float | None: ...
+    @property
+    def p50_latency_ms(self) -> float | None: ...
+    @property
+    def p95_latency_ms(self) -> float | None: ...
+    @property
+    def tokens_in(self) -> int | None: ...
+    @property
+    def tokens_out(self) -> int | None: ...
+    @property
+    def cost_usd(self) -> float | None: ...
+
+
+def _figures(run: _Figures) -> list[str]:
+    """The summary's cells from score to cost."""
+    return [
+        num(run.score, digits=3),
+        pct(run.pass_rate),
+        pct(run.error_rate),
+        num(run.p50_latency_ms, " ms"),
+        num(run.p95_latency_ms, " ms"),
+        num(run.tokens_in),
+        num(run.tokens_out),
+        usd(run.cost_usd),
     ]
 
 
@@ -338,14 +361,7 @@ def summary_table(
                 str(r.run_id),
                 f"{r.at:%Y-%m-%d %H:%M}",
                 f"{s.items_scored}/{s.items_total}",
-                num(s.score, digits=3),
-                pct(s.pass_rate),
-                pct(s.error_rate),
-                num(s.p50_latency_ms, " ms"),
-                num(s.p95_latency_ms, " ms"),
-                num(s.tokens_in),
-                num(s.tokens_out),
-                usd(s.cost_usd),
+                *_figures(s),
                 f"{r.judge_calls}/{r.judge_calls_saved}",
                 usd(r.judge_cost_usd),
                 state,
