@@ -101,8 +101,13 @@ def test_a_route_with_too_few_runs_is_unknown(
     run(["run", "-c", str(config), "--at", "2026-11-02T06:00:00Z"])
     capsys.readouterr()
     assert run(["status", "-c", str(config)]) == 0
-    # The table says why: the second run was compared with a baseline of one run.
-    assert "unknown (learning: baseline 1 of 5 runs)" in capsys.readouterr().out
+    assert "unknown (learning: 2 of 5 runs)" in capsys.readouterr().out
+    # History backfilled before them: enough runs, but the newest was detected without.
+    for day in range(3, 9):
+        run(["run", "-c", str(config), "--at", f"2026-10-0{day}T06:00:00Z"])
+    capsys.readouterr()
+    assert run(["status", "-c", str(config)]) == 0
+    assert "unknown (its newest run had a baseline of 1 of 5 runs)" in capsys.readouterr().out
 
 
 def test_status_table_lists_every_route(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -12,6 +14,7 @@ from routewatch.cli.table import format_table, num, pct, usd
 from routewatch.config import load_config
 from routewatch.status import RouteState, RouteStatus, StatusBody, build_status
 from routewatch.store.migrate import open_database
+from routewatch.store.queries import completed_run_counts
 
 
 @click.command("status")
@@ -23,18 +26,33 @@ def status_command(config_path: Path, as_json: bool) -> None:
     engine = open_database(config.database_url)
     try:
         body = build_status(engine, config)
+        counts = completed_run_counts(engine, list(config.routes))
     finally:
         engine.dispose()
     if as_json:
         click.echo(body.model_dump_json(indent=2))
-    else:
-        click.echo(status_table(body, config.detection.min_baseline_runs))
+        return
+    # Each eval set learns its own baseline: the route is as far as its least-run set.
+    completed = {
+        name: min(counts.get((name, e), 0) for e in route.evals)
+        for name, route in config.routes.items()
+    }
+    click.echo(status_table(body, Learning(config.detection.min_baseline_runs, completed)))
 
 
-def status_table(body: StatusBody, min_baseline_runs: int | None = None) -> str:
+@dataclass(frozen=True, slots=True)
+class Learning:
+    """What a route still learning its baseline has and needs."""
+
+    min_baseline_runs: int
+    completed: Mapping[str, int]
+    """Completed runs per route, of its eval set with the fewest."""
+
+
+def status_table(body: StatusBody, learning: Learning | None = None) -> str:
     """The human form of the status document.
 
-    With ``min_baseline_runs``, a route still learning its baseline says how far it is.
+    With ``learning``, a route still learning its baseline says how far it is.
     """
     rows = []
     for r in body.routes:
@@ -42,7 +60,7 @@ def status_table(body: StatusBody, min_baseline_runs: int | None = None) -> str:
         rows.append(
             [
                 r.route,
-                _state_text(r, min_baseline_runs),
+                _state_text(r, learning),
                 last.at.strftime("%Y-%m-%d %H:%M") if last else "never",
                 num(last.score, digits=3) if last else "-",
                 pct(last.pass_rate) if last else "-",
@@ -82,20 +100,20 @@ def status_table(body: StatusBody, min_baseline_runs: int | None = None) -> str:
     return text
 
 
-def _state_text(route: RouteStatus, min_baseline_runs: int | None) -> str:
+def _state_text(route: RouteStatus, learning: Learning | None) -> str:
     state = route.state.value
     if route.no_data_since:
         return f"{state} (no data)"
-    learning = route.baseline.runs if route.baseline else 0
-    if (
-        route.state is RouteState.unknown
-        and route.last_run is not None
-        and min_baseline_runs is not None
-        and learning < min_baseline_runs
-    ):
-        # Several eval sets: the newest run's baseline; each set learns its own.
-        return f"{state} (learning: baseline {learning} of {min_baseline_runs} runs)"
-    return state
+    if route.state is not RouteState.unknown or route.last_run is None or learning is None:
+        return state
+    need = learning.min_baseline_runs
+    done = learning.completed.get(route.route, 0)
+    if done < need:
+        return f"{state} (learning: {done} of {need} runs)"
+    # Enough runs now (a backfill, say), but the newest detected run had a shorter
+    # baseline, or runs inside incidents were left out of it: the next run tells.
+    had = route.baseline.runs if route.baseline else 0
+    return f"{state} (its newest run had a baseline of {had} of {need} runs)"
 
 
 def _incident_text(route: RouteStatus) -> str:
