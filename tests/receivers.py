@@ -32,6 +32,8 @@ class Receiver:
     """Answer to every request while ``fail_next`` is 0."""
     fail_next: int = 0
     """Answer this many requests with 503 first."""
+    echo: bool = False
+    """Quote the request's path and query in a failure's body, as some servers do."""
     requests: list[Received] = field(default_factory=list)
     refused: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -45,9 +47,9 @@ class Receiver:
 
 
 @contextmanager
-def receiver(status: int = 200, fail_next: int = 0) -> Iterator[Receiver]:
+def receiver(status: int = 200, fail_next: int = 0, echo: bool = False) -> Iterator[Receiver]:
     """A receiver on a free loopback port, stopped at the end."""
-    state = Receiver(status=status, fail_next=fail_next)
+    state = Receiver(status=status, fail_next=fail_next, echo=echo)
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -66,7 +68,8 @@ def receiver(status: int = 200, fail_next: int = 0) -> Iterator[Receiver]:
             self.send_response(code)
             self.send_header("Content-Type", "text/plain")
             self.end_headers()
-            self.wfile.write(b"ok" if code < 300 else b"unavailable")
+            failure = f"no such hook: {self.path}" if state.echo else "unavailable"
+            self.wfile.write(b"ok" if code < 300 else failure.encode())
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

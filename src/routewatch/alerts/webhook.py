@@ -14,6 +14,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
@@ -65,13 +66,28 @@ def send_webhook(
         with httpx.Client(timeout=timeout_s, transport=transport) as client:
             response = client.post(url, content=body, headers=headers)
     except httpx.HTTPError as exc:
-        # The URL may carry a token (``${VAR}`` expands in it): never echo it.
-        message = f"{type(exc).__name__}: {exc}".replace(url, "<webhook url>")
+        message = redact_url(f"{type(exc).__name__}: {exc}", url)
         return SendResult(ok=False, error=message[:300])
     if 200 <= response.status_code < 300:
         return SendResult(ok=True, status_code=response.status_code)
+    # The receiver may quote the request (`no such hook: /in?token=...`).
     return SendResult(
         ok=False,
         status_code=response.status_code,
-        error=f"HTTP {response.status_code}: {response.text[:200]}",
+        error=f"HTTP {response.status_code}: {redact_url(response.text, url)[:200]}",
     )
+
+
+def redact_url(text: str, url: str) -> str:
+    """``text`` with ``url`` and its secret-bearing parts replaced by ``<webhook url>``.
+
+    The URL may carry a token (``${VAR}`` expands in it) in its path, query or user
+    info; a message may quote the whole URL, or only its path and query.
+    """
+    parts = urlsplit(url)
+    path_query = parts.path + (f"?{parts.query}" if parts.query else "")
+    pieces = {url, path_query, parts.path, parts.query, parts.netloc if "@" in parts.netloc else ""}
+    pieces |= {value for _, value in parse_qsl(parts.query)}
+    for piece in sorted((p for p in pieces if len(p) >= 8), key=len, reverse=True):
+        text = text.replace(piece, "<webhook url>")
+    return text

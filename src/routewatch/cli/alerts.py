@@ -32,11 +32,13 @@ def alerts() -> None:
 def test_command(config_path: Path) -> int:
     """Send an `alert.test` event to Slack and every webhook now; say how each answered.
 
-    Exit 2 when a target did not take it. Nothing is stored or retried: the database is
-    not opened.
+    One line per target, on standard output. Each is sent once, past the outbox
+    (Slack's client makes its one quick retry after a connection error or a 5xx).
+
+    Exit 2 when a target did not take it. Nothing is stored or retried later: the
+    database is not opened.
     """
     from routewatch.alerts.dispatch import send_alert
-    from routewatch.alerts.webhook import SendResult
 
     env = dict(os.environ)
     config = load_config(config_path, env)
@@ -58,13 +60,14 @@ def test_command(config_path: Path) -> int:
         try:
             result = send_alert(config, env, target, payload, delivery_id=str(uuid.uuid4()))
         except RoutewatchError as exc:  # its secret's variable is not set
-            result = SendResult(ok=False, error=str(exc))
-        answer = f"HTTP {result.status_code}" if result.status_code is not None else "no answer"
+            failed += 1
+            click.echo(f"{_label(config, target)}: not sent: {exc}")
+            continue
         if result.ok:
-            click.echo(f"{_label(config, target)}: delivered ({answer})")
+            click.echo(f"{_label(config, target)}: delivered (HTTP {result.status_code})")
         else:
             failed += 1
-            click.echo(f"{_label(config, target)}: failed ({answer}): {result.error}", err=True)
+            click.echo(f"{_label(config, target)}: failed: {result.error}")
     return ExitCode.failure if failed else ExitCode.ok
 
 
@@ -78,8 +81,13 @@ def _label(config: Config, target: str) -> str:
 
 
 def _shown(url: str) -> str:
-    """``url`` without user info, query or fragment, where a secret could hide."""
-    parts = urlsplit(url)
+    """``url``'s scheme, host and port: its path, query and user info may hold a token."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # a port out of range: the send says what is wrong
+        return "an invalid URL"
     host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
