@@ -6,7 +6,7 @@ The pydantic models here are the public ``status --json`` contract (also served 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
@@ -193,7 +193,7 @@ def build_status(engine: Engine, config: Config) -> StatusBody:
     versions = latest_policy_versions(engine)
     detections = latest_detections(engine, names)
     incidents = open_incidents_by_route(engine, names)
-    late = late_since(engine, config)
+    late = late_since(engine, config, now=datetime.now(UTC))
     routes = [
         RouteStatus(
             route=name,

@@ -10,6 +10,7 @@ import pytest
 
 from routewatch.cli import run
 from routewatch.config import load_config
+from routewatch.cron import last_fire_at_or_before, parse_cron
 from routewatch.store.migrate import open_database
 from routewatch.store.nodata import check_no_data
 from runner_project import faq_simulator, write_project
@@ -127,35 +128,44 @@ def test_status_table_lists_every_route(
 def test_a_route_whose_scheduled_runs_stopped_is_not_called_healthy(
     tmp_path: Path, sim: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Six healthy days, then nothing: ``status`` must not go on saying healthy."""
+    """Six healthy days, then nothing: ``status`` must not go on saying healthy.
+
+    ``status`` reads the wall clock, so the days are the last ones before now.
+    """
     config_path = write_project(
         tmp_path, sim, {"good": {"model": "perfect", "schedule": "0 6 * * *"}}
     )
-    for day in range(1, 7):
-        run(["run", "-c", str(config_path), "--at", f"2026-11-0{day}T06:00:00Z"])
+    now = datetime.now(UTC)
+    slot = last_fire_at_or_before(parse_cron("0 6 * * *"), now - timedelta(hours=6))
+    assert slot is not None
+    days = [slot - timedelta(days=n) for n in range(9, 3, -1)]  # 9 to 4 days before
+    for day in days:
+        run(["run", "-c", str(config_path), "--at", day.isoformat()])
     config = load_config(config_path, {})
     engine = open_database(config.database_url)
 
     def check(at: datetime) -> None:
         check_no_data(engine, config, now=at, grace=timedelta(hours=6), targets=[])
 
-    check(datetime(2026, 11, 6, 13, tzinfo=UTC))
+    check(days[-1] + timedelta(hours=7))
     assert status_json(config_path, capsys)["routes"][0]["state"] == "healthy"
-    late_at = datetime(2026, 11, 9, 13, tzinfo=UTC)
+    late_at = days[-1] + timedelta(days=1, hours=7)  # three days ago: found late then
     check(late_at)
 
     route = status_json(config_path, capsys)["routes"][0]
-    assert (route["state"], route["no_data_since"]) == ("unknown", "2026-11-09T13:00:00Z")
-    assert route["last_run"]["at"] == "2026-11-06T06:00:00Z"
+    assert route["state"] == "unknown"
+    assert route["no_data_since"] == late_at.isoformat().replace("+00:00", "Z")
+    assert route["last_run"]["at"] == days[-1].isoformat().replace("+00:00", "Z")
     assert run(["status", "-c", str(config_path)]) == 0
     table = capsys.readouterr().out
     assert "unknown (no data)" in table
-    assert "good: scheduled runs late since 2026-11-09 13:00 UTC" in table
+    assert f"good: scheduled runs late since {late_at:%Y-%m-%d %H:%M} UTC" in table
 
-    run(["run", "-c", str(config_path), "--at", "2026-11-07T06:00:00Z"])
-    assert status_json(config_path, capsys)["routes"][0]["state"] == "unknown", "a slot before"
-    # The late slot's run, by hand, with no daemon to check again: not late any more.
-    run(["run", "-c", str(config_path), "--at", "2026-11-09T06:00:00Z"])
+    # A missing slot after the one found late, by hand: the newest is still late.
+    run(["run", "-c", str(config_path), "--at", (slot - timedelta(days=1)).isoformat()])
+    assert status_json(config_path, capsys)["routes"][0]["state"] == "unknown"
+    # The newest slot past the grace, by hand, with no daemon to check again: not late.
+    run(["run", "-c", str(config_path), "--at", slot.isoformat()])
     route = status_json(config_path, capsys)["routes"][0]
     assert (route["state"], route["no_data_since"]) == ("healthy", None)
     engine.dispose()

@@ -13,7 +13,7 @@ import logging
 import sqlite3
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -122,7 +122,7 @@ def read_store(engine: Engine, config: Config) -> StoreFigures:
 
 
 def _late(engine: Engine, config: Config) -> dict[str, bool]:
-    late = late_since(engine, config)
+    late = late_since(engine, config, now=datetime.now(UTC))
     return {name: name in late for name, route in config.routes.items() if route.schedule}
 
 

@@ -74,12 +74,13 @@ def _newest_with_answers(conn: Connection, route: str) -> dict[str, datetime]:
     )
 
 
-def late_since(engine: Engine, config: Config) -> dict[str, datetime]:
+def late_since(engine: Engine, config: Config, *, now: datetime) -> dict[str, datetime]:
     """The scheduled routes the NO_DATA check found late and still are, and since when.
 
-    The check stores the state; only the daemon runs it. A late slot's runs may have
-    come since (``routewatch run`` while the daemon is stopped), so a route whose every
-    eval set has a run with answers at or after the slot that was late is not late.
+    The check stores the state; only the daemon runs it. The runs may have come since
+    (``routewatch run`` while the daemon is stopped), so a route whose every eval set
+    has a run with answers at or after its newest slot past the grace, as the check
+    would find now, is not late.
     """
     scheduled = {n: r for n, r in config.routes.items() if r.schedule is not None}
     grace = timedelta(hours=config.alerts.no_data_hours)
@@ -95,7 +96,7 @@ def late_since(engine: Engine, config: Config) -> dict[str, datetime]:
         for name, since in stored:
             route = scheduled[name]
             trigger = parse_cron(route.schedule or "", config.timezone)
-            slot = last_fire_at_or_before(trigger, since - grace)
+            slot = last_fire_at_or_before(trigger, now - grace)
             newest = _newest_with_answers(conn, name)
             if slot is None or any(newest.get(e) is None or newest[e] < slot for e in route.evals):
                 out[name] = since
