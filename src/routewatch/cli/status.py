@@ -108,12 +108,9 @@ def _state_text(route: RouteStatus, learning: Learning | None) -> str:
         return state
     need = learning.min_baseline_runs
     done = learning.completed.get(route.route, 0)
-    if done < need:
-        return f"{state} (learning: {done} of {need} runs)"
-    # Enough runs now (a backfill, say), but the newest detected run had a shorter
-    # baseline, or runs inside incidents were left out of it: the next run tells.
-    had = route.baseline.runs if route.baseline else 0
-    return f"{state} (its newest run had a baseline of {had} of {need} runs)"
+    # A run is compared once `need` runs came before it: the next one, when `done` has
+    # reached it (a backfill can bring it there without a run after).
+    return f"{state} (learning: {done} run(s) so far; a run is compared once {need} came before it)"
 
 
 def _incident_text(route: RouteStatus) -> str:
