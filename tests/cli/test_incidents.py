@@ -65,6 +65,7 @@ def test_open_incidents_newest_first_and_all_with_resolved_ones(
     assert [ln.split()[0] for ln in every[1:]] == ["#3", "#2", "#1"]
     assert every[3].endswith("resolved 2026-11-11 06:00")
     assert incidents(config, capsys, "--all", "--limit", "1").count("\n") == 2
+    assert incidents(config, capsys, "--limit", "1").count("\n") == 3, "every open one"
 
 
 def test_json_and_route_filter(config: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -26,7 +26,7 @@ from routewatch.store.queries import IncidentFacts, list_incidents
     type=click.IntRange(1),
     default=50,
     show_default=True,
-    help="At most this many incidents.",
+    help="With --all, at most this many (every open incident is always listed).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print them as a JSON list.")
 def incidents_command(
@@ -49,7 +49,7 @@ def incidents_command(
             engine,
             list(dict.fromkeys(routes)) or list(config.routes),
             open_only=not show_all,
-            limit=limit,
+            limit=limit if show_all else None,
         )
     finally:
         engine.dispose()

@@ -245,9 +245,12 @@ def _incident(r: Any) -> IncidentFacts:
 
 
 def list_incidents(
-    engine: Engine, routes: Sequence[str], *, open_only: bool, limit: int
+    engine: Engine, routes: Sequence[str], *, open_only: bool, limit: int | None
 ) -> list[IncidentFacts]:
-    """The routes' incidents, newest opened first: the open ones, or the ``limit`` newest."""
+    """The routes' incidents (only the open ones, or all), newest opened first.
+
+    At most ``limit`` of them when it is given.
+    """
     query = select(IncidentRow.__table__).where(IncidentRow.route.in_(routes))
     if open_only:
         query = query.where(IncidentRow.status == IncidentStatus.open)
