@@ -30,8 +30,8 @@ from routewatch.store.detection import (
     load_history,
     load_run,
     open_incidents,
-    paged_metrics,
     record_detection,
+    stored_detection,
     undetected_runs,
 )
 from routewatch.store.pairwise import PreferenceRecord
@@ -150,22 +150,21 @@ def detect_cycle(
     verdicts: dict[int, RunVerdict] = {}
     records = {}
     for run in runs:
-        stored = paged_metrics(engine, run.run_id)
+        stored = stored_detection(engine, run.run_id)
         if stored is not None:  # detected already: a slot repeated, say
-            at, paged = stored
             # One older than the newest detected is judged by what paged on it then; the
             # newest by the incidents open now.
-            late = detected_after(engine, route=run.route, eval_set_name=run.eval_set, at=at)
+            late = detected_after(engine, route=run.route, eval_set_name=run.eval_set, at=stored.at)
             still_open = open_incidents(engine, route=run.route, eval_set_name=run.eval_set)
             verdicts[run.run_id] = RunVerdict(
                 route=run.route,
                 eval_set=run.eval_set,
                 run_id=run.run_id,
-                known=True,
+                known=stored.known,
                 skipped=True,
                 open_metrics=frozenset(i.metric for i in still_open),
                 backfill=late,
-                paged_metrics=paged,
+                paged_metrics=stored.paged,
             )
             continue
         record = load_run(engine, run.run_id)

@@ -77,6 +77,23 @@ def test_json_and_route_filter(config: Path, capsys: pytest.CaptureFixture[str])
     assert incidents(config, capsys, "--route", "c") == "no open incidents\n"
 
 
+def test_a_route_taken_out_of_the_config_keeps_its_incidents_listed(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No run will resolve them any more: they must not vanish from sight."""
+    data = yaml.safe_load(config.read_text())
+    del data["routes"]["b"]
+    config.write_text(yaml.safe_dump(data))
+
+    lines = incidents(config, capsys).splitlines()
+
+    assert [ln.split()[:4] for ln in lines[1:]] == [
+        ["#3", "a", "faq", "score"],
+        ["#2", "b", "(not", "configured)"],
+    ]
+    assert [i["id"] for i in json.loads(incidents(config, capsys, "--json", "--route", "b"))] == [2]
+
+
 def test_an_unknown_route_is_a_usage_error(
     config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

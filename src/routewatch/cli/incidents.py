@@ -39,26 +39,28 @@ def incidents_command(
     runs in a row it has had toward `recover_runs`.
     """
     config = load_config(config_path, dict(os.environ))
-    unknown = [r for r in routes if r not in config.routes]
-    if unknown:
-        known = ", ".join(config.routes) or "none"
-        raise UsageError(f"unknown route(s) {', '.join(unknown)} for --route; known: {known}")
     engine = open_database(config.database_url)
     try:
         found = list_incidents(
             engine,
-            list(dict.fromkeys(routes)) or list(config.routes),
+            list(dict.fromkeys(routes)) or None,
             open_only=not show_all,
             limit=limit if show_all else None,
         )
+        # A route taken out of the config keeps its incidents: it is known by them.
+        stored = {i.route for i in list_incidents(engine, routes, open_only=False, limit=None)}
     finally:
         engine.dispose()
+    unknown = [r for r in routes if r not in config.routes and r not in stored]
+    if unknown:
+        known = ", ".join(config.routes) or "none"
+        raise UsageError(f"unknown route(s) {', '.join(unknown)} for --route; known: {known}")
     if as_json:
         click.echo(json.dumps([_json(i) for i in found], indent=2))
     elif not found:
         click.echo("no open incidents" if not show_all else "no incidents")
     else:
-        click.echo(incidents_table(found, config.detection.recover_runs))
+        click.echo(incidents_table(found, config.detection.recover_runs, set(config.routes)))
 
 
 def _json(incident: IncidentFacts) -> dict[str, object]:
@@ -69,12 +71,15 @@ def _json(incident: IncidentFacts) -> dict[str, object]:
     return body
 
 
-def incidents_table(found: list[IncidentFacts], recover_runs: int) -> str:
-    """One line per incident: where, what, since when, and how far toward recovery."""
+def incidents_table(found: list[IncidentFacts], recover_runs: int, configured: set[str]) -> str:
+    """One line per incident: where, what, since when, and how far toward recovery.
+
+    A route no longer ``configured`` says so: no run will ever resolve its incidents.
+    """
     rows = [
         [
             f"#{i.id}",
-            i.route,
+            i.route if i.route in configured else f"{i.route} (not configured)",
             i.eval_set,
             i.metric,
             i.detector,

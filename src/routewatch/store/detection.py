@@ -166,18 +166,30 @@ def already_detected(engine: Engine, run_id: int) -> bool:
         return found.first() is not None
 
 
-def paged_metrics(engine: Engine, run_id: int) -> tuple[datetime, frozenset[str]] | None:
-    """A detected run's logical time and the metrics its findings paged on.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredDetection:
+    """What was recorded when a run was detected."""
 
-    None when the run was not detected yet.
-    """
+    at: datetime
+    """The run's logical time."""
+    known: bool
+    """Whether it had a baseline (else the route was still learning)."""
+    paged: frozenset[str]
+    """Metrics its findings paged on."""
+
+
+def stored_detection(engine: Engine, run_id: int) -> StoredDetection | None:
+    """What detection recorded for ``run_id``; None when it was not detected yet."""
     with engine.connect() as conn:
         row = conn.execute(
-            select(DetectionRow.at, DetectionRow.findings).where(DetectionRow.run_id == run_id)
+            select(DetectionRow.at, DetectionRow.known, DetectionRow.findings).where(
+                DetectionRow.run_id == run_id
+            )
         ).one_or_none()
     if row is None:
         return None
-    return row.at, frozenset(str(f["metric"]) for f in row.findings or [] if f.get("paged"))
+    paged = frozenset(str(f["metric"]) for f in row.findings or [] if f.get("paged"))
+    return StoredDetection(at=row.at, known=bool(row.known), paged=paged)
 
 
 def detected_after(engine: Engine, *, route: str, eval_set_name: str, at: datetime) -> bool:

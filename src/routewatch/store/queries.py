@@ -245,13 +245,15 @@ def _incident(r: Any) -> IncidentFacts:
 
 
 def list_incidents(
-    engine: Engine, routes: Sequence[str], *, open_only: bool, limit: int | None
+    engine: Engine, routes: Sequence[str] | None, *, open_only: bool, limit: int | None
 ) -> list[IncidentFacts]:
-    """The routes' incidents (only the open ones, or all), newest opened first.
+    """The incidents of ``routes``, only the open ones or all, newest opened first.
 
-    At most ``limit`` of them when it is given.
+    ``routes`` None: every route stored, configured or not. At most ``limit`` when given.
     """
-    query = select(IncidentRow.__table__).where(IncidentRow.route.in_(routes))
+    query = select(IncidentRow.__table__)
+    if routes is not None:
+        query = query.where(IncidentRow.route.in_(routes))
     if open_only:
         query = query.where(IncidentRow.status == IncidentStatus.open)
     query = query.order_by(IncidentRow.opened_at.desc(), IncidentRow.id.desc()).limit(limit)
