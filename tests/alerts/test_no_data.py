@@ -7,13 +7,14 @@ from functools import partial
 from pathlib import Path
 
 import yaml
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine
 
+import store_rows
 from routewatch.config import Config, load_config
 from routewatch.cron import last_fire_at_or_before, parse_cron
 from routewatch.store.migrate import open_database
 from routewatch.store.nodata import check_no_data
-from routewatch.store.tables import EvalSetRow, RouteSnapshotRow, RunRow, RunStatus
+from routewatch.store.tables import RunStatus
 from runner_project import rows
 
 GRACE = timedelta(hours=6)
@@ -59,46 +60,8 @@ def write(tmp_path: Path, db_url: str) -> Path:
 def add_run(
     engine: Engine, at: datetime, status: RunStatus = RunStatus.completed, *, errors: int = 0
 ) -> None:
-    with engine.begin() as conn:
-        eval_set = conn.execute(
-            insert(EvalSetRow)
-            .values(
-                name="faq",
-                version=f"v{at:%j%H}",
-                scale_min=1,
-                scale_max=5,
-                pass_threshold=0.7,
-                definition={},
-                created_at=at,
-            )
-            .returning(EvalSetRow.id)
-        ).scalar_one()
-        snapshot = conn.execute(
-            insert(RouteSnapshotRow)
-            .values(
-                route="nightly",
-                provider="p",
-                model="m",
-                params={},
-                config_hash=f"h{at:%j%H}",
-                first_seen_at=at,
-            )
-            .returning(RouteSnapshotRow.id)
-        ).scalar_one()
-        conn.execute(
-            insert(RunRow).values(
-                route="nightly",
-                route_snapshot_id=snapshot,
-                eval_set_id=eval_set,
-                eval_set_name="faq",
-                slot_key=f"nightly/faq/{at.isoformat()}",
-                at=at,
-                started_at=at,
-                status=status,
-                results_total=6,
-                errors_total=errors,
-            )
-        )
+    """A run of the scheduled route, six calls of which ``errors`` failed."""
+    store_rows.add_run(engine, "nightly", at, status=status, errors_total=errors)
 
 
 def states(engine: Engine, config: Config, at: datetime) -> list[tuple[str, bool]]:
