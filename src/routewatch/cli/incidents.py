@@ -48,7 +48,8 @@ def incidents_command(
             limit=limit if show_all else None,
         )
         # A route taken out of the config keeps its incidents: it is known by them.
-        stored = {i.route for i in list_incidents(engine, routes, open_only=False, limit=None)}
+        others = [r for r in routes if r not in config.routes]
+        stored = {i.route for i in list_incidents(engine, others, open_only=False, limit=None)}
     finally:
         engine.dispose()
     unknown = [r for r in routes if r not in config.routes and r not in stored]
