@@ -23,7 +23,7 @@ def readme_commands() -> list[str]:
 
 def test_readme_lists_every_command() -> None:
     assert sorted({c.split()[0] for c in readme_commands()}) == sorted(COMMANDS)
-    assert len(readme_commands()) == 15  # with the judge's and the simulator's subcommands
+    assert len(readme_commands()) == 16  # with the subcommands of judge, sim and incidents
 
 
 @pytest.mark.parametrize("command", readme_commands())

@@ -167,6 +167,10 @@ def test_auto_mode_demotes_a_degraded_route_and_restores_it_after_recovery(
     assert [m["model_name"] for m in gateway["model_list"]] == [*ROUTES.values(), "embed"]
     later = events(hook)[2:]
     assert [e["event"] for e in later] == ["incident.resolved", "policy.changed"]
+    assert (later[0]["resolved_by"], later[0]["reason"]) == (
+        "routewatch",
+        "3 healthy run(s) in a row",
+    )
     assert later[1]["chain"] == list(ROUTES)
     versions = rows(db_url, "policy_versions")
     assert [(v["version"], v["actor"]) for v in versions] == [
@@ -247,3 +251,42 @@ def test_a_long_incident_reminds_every_renotify_hours_and_never_on_each_bad_run(
         ("incident.reminder", "2026-11-09", "score"),
         ("incident.reminder", "2026-11-11", "score"),
     ]
+
+
+def test_an_incident_resolved_by_hand_restores_the_route_and_a_still_bad_run_pages_again(
+    tmp_path: Path, sim: str, hook: Receiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = f"sqlite:///{tmp_path / 'rw.db'}"
+    config = project(tmp_path, sim, hook, "auto", db)
+    for n in range(1, 7):
+        day(config, n)
+    set_quality(sim, "cheap-m", 0.0)
+    day(config, 7)
+    (incident,) = rows(db, "incidents")
+    assert policy_file(tmp_path)["chain"] == ["mid", "premium"]
+    capsys.readouterr()
+
+    code = run(
+        ["incidents", "resolve", "-c", str(config), str(incident["id"]), "--reason", "on purpose"]
+    )
+
+    assert code == 0
+    out = capsys.readouterr().out
+    assert f"incident #{incident['id']} (cheap · support-faq · score) resolved by hand" in out
+    assert "policy chat: restored cheap; active chain cheap → mid → premium" in out
+    assert policy_file(tmp_path)["chain"] == list(ROUTES)
+    assert fallbacks_of_chat(litellm(tmp_path)) == [{"cheap-m": ["mid-m", "premium-m"]}]
+    resolved, changed = events(hook)[2:]
+    assert (resolved["event"], resolved["resolved_by"]) == ("incident.resolved", "cli")
+    assert resolved["policy_actions"][0]["changed"] is True
+    assert (changed["event"], changed["actor"]) == ("policy.changed", "cli")
+    assert changed["reason"] == f"incident #{incident['id']} resolved by hand (cli)"
+    assert changed["incident_id"] == incident["id"]
+
+    day(config, 8)  # cheap is as bad as before: resolving is not silencing
+
+    first, *later = rows(db, "incidents")
+    assert first["status"] == "resolved"
+    assert {(i["metric"], i["status"]) for i in later} >= {("score", "open")}
+    assert policy_file(tmp_path)["chain"] == ["mid", "premium"]
+    assert {e["event"] for e in events(hook)[4:]} == {"incident.opened", "policy.changed"}

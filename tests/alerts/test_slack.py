@@ -350,6 +350,27 @@ def test_resolved_is_a_short_follow_up() -> None:
     assert "Incident #12 resolved" in dumped(message)
 
 
+def test_a_resolution_by_hand_says_who_and_why_not_recovered() -> None:
+    event = {
+        **EVENTS["resolved"],
+        "resolved_by": "cli",
+        "reason": "<!channel> fixed `upstream`",
+        "run_id": None,
+        "observed": None,
+    }
+
+    message = slack_message(event)
+
+    assert "recovered" not in dumped(message)
+    assert message["blocks"][0]["text"]["text"].endswith("incident resolved by hand")
+    reason = "*Reason:* &lt;!channel&gt; fixed \u02cbupstream\u02cb"  # escaped, no code span
+    assert message["blocks"][1]["text"]["text"] == reason
+    assert "Incident #12 resolved by hand (cli)" in dumped(message)
+    assert "run None" not in dumped(message)
+    without_reason = slack_message({**event, "reason": None})
+    assert [b["type"] for b in without_reason["blocks"]] == ["header", "context"]
+
+
 @pytest.mark.parametrize("route_length", range(110, 125))
 def test_long_names_are_cut_in_the_header_without_splitting_an_entity(route_length: int) -> None:
     event = incident_event(route="r" * route_length, metric="&<>" * 50)

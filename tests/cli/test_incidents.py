@@ -1,8 +1,10 @@
-"""`routewatch incidents`: every open incident, or the newest of all, as a table or JSON."""
+"""`routewatch incidents`: every open incident, or the newest of all, as a table or JSON;
+`incidents resolve ID` closes one by hand."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,12 +12,14 @@ import pytest
 import yaml
 from sqlalchemy import update
 
+from receivers import Receiver, receiver
 from routewatch.cli import run
 from routewatch.store.migrate import open_database
 from routewatch.store.tables import IncidentRow, IncidentStatus
 from store_rows import add_run, open_incident
 
 AT = datetime(2026, 11, 9, 6, tzinfo=UTC)
+HOOK_SECRET = "incidents-hook-secret"
 
 
 @pytest.fixture
@@ -99,3 +103,129 @@ def test_an_unknown_route_is_a_usage_error(
 ) -> None:
     assert run(["incidents", "-c", str(config), "--route", "nope"]) == 1
     assert "unknown route(s) nope for --route; known: a, b, c" in capsys.readouterr().err
+
+
+@pytest.fixture
+def hook(config: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
+    """A webhook receiver the config's alerts go to."""
+    monkeypatch.setenv("RW_INCIDENTS_HOOK", HOOK_SECRET)
+    with receiver() as r:
+        data = yaml.safe_load(config.read_text())
+        data["alerts"] = {
+            "webhooks": [{"url": f"{r.url}/hook", "secret_env": "RW_INCIDENTS_HOOK"}],
+            "delivery": {"backoff_initial_s": 0.05, "run_wait_s": 2},
+        }
+        config.write_text(yaml.safe_dump(data))
+        yield r
+
+
+def resolve(config: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = run(["incidents", "resolve", "-c", str(config), *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_resolve_closes_an_incident_by_hand_and_announces_it(
+    config: Path, hook: Receiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = resolve(config, capsys, "2", "--reason", "provider  fixed\nit <b>")
+
+    assert code == 0
+    assert out == "incident #2 (b · faq · score) resolved by hand\n"
+    assert [ln.split()[0] for ln in incidents(config, capsys).splitlines()[1:]] == ["#3"]
+    every = incidents(config, capsys, "--all").splitlines()
+    assert every[2].split()[-6] == "resolved"  # resolved <date> <time> by hand (cli)
+    assert every[2].endswith("by hand (cli)")
+    (listed,) = json.loads(incidents(config, capsys, "--all", "--json", "--route", "b"))
+    assert listed["status"] == "resolved"
+    assert (listed["resolved_by"], listed["resolution_reason"]) == ("cli", "provider fixed it <b>")
+    assert listed["resolved_at"].endswith("Z")
+    (event,) = [r.json() for r in hook.delivered()]
+    assert event["event"] == "incident.resolved"
+    assert (event["incident_id"], event["route"], event["metric"]) == (2, "b", "score")
+    assert (event["resolved_by"], event["reason"]) == ("cli", "provider fixed it <b>")
+    assert (event["run_id"], event["observed"]) == (None, None)
+
+
+def test_resolving_twice_changes_nothing_the_second_time(
+    config: Path, hook: Receiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert resolve(config, capsys, "2")[0] == 0
+
+    code, out, _ = resolve(config, capsys, "2", "--reason", "again")
+
+    assert code == 0
+    assert out.startswith("incident #2 (b · faq · score) was already resolved 20")
+    assert out.endswith("by hand (cli); nothing changed\n")
+    assert len(hook.delivered()) == 1, "one announcement"
+    (listed,) = json.loads(incidents(config, capsys, "--all", "--json", "--route", "b"))
+    assert listed["resolution_reason"] is None, "the first resolution stands"
+
+
+def test_an_incident_a_run_resolved_is_not_resolved_again(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = resolve(config, capsys, "1")
+
+    assert code == 0
+    assert out == (
+        "incident #1 (a · faq · score) was already resolved 2026-11-11 06:00 UTC after "
+        "healthy runs; nothing changed\n"
+    )
+
+
+def test_resolving_an_unknown_incident_is_a_usage_error(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = resolve(config, capsys, "99")
+
+    assert code == 1
+    assert out == ""
+    assert "no incident #99; `routewatch incidents --all` lists them" in err
+
+
+def test_the_incident_of_a_route_taken_out_of_the_config_can_be_resolved(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = yaml.safe_load(config.read_text())
+    del data["routes"]["b"]
+    config.write_text(yaml.safe_dump(data))
+    capsys.readouterr()
+    assert run(["incidents", "-c", str(config)]) == 0
+    hint = "`routewatch incidents resolve ID` closes one by hand"
+    assert hint in capsys.readouterr().err
+
+    assert resolve(config, capsys, "2")[0] == 0
+
+    assert run(["incidents", "-c", str(config)]) == 0
+    out, err = capsys.readouterr()
+    assert [ln.split()[0] for ln in out.splitlines()[1:]] == ["#3"]
+    assert hint not in err
+
+
+def test_the_config_given_before_resolve_is_the_one_used(
+    config: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path / "..")  # no routewatch.yaml here
+    capsys.readouterr()
+
+    assert run(["incidents", "-c", str(config), "resolve", "2"]) == 0
+
+    assert capsys.readouterr().out == "incident #2 (b · faq · score) resolved by hand\n"
+
+
+def test_an_option_of_the_list_given_to_resolve_is_refused(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+
+    assert run(["incidents", "-c", str(config), "--json", "--route", "b", "resolve", "2"]) == 1
+
+    assert "--route, --json only applies to the list, not to `incidents resolve`" in (
+        capsys.readouterr().err
+    )
+    assert [i["id"] for i in json.loads(incidents(config, capsys, "--json"))] == [3, 2]

@@ -714,6 +714,58 @@ def test_a_pin_that_cannot_apply_is_422(web: Daemon, body: Any, reason: str) -> 
     assert web.get("/policy/chat").json()["version"] == before
 
 
+# POST /incidents/ID/resolve
+
+
+def test_resolving_an_incident_restores_its_demoted_route(daemon: Daemon) -> None:
+    add_run(daemon.engine, "a", STARTED)
+    incident = open_incident(daemon.engine, "a", STARTED)
+    manage.pin(daemon.engine, daemon.config, "chat", ["a", "b", "c"])
+    manage.unpin(daemon.engine, daemon.config, "chat")
+    assert daemon.get("/policy/chat").json()["chain"] == ["b", "c"], "a is demoted"
+
+    response = daemon.post(f"/incidents/{incident}/resolve", {"reason": "fixed upstream"})
+
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["changed"] is True
+    resolved = answer["incident"]
+    assert (resolved["id"], resolved["status"], resolved["resolved_by"]) == (
+        incident,
+        "resolved",
+        "api",
+    )
+    assert resolved["resolution_reason"] == "fixed upstream"
+    assert resolved["resolved_at"].endswith("Z")
+    assert answer["policy_actions"][0]["changed"] is True
+    assert daemon.get("/policy/chat").json()["chain"] == ["a", "b", "c"]
+    assert published(daemon, 3)["chain"] == ["a", "b", "c"]
+    again = daemon.post(f"/incidents/{incident}/resolve")
+    assert (again.status_code, again.json()["changed"]) == (200, False)
+    assert again.json()["incident"]["resolution_reason"] == "fixed upstream"
+
+
+def test_resolving_needs_the_token_and_a_known_incident(web: Daemon) -> None:
+    add_run(web.engine, "b", STARTED)
+    incident = open_incident(web.engine, "b", STARTED)
+    try:
+        assert web.post(f"/incidents/{incident}/resolve", token=None).status_code == 401
+        missing = web.post("/incidents/999999/resolve")
+        assert missing.status_code == 404
+        assert missing.json()["error"].startswith("no incident #999999")
+        too_long = web.post(f"/incidents/{incident}/resolve", {"reason": "x" * 501})
+        assert too_long.status_code == 422
+        assert too_long.json()["error"].startswith("invalid request body: reason:")
+        unknown_key = web.post(f"/incidents/{incident}/resolve", {"why": "x"})
+        assert unknown_key.status_code == 422
+        assert web.post("/incidents/abc/resolve").status_code == 404
+        status = web.get("/status").json()
+        (b,) = [r for r in status["routes"] if r["route"] == "b"]
+        assert b["open_incident"]["id"] == incident, "nothing was resolved"
+    finally:
+        web.post(f"/incidents/{incident}/resolve")
+
+
 def test_the_token_never_appears_in_answers_or_logs(
     web: Daemon, caplog: pytest.LogCaptureFixture
 ) -> None:

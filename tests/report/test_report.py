@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import statistics
@@ -257,6 +258,15 @@ def synthetic(payload: str) -> ReportData:
         opening_run_id=1,
         evidence=(evidence,),
     )
+    by_hand = dataclasses.replace(
+        incident,
+        id=2,
+        status="resolved",
+        resolved_at=at,
+        resolved_by=payload,
+        resolution_reason=payload,
+        evidence=(),
+    )
     change = PolicyChange(
         policy=payload,
         version=2,
@@ -288,7 +298,7 @@ def synthetic(payload: str) -> ReportData:
         timezone="UTC",
         sections=(section,),
         previous_window=previous_window(window),
-        incidents=(incident,),
+        incidents=(incident, by_hand),
         policy_changes=(change,),
         notes=(payload,),
         agreement=AgreementSection(weeks=(payload, "2026-W47"), trends=(trend,)),
@@ -528,6 +538,13 @@ def test_each_detector_says_what_it_found_against_what_limit(
     detector: str, p: float | None, limit: float | None, text: str
 ) -> None:
     assert detection_text(DetectorVerdict(detector=detector, p_value=p, threshold=limit)) == text
+
+
+def test_an_incident_resolved_by_hand_says_by_whom_and_why() -> None:
+    html = render_report(synthetic("plain"))
+
+    assert "resolved 2026-11-18 06:00 UTC by hand (plain): “plain”." in html
+    assert "#2 plain · plain resolved by hand" in html
 
 
 @pytest.mark.parametrize(

@@ -291,6 +291,15 @@ def _resolved(event: Mapping[str, Any]) -> Built:
         _e(event.get("eval_set")),
         _e(event.get("at")),
     ]
+    by = event.get("resolved_by")
+    if by is not None and by != "routewatch":
+        # Resolved by hand: no run showed it recovered, so say who closed it and why.
+        parts[0] += f" by hand ({_e(by, 20)})"
+        reason = _e(event.get("reason"))
+        title = f":white_check_mark: {route}: {metric} incident resolved by hand"
+        blocks = [_header(title), _section(f"*Reason:* {reason}" if reason else "")]
+        blocks.append(_context([" · ".join(p for p in parts if p)]))
+        return f"{route}: {metric} incident resolved by hand", blocks
     title = f":white_check_mark: {route} recovered: {metric}"
     context = _context([" · ".join(p for p in parts if p)])
     return f"{route} recovered: {metric}", [_header(title), context]

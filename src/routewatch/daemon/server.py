@@ -43,8 +43,9 @@ from routewatch.policy import manage
 from routewatch.policy.publishers import policy_json
 from routewatch.report.render import CSP
 from routewatch.status import build_status
+from routewatch.store.incidents import MAX_REASON_CHARS, resolve_by_hand
 from routewatch.store.policies import Reconciled
-from routewatch.store.queries import last_successful_runs
+from routewatch.store.queries import incident_json, last_successful_runs
 
 log = logging.getLogger("routewatch.daemon")
 
@@ -81,6 +82,13 @@ class UnpinRequest(_Body):
     """Body of ``POST /policy/NAME/unpin``: none, or ``{}``."""
 
 
+class ResolveRequest(_Body):
+    """Body of ``POST /incidents/ID/resolve``: none, ``{}`` or a reason."""
+
+    reason: str | None = Field(default=None, max_length=MAX_REASON_CHARS)
+    """Why, in words: kept with the incident and sent with its alert."""
+
+
 B = TypeVar("B", bound=_Body)
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -104,8 +112,8 @@ def create_app(state: DaemonState) -> Starlette:
     """Build the daemon's HTTP app on ``state``.
 
     Routes: ``GET /healthz``, ``/metrics``, ``/status``, ``/policy/{name}``, ``/reports/``
-    and ``/reports/{file}``; ``POST /runs``, ``/policy/{name}/pin`` and
-    ``/policy/{name}/unpin`` (bearer token).
+    and ``/reports/{file}``; ``POST /runs``, ``/policy/{name}/pin``,
+    ``/policy/{name}/unpin`` and ``/incidents/{id}/resolve`` (bearer token).
     """
     api = _Api(state)
     routes = [
@@ -118,6 +126,7 @@ def create_app(state: DaemonState) -> Starlette:
         Route("/reports/", _guarded(api.reports_index), methods=["GET"]),
         Route("/reports/{file}", _guarded(api.report_file), methods=["GET"]),
         Route("/runs", _guarded(api.runs), methods=["POST"]),
+        Route("/incidents/{id:int}/resolve", _guarded(api.resolve), methods=["POST"]),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
 
@@ -210,6 +219,36 @@ class _Api:
 
         return await self._change(request, UnpinRequest, apply)
 
+    async def resolve(self, request: Request) -> Response:
+        """Resolve an incident by hand: answer with it, then deliver its alerts."""
+        denied = self._authorize(request)
+        if denied is not None:
+            return denied
+        body = await _parse(request, ResolveRequest)
+        if isinstance(body, Response):
+            return body
+        config, incident_id = self.state.config, request.path_params["id"]
+        try:
+            done = await run_in_threadpool(
+                resolve_by_hand,
+                self.state.engine,
+                config,
+                incident_id,
+                actor="api",
+                reason=body.reason,
+            )
+        except UsageError as exc:
+            return _error(404, _usage_message(exc))
+        if done.changed:
+            log.info("incident #%d resolved through the API", incident_id)
+        answer = {
+            "incident": incident_json(done.incident),
+            "changed": done.changed,
+            "policy_actions": list(done.policy_actions),
+        }
+        task = BackgroundTask(self._deliver, config) if done.events else None
+        return JSONResponse(answer, background=task)
+
     async def _change(
         self, request: Request, model: type[B], apply: Callable[[Config, str, B], Reconciled]
     ) -> Response:
@@ -247,7 +286,7 @@ class _Api:
                 Dispatcher(self.state.engine, config, self.state.env).deliver_due()
         except Exception:
             # The daemon's dispatcher passes every few seconds and will deliver them.
-            log.warning("delivering the outbox after a policy change failed", exc_info=True)
+            log.warning("delivering the outbox after a change by hand failed", exc_info=True)
 
     def _authorize(self, request: Request) -> Response | None:
         """None when the request carries the API token; else the refusal to send."""

@@ -28,6 +28,7 @@ from routewatch.evalset import EvalSet
 from routewatch.report.agreement import AgreementSection, load_agreement
 from routewatch.store.detection import clip, input_text
 from routewatch.store.pairwise import PreferenceCount, last_good_runs, preference_counts
+from routewatch.store.queries import incident_facts
 from routewatch.store.tables import (
     DetectionRow,
     EvalItemRow,
@@ -228,6 +229,10 @@ class IncidentView:
     threshold: float | None
     p_value: float | None
     opening_run_id: int
+    resolved_by: str | None = None
+    """``routewatch`` (healthy runs), ``cli`` or ``api`` (by hand); None while open."""
+    resolution_reason: str | None = None
+    """The reason given when it was resolved by hand."""
     also_paged: tuple[DetectorVerdict, ...] = ()
     """The other detectors that paged on this metric in the opening run."""
     evidence: tuple[Evidence, ...] = ()
@@ -513,6 +518,7 @@ def _incidents(conn: Connection, routes: list[str], window: Window) -> list[Inci
     out = []
     for row in rows:
         worst = (row.detail or {}).get("finding", {}).get("worst_items", [])[:EVIDENCE_ITEMS]
+        facts = incident_facts(row)
         out.append(
             IncidentView(
                 id=row.id,
@@ -528,6 +534,8 @@ def _incidents(conn: Connection, routes: list[str], window: Window) -> list[Inci
                 threshold=row.threshold,
                 p_value=row.p_value,
                 opening_run_id=row.opening_run_id,
+                resolved_by=facts.resolved_by,
+                resolution_reason=facts.resolution_reason,
                 also_paged=_also_paged(row, paged.get(row.opening_run_id, [])),
                 evidence=tuple(_evidence(conn, row, worst)),
                 pairwise=pairwise.get(row.opening_run_id),

@@ -365,7 +365,8 @@ def render_report(data: ReportData) -> str:
         TimelineEvent(
             at=i.resolved_at,
             kind="incident.resolved",
-            label=f"#{i.id} {i.route} · {i.eval_set} resolved",
+            label=f"#{i.id} {i.route} · {i.eval_set} resolved"
+            + ("" if i.resolved_by in (None, "routewatch") else " by hand"),
         )
         for i in data.incidents
         if i.resolved_at is not None and data.window.start <= i.resolved_at < data.window.end

@@ -350,9 +350,13 @@ def record_detection(
                 row = conn.execute(
                     select(IncidentRow.__table__).where(IncidentRow.id == incident_id)
                 ).one()
-                conn.execute(
+                done = conn.execute(
                     update(IncidentRow)
-                    .where(IncidentRow.id == incident_id)
+                    .where(
+                        IncidentRow.id == incident_id,
+                        # Resolved by hand since this run read it: announced already.
+                        IncidentRow.status == IncidentStatus.open,
+                    )
                     .values(
                         status=IncidentStatus.resolved,
                         resolved_at=run.at,
@@ -360,6 +364,8 @@ def record_detection(
                         healthy_streak=row.healthy_streak + 1,
                     )
                 )
+                if done.rowcount == 0:
+                    continue
                 current = _current(ev.candidates, row.metric)
                 bodies.append(
                     {
@@ -368,13 +374,22 @@ def record_detection(
                         ),
                         "metric": row.metric,
                         "detector": row.detector,
+                        "resolved_by": "routewatch",
+                        "reason": f"{row.healthy_streak + 1} healthy run(s) in a row",
                     }
                 )
             actions: list[dict[str, Any]] = []
             policy_events: list[tuple[dict[str, Any], list[str]]] = []
             if policies and not run.judge_suspect:
-                actions = _apply_policies(
-                    conn, route, run, policies, targets, policy_events, transition.resolved
+                actions = apply_policies(
+                    conn,
+                    route,
+                    policies,
+                    targets,
+                    policy_events,
+                    incident_id=transition.resolved[0] if transition.resolved else None,
+                    now=run.at,
+                    run_id=run.run_id,
                 )
             events = 0
             for body in bodies:
@@ -522,16 +537,24 @@ def clip(value: Any, limit: int = EXCERPT_CHARS) -> str | None:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
-def _apply_policies(
+def apply_policies(
     conn: Connection,
     route: str,
-    run: RunRecord,
     policies: Mapping[str, Policy],
     targets: Sequence[str],
     deferred: list[tuple[dict[str, Any], list[str]]],
-    resolved: Sequence[int],
+    *,
+    incident_id: int | None,
+    now: datetime,
+    run_id: int | None,
+    actor: str = "routewatch",
+    reason: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Reconcile the route's policies; what each did, for the incident events."""
+    """Reconcile the route's policies; what each did, for the incident events.
+
+    ``incident_id`` is an incident just resolved, which a restored route owes its return
+    to; ``actor`` and ``reason`` are recorded with any new version.
+    """
     actions = []
     for name in policies_of(route, policies):
         policy = policies[name]
@@ -540,11 +563,12 @@ def _apply_policies(
             name=name,
             policy=policy,
             alert_targets=targets,
-            now=run.at,
-            actor="routewatch",
+            now=now,
+            actor=actor,
+            reason=reason,
             route=route,
-            run_id=run.run_id,
-            incident_id=resolved[0] if resolved else None,
+            run_id=run_id,
+            incident_id=incident_id,
             deferred=deferred,
         )
         auto = policy.mode == "auto"

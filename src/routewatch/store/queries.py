@@ -6,9 +6,10 @@ newest run per route, counts), so ``status`` stays fast on a year of history.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, RowMapping, func, select
@@ -207,7 +208,7 @@ class DetectionFacts:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IncidentFacts:
-    """An open incident, as ``status`` shows it."""
+    """An incident, as ``status`` and ``incidents`` show it."""
 
     id: int
     route: str
@@ -223,9 +224,25 @@ class IncidentFacts:
     healthy_streak: int
     status: str = "open"
     resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    """``routewatch`` (healthy runs resolved it), ``cli`` or ``api`` (by hand); None while open."""
+    resolution_reason: str | None = None
+    """The reason given when it was resolved by hand."""
 
 
-def _incident(r: Any) -> IncidentFacts:
+def incident_json(incident: IncidentFacts) -> dict[str, Any]:
+    """An incident as ``incidents --json`` and the HTTP API give it (times in UTC, ``Z``)."""
+    body = dataclasses.asdict(incident)
+    for key in ("opened_at", "resolved_at"):
+        if body[key] is not None:
+            body[key] = body[key].astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return body
+
+
+def incident_facts(r: Any) -> IncidentFacts:
+    """An ``incidents`` row as ``IncidentFacts``."""
+    resolution = (r.detail or {}).get("resolution") or {}
+    resolved = r.status != IncidentStatus.open
     return IncidentFacts(
         id=r.id,
         route=r.route,
@@ -241,6 +258,8 @@ def _incident(r: Any) -> IncidentFacts:
         healthy_streak=r.healthy_streak,
         status=r.status,
         resolved_at=r.resolved_at,
+        resolved_by=resolution.get("by", "routewatch") if resolved else None,
+        resolution_reason=resolution.get("reason") if resolved else None,
     )
 
 
@@ -258,7 +277,7 @@ def list_incidents(
         query = query.where(IncidentRow.status == IncidentStatus.open)
     query = query.order_by(IncidentRow.opened_at.desc(), IncidentRow.id.desc()).limit(limit)
     with engine.connect() as conn:
-        return [_incident(r) for r in conn.execute(query)]
+        return [incident_facts(r) for r in conn.execute(query)]
 
 
 def latest_detections(engine: Engine, routes: Sequence[str]) -> dict[str, DetectionFacts]:
@@ -297,5 +316,5 @@ def open_incidents_by_route(
     out: dict[str, list[IncidentFacts]] = {}
     with engine.connect() as conn:
         for r in conn.execute(query):
-            out.setdefault(r.route, []).append(_incident(r))
+            out.setdefault(r.route, []).append(incident_facts(r))
     return out
