@@ -1,5 +1,6 @@
 """`routewatch run` against the simulator on a loopback port: faults, samples, fallbacks."""
 
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -124,11 +125,29 @@ def test_an_answer_from_a_fallback_model_is_flagged_and_left_out_of_quality(
     assert runs[0]["score"] is None
 
 
-def test_streamed_route_records_time_to_first_token(tmp_path: Path, sim: str) -> None:
-    _, _, results = run_route(tmp_path, sim, model="slow", stream=True)
+def test_streamed_route_records_time_to_first_token(
+    tmp_path: Path, sim: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, runs, results = run_route(tmp_path, sim, model="slow", stream=True)
 
     assert all(r["ttft_ms"] is not None and r["ttft_ms"] < r["latency_ms"] for r in results)
     assert all(r["tokens_out"] for r in results)
+    ttfts = sorted(r["ttft_ms"] for r in results)
+    assert runs[0]["p50_ttft_ms"] == pytest.approx(statistics.median(ttfts))
+    assert min(ttfts) <= runs[0]["p95_ttft_ms"] <= max(ttfts)
+    assert runs[0]["p50_ttft_ms"] < runs[0]["p50_latency_ms"]
+    header, row = capsys.readouterr().out.splitlines()[:2]
+    assert header.split()[11:14] == ["p95", "ttft", "p50"]
+    assert row.split()[13:15] == [f"{runs[0]['p50_ttft_ms']:.0f}", "ms"]
+
+
+def test_a_route_that_does_not_stream_has_no_time_to_first_token(
+    tmp_path: Path, sim: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, runs, _ = run_route(tmp_path, sim, model="slow")
+
+    assert (runs[0]["p50_ttft_ms"], runs[0]["p95_ttft_ms"]) == (None, None)
+    assert "ttft" not in capsys.readouterr().out
 
 
 def test_repeating_a_completed_slot_replays_nothing(

@@ -658,6 +658,7 @@ def score_run(
             cost_usd=r.cost_usd or 0.0,
             errored=r.errored,
             fallback=r.fallback,
+            ttft_ms=r.ttft_ms,
         )
         for r in results
     ]
@@ -676,6 +677,8 @@ def run_totals(summary: RunSummary) -> dict[str, Any]:
         "error_rate": summary.error_rate,
         "p50_latency_ms": summary.p50_latency_ms,
         "p95_latency_ms": summary.p95_latency_ms,
+        "p50_ttft_ms": summary.p50_ttft_ms,
+        "p95_ttft_ms": summary.p95_ttft_ms,
         "cost_usd": summary.cost_usd,
         "tokens_in": summary.tokens_in,
         "tokens_out": summary.tokens_out,

@@ -77,6 +77,8 @@ class ResultFacts:
     errored: bool = False
     fallback: bool = False
     """Served by another model; counted once, as errored, when it also errored."""
+    ttft_ms: float | None = None
+    """Time to the first token; None for a call that was not streamed."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,6 +102,9 @@ class RunSummary:
     p50_latency_ms: float | None
     """Over results that did not error, fallbacks included (users waited for them)."""
     p95_latency_ms: float | None
+    p50_ttft_ms: float | None = None
+    """Time to first token over streamed results that did not error; None without any."""
+    p95_ttft_ms: float | None = None
     tokens_in: int
     """Over all results, errored and fallback included: they were paid for."""
     tokens_out: int
@@ -191,6 +196,7 @@ def summarize(items: Sequence[WeightedItem], results: Sequence[ResultFacts]) -> 
     passed = sum(1 for w in scored if w.item.passed)
     errors = sum(1 for r in results if r.errored)
     latencies = [r.latency_ms for r in results if not r.errored]
+    ttfts = [r.ttft_ms for r in results if not r.errored and r.ttft_ms is not None]
     return RunSummary(
         items_total=len(items),
         items_scored=len(scored),
@@ -203,6 +209,8 @@ def summarize(items: Sequence[WeightedItem], results: Sequence[ResultFacts]) -> 
         error_rate=errors / len(results) if results else None,
         p50_latency_ms=percentile(latencies, 50),
         p95_latency_ms=percentile(latencies, 95),
+        p50_ttft_ms=percentile(ttfts, 50),
+        p95_ttft_ms=percentile(ttfts, 95),
         tokens_in=sum(r.tokens_in for r in results),
         tokens_out=sum(r.tokens_out for r in results),
         cost_usd=math.fsum(r.cost_usd for r in results),

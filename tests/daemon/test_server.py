@@ -297,6 +297,7 @@ def test_metrics_read_runs_judges_outbox_incidents_and_policies(daemon: Daemon) 
         pass_rate=0.75,
         error_rate=0.05,
         p95_latency_ms=1250.0,
+        p50_ttft_ms=420.0,
         cost_usd=0.02,
         judge_calls=5,
         judge_calls_saved=3,
@@ -326,6 +327,11 @@ def test_metrics_read_runs_judges_outbox_incidents_and_policies(daemon: Daemon) 
     assert got[("routewatch_last_run_pass_rate", ab)] == 0.75
     assert got[("routewatch_last_run_error_rate", ab)] == 0.05
     assert got[("routewatch_last_run_p95_latency_seconds", ab)] == 1.25
+    assert got[("routewatch_last_run_p50_ttft_seconds", ab)] == 0.42
+    assert (
+        "routewatch_last_run_p50_ttft_seconds",
+        (("eval_set", "faq"), ("route", "c")),
+    ) not in got
     assert got[("routewatch_last_run_cost_usd", ab)] == 0.02
     assert got[("routewatch_last_run_timestamp_seconds", ab)] == AT.timestamp()
     assert got[("routewatch_last_successful_run_timestamp_seconds", a)] == AT.timestamp()

@@ -46,7 +46,7 @@ from routewatch.sim.server import serve_in_thread
 from routewatch.store.agreement import AgreementTrend
 from routewatch.store.migrate import open_database
 from routewatch.store.tables import DetectionRow, IncidentRow, ResultRow, RunRow
-from runner_project import SIM_SCENARIO, write_project
+from runner_project import SIM_SCENARIO, faq_simulator, write_project
 
 PAYLOADS = [
     "<script>document.title='PWNED'</script>",
@@ -485,6 +485,7 @@ def test_the_routes_table_shows_each_figures_change_from_the_week_before(
     assert f'<span class="delta same" title="{earlier}: 1.000">\u00b10</span>' in rows["pro"]
     # Score, pass, errors, p50, p95; no cost change, since these routes have no price.
     assert rows["pro"].count('class="delta') == 5
+    assert "TTFT" not in html, "no route streams"
     # Latency is pooled over the previous period's calls, as the week's own p50 and p95.
     with engine.connect() as conn:
         calls = conn.execute(
@@ -608,3 +609,34 @@ def test_an_incident_card_names_every_detector_that_paged(
     assert (
         f"Score {incident.observed:.3f} against a baseline of {incident.baseline_mean:.3f}." in card
     )
+
+
+def test_a_streamed_route_shows_its_time_to_first_token(tmp_path: Path) -> None:
+    (tmp_path / "sim").mkdir()
+    routes = {"streamed": {"model": "slow", "stream": True}, "plain": {"model": "perfect"}}
+    with faq_simulator(tmp_path / "sim") as sim:
+        config = write_project(tmp_path, sim, routes)
+        for day in (16, 17):
+            argv = ["run", "-c", str(config), "--at", f"2026-11-{day}T06:00:00Z"]
+            assert run_in_a_thread(argv) == 0
+    out = tmp_path / "week.html"
+
+    assert run(["report", "-c", str(config), "--week", "2026-W47", "-o", str(out)]) == 0
+
+    html = out.read_text()
+    engine = open_database(f"sqlite:///{tmp_path / 'rw.db'}")
+    with engine.connect() as conn:
+        query = select(ResultRow.ttft_ms).where(ResultRow.ttft_ms.is_not(None))
+        ttfts = conn.execute(query).scalars().all()
+    engine.dispose()
+    assert len(ttfts) == 12, "both days' calls of the streamed route, pooled"
+    header = html.split("<tbody>")[0].rsplit("<thead>", 1)[1]
+    assert "<th>p95 ms</th><th title=" in header
+    assert ">TTFT p50 ms</th><th>tokens / run</th>" in header
+    rows = {
+        re.search(r'<td class="text">(\w+)</td>', row)[1]: re.findall(r"<td>([^<]*)", row)  # type: ignore[index]
+        for row in html.split("<tbody>")[1].split("</tbody>")[0].split("<tr>")[1:]
+    }
+    # runs, score, baseline, threshold, pass, errors, p50, p95, then TTFT p50
+    assert rows["streamed"][8] == f"{statistics.median(ttfts):,.0f}"
+    assert rows["plain"][8] == "\u2013"

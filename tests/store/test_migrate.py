@@ -11,7 +11,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, make_url, select, text
+from sqlalchemy import insert, inspect, make_url, select, text
 from sqlalchemy.orm import Session
 
 from routewatch.errors import DatabaseError
@@ -24,7 +24,15 @@ from routewatch.store.migrate import (
     script_location,
     upgrade,
 )
-from routewatch.store.tables import Base, SchedulerLeaseRow
+from routewatch.store.tables import (
+    Base,
+    EvalItemRow,
+    EvalSetRow,
+    ResultRow,
+    RunRow,
+    SchedulerLeaseRow,
+)
+from store_rows import add_run
 
 
 def table_names(url: str) -> set[str]:
@@ -44,7 +52,7 @@ def test_upgrade_creates_every_table(db_url: str) -> None:
 def test_upgrade_leaves_the_database_at_head(db_url: str) -> None:
     upgrade(db_url)
 
-    assert current_revision(db_url) == head_revision() == "0008"
+    assert current_revision(db_url) == head_revision() == "0009"
 
 
 def test_current_revision_of_an_empty_database_is_none(db_url: str) -> None:
@@ -260,3 +268,53 @@ def test_a_sql_ascii_database_opens_and_keeps_text_as_text(pg_server_url: str) -
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.engine.dispose()
+
+
+def test_upgrade_to_0009_gives_stored_runs_their_time_to_first_token(db_url: str) -> None:
+    """Streamed runs stored before 0009 get p50/p95 TTFT from their answered results."""
+    _alembic(db_url, "upgrade", "0008")
+    engine = create_engine_for(db_url)
+    at = datetime(2026, 11, 9, 6, tzinfo=UTC)
+    add_run(engine, "streamed", at)
+    add_run(engine, "plain", at)
+    with engine.begin() as conn:
+        runs = {r.route: r.id for r in conn.execute(select(RunRow.route, RunRow.id))}
+        item = conn.execute(
+            insert(EvalItemRow)
+            .values(
+                eval_set_id=conn.execute(select(EvalSetRow.id).limit(1)).scalar_one(),
+                item_id="q1",
+                item_hash="h",
+                position=0,
+                weight=1.0,
+                critical=False,
+                definition={},
+            )
+            .returning(EvalItemRow.id)
+        ).scalar_one()
+        rows = [("streamed", ttft, None) for ttft in (40.0, 10.0, 30.0, 20.0)]
+        rows += [("streamed", 999.0, "timeout"), ("plain", None, None)]
+        for sample, (route, ttft, error) in enumerate(rows):
+            conn.execute(
+                insert(ResultRow).values(
+                    run_id=runs[route],
+                    eval_item_id=item,
+                    item_id="q1",
+                    sample=sample,
+                    latency_ms=100.0,
+                    ttft_ms=ttft,
+                    attempts=1,
+                    error_class=error,
+                )
+            )
+
+    upgrade(db_url)
+
+    with engine.connect() as conn:
+        found = {
+            r.route: (r.p50_ttft_ms, r.p95_ttft_ms)
+            for r in conn.execute(text("SELECT route, p50_ttft_ms, p95_ttft_ms FROM runs"))
+        }
+    engine.dispose()
+    assert found["streamed"] == (25.0, pytest.approx(38.5)), "the timed-out call left out"
+    assert found["plain"] == (None, None)

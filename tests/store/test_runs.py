@@ -286,7 +286,11 @@ def test_each_score_is_stored_with_its_own_result(engine: Engine, stored: Stored
     item = stored.item_ids["refund-window"]
     records = [
         ResultRecord(
-            values={**record("refund-window", n, item).values, "latency_ms": float(n)},
+            values={
+                **record("refund-window", n, item).values,
+                "latency_ms": float(n),
+                "ttft_ms": float(n) / 2 if n % 2 else None,  # some calls streamed
+            },
             scores=[
                 ScoreRecord(scorer=f"check:contains:{k}", value=(n + k) / 10, passed=None)
                 for k in range(n % 3)

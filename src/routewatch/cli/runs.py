@@ -130,15 +130,15 @@ def run_command(
     return ExitCode.ok
 
 
-def _not_replayed_row(r: RunReport, facts: RunFacts | None, state: str) -> list[str]:
+def _not_replayed_row(r: RunReport, facts: RunFacts | None, state: str, *, ttft: bool) -> list[str]:
     """A summary row for a slot this process did not replay: its stored totals, if any."""
     head = [r.route, r.eval_set, str(r.run_id), f"{r.at:%Y-%m-%d %H:%M}"]
     if facts is None or r.outcome is not ClaimOutcome.completed:
-        return [*head, "-", *["-"] * 10, r.outcome.value]
+        return [*head, "-", *["-"] * (11 if ttft else 10), r.outcome.value]
     return [
         *head,
         "-",
-        *_figures(facts),
+        *_figures(facts, ttft=ttft),
         "-",
         "-",
         "already completed" if state == "-" else state,
@@ -159,6 +159,8 @@ class _Figures(Protocol):
     @property
     def p95_latency_ms(self) -> float | None: ...
     @property
+    def p50_ttft_ms(self) -> float | None: ...
+    @property
     def tokens_in(self) -> int | None: ...
     @property
     def tokens_out(self) -> int | None: ...
@@ -166,14 +168,15 @@ class _Figures(Protocol):
     def cost_usd(self) -> float | None: ...
 
 
-def _figures(run: _Figures) -> list[str]:
-    """The summary's cells from score to cost."""
+def _figures(run: _Figures, *, ttft: bool) -> list[str]:
+    """The summary's cells from score to cost; with ``ttft``, time to first token too."""
     return [
         num(run.score, digits=3),
         pct(run.pass_rate),
         pct(run.error_rate),
         num(run.p50_latency_ms, " ms"),
         num(run.p95_latency_ms, " ms"),
+        *([num(run.p50_ttft_ms, " ms")] if ttft else []),
         num(run.tokens_in),
         num(run.tokens_out),
         usd(run.cost_usd),
@@ -339,9 +342,13 @@ def summary_table(
 ) -> str:
     """The per-run summary table ``run`` prints, with each run's detection state.
 
-    A slot found already completed shows its ``stored`` totals, when given.
+    A slot found already completed shows its ``stored`` totals, when given. A column of
+    time to first token (p50) appears when a run in the table streamed.
     """
     verdicts = verdicts or {}
+    stored = stored or {}
+    figures = [r.summary or stored.get(r.run_id) for r in reports]
+    ttft = any(f is not None and f.p50_ttft_ms is not None for f in figures)
     rows = []
     for r in reports:
         s = r.summary
@@ -350,7 +357,7 @@ def summary_table(
         if verdict is not None and verdict.backfill and not verdict.skipped:
             state += " (backfill)"
         if s is None:
-            rows.append(_not_replayed_row(r, (stored or {}).get(r.run_id), state))
+            rows.append(_not_replayed_row(r, stored.get(r.run_id), state, ttft=ttft))
             continue
         if (s.error_rate or 0.0) >= ERRORING_RATE:
             state = RouteState.erroring.value  # as `status` names the route after it
@@ -361,7 +368,7 @@ def summary_table(
                 str(r.run_id),
                 f"{r.at:%Y-%m-%d %H:%M}",
                 f"{s.items_scored}/{s.items_total}",
-                *_figures(s),
+                *_figures(s, ttft=ttft),
                 f"{r.judge_calls}/{r.judge_calls_saved}",
                 usd(r.judge_cost_usd),
                 state,
@@ -378,6 +385,7 @@ def summary_table(
         "errors",
         "p50",
         "p95",
+        *(["ttft p50"] if ttft else []),
         "tokens in",
         "tokens out",
         "cost",

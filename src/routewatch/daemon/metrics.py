@@ -200,6 +200,13 @@ LATEST_RUN_GAUGES: tuple[tuple[str, str, str, float], ...] = (
         1000.0,
     ),
     (
+        "p50_ttft_ms",
+        "routewatch_last_run_p50_ttft_seconds",
+        "Median time to the first token of the newest completed run's streamed calls, in "
+        "seconds (routes with stream: true only).",
+        1000.0,
+    ),
+    (
         "cost_usd",
         "routewatch_last_run_cost_usd",
         "What the route's calls cost in the newest completed run, in US dollars.",

@@ -161,6 +161,8 @@ class Summary:
     p50_latency_ms: float | None
     p95_latency_ms: float | None
     tokens_per_run: float | None
+    p50_ttft_ms: float | None = None
+    """Time to first token over the streamed calls that answered; None without any."""
     cost_per_run: float | None
     cost_per_1k_requests: float | None
     usd_per_mtok: float | None
@@ -377,21 +379,33 @@ def _state(run: Any, detection: Any) -> str:
     return "degraded" if detection.in_incident else "healthy"
 
 
+@dataclass(slots=True)
+class Timings:
+    """The answered calls' latencies and, of those streamed, times to first token."""
+
+    latency: list[float] = field(default_factory=list)
+    ttft: list[float] = field(default_factory=list)
+
+
 def _latencies(
     conn: Connection, run_ids: list[int], keys: dict[int, tuple[str, str, bool]]
-) -> dict[tuple[str, str, bool], list[float]]:
-    """Latencies of the answered calls of ``run_ids``, per (route, eval set, in window)."""
-    out: dict[tuple[str, str, bool], list[float]] = defaultdict(list)
+) -> dict[tuple[str, str, bool], Timings]:
+    """Timings of the answered calls of ``run_ids``, per (route, eval set, in window)."""
+    out: dict[tuple[str, str, bool], Timings] = defaultdict(Timings)
     for chunk in _chunks(run_ids, 900):
         # Ordered by run and fetched whole: a week is 10^4-10^5 rows, and row-by-row
         # iteration with a dict lookup each took most of the report's time.
         rows = conn.execute(
-            select(ResultRow.run_id, ResultRow.latency_ms)
+            select(ResultRow.run_id, ResultRow.latency_ms, ResultRow.ttft_ms)
             .where(ResultRow.run_id.in_(chunk), ResultRow.error_class.is_(None))
             .order_by(ResultRow.run_id)
         ).all()
         for run_id, found in groupby(rows, key=itemgetter(0)):
-            out[keys[run_id]].extend(map(itemgetter(1), found))
+            timings = out[keys[run_id]]
+            for _, latency, ttft in found:
+                timings.latency.append(latency)
+                if ttft is not None:
+                    timings.ttft.append(ttft)
     return out
 
 
@@ -412,7 +426,7 @@ def _sections(
     detections: dict[int, Any],
     window: Window,
     previous: Window,
-    latencies: dict[tuple[str, str, bool], list[float]],
+    latencies: dict[tuple[str, str, bool], Timings],
 ) -> list[Section]:
     by_key: dict[tuple[str, str], list[RunPoint]] = defaultdict(list)
     for r in runs:
@@ -458,10 +472,10 @@ def _sections(
                     points=tuple(p for p in points if p.at >= window.start - HISTORY),
                     summary=_summary(
                         [p for p in points if p.in_window],
-                        latencies.get((name, eval_set, True), []),
+                        latencies.get((name, eval_set, True), Timings()),
                     ),
                     previous=(
-                        _summary(before, latencies.get((name, eval_set, False), []))
+                        _summary(before, latencies.get((name, eval_set, False), Timings()))
                         if before
                         else None
                     ),
@@ -475,7 +489,7 @@ def _avg(values: Iterable[float | None]) -> float | None:
     return mean(present) if present else None
 
 
-def _summary(points: Sequence[RunPoint], latencies: list[float]) -> Summary:
+def _summary(points: Sequence[RunPoint], timings: Timings) -> Summary:
     """The window's figures; p50/p95 are over every answered call of the window, pooled."""
     done = [p for p in points if p.status == RunStatus.completed]
     tokens = sum(p.tokens_in + p.tokens_out for p in done)
@@ -487,8 +501,9 @@ def _summary(points: Sequence[RunPoint], latencies: list[float]) -> Summary:
         score=_avg(p.score for p in done),
         pass_rate=_avg(p.pass_rate for p in done),
         error_rate=_avg(p.error_rate for p in done),
-        p50_latency_ms=_percentile(latencies, 0.5),
-        p95_latency_ms=_percentile(latencies, 0.95),
+        p50_latency_ms=_percentile(timings.latency, 0.5),
+        p95_latency_ms=_percentile(timings.latency, 0.95),
+        p50_ttft_ms=_percentile(timings.ttft, 0.5),
         tokens_per_run=tokens / len(done) if done else None,
         cost_per_run=cost / len(done) if done else None,
         cost_per_1k_requests=cost / requests * 1000 if requests else None,

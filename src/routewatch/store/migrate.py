@@ -29,7 +29,7 @@ from routewatch.errors import DatabaseError
 if TYPE_CHECKING:
     from alembic.config import Config
 
-SCHEMA_HEAD = "0008"
+SCHEMA_HEAD = "0009"
 """The newest revision in ``alembic/versions``. ``open_database`` compares a database's
 revision with it without importing Alembic; ``tests/store/test_migrate.py`` keeps it
 equal to Alembic's own head, so a new migration must update it."""

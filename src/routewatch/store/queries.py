@@ -42,6 +42,9 @@ class RunFacts:
     tokens_in: int | None
     tokens_out: int | None
     error_message: str | None
+    p50_ttft_ms: float | None = None
+    """Time to first token of the streamed calls; None when the route does not stream."""
+    p95_ttft_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,6 +76,8 @@ def _facts(row: RowMapping) -> RunFacts:
         tokens_in=row["tokens_in"],
         tokens_out=row["tokens_out"],
         error_message=row["error_message"],
+        p50_ttft_ms=row["p50_ttft_ms"],
+        p95_ttft_ms=row["p95_ttft_ms"],
     )
 
 

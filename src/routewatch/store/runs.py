@@ -495,6 +495,7 @@ class ResultRecord:
             tokens_out=v.get("tokens_out"),
             cost_usd=v.get("cost_usd"),
             scores=tuple((s.value, s.weight) for s in self.scores if s.value is not None),
+            ttft_ms=v.get("ttft_ms"),
         )
 
 
@@ -634,6 +635,8 @@ class StoredResult:
     tokens_out: int | None
     cost_usd: float | None
     scores: tuple[tuple[float, float], ...]
+    ttft_ms: float | None = None
+    """Time to the first token, for a streamed call that answered."""
     """(value, weight) of every scorer that produced a value."""
 
 
@@ -648,6 +651,7 @@ def run_results(engine: Engine, run_id: int) -> list[StoredResult]:
                 _results.c.error_class,
                 _results.c.served_by_fallback,
                 _results.c.latency_ms,
+                _results.c.ttft_ms,
                 _results.c.tokens_in,
                 _results.c.tokens_out,
                 _results.c.cost_usd,
@@ -671,6 +675,7 @@ def run_results(engine: Engine, run_id: int) -> list[StoredResult]:
             tokens_out=r.tokens_out,
             cost_usd=r.cost_usd,
             scores=tuple(scores.get(r.id, ())),
+            ttft_ms=r.ttft_ms,
         )
         for r in results
     ]

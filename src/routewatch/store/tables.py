@@ -238,6 +238,9 @@ class RunRow(Base):
     error_rate: Mapped[float | None]
     p50_latency_ms: Mapped[float | None]
     p95_latency_ms: Mapped[float | None]
+    p50_ttft_ms: Mapped[float | None]
+    """Time to first token of the streamed calls that answered; null when none was streamed."""
+    p95_ttft_ms: Mapped[float | None]
     cost_usd: Mapped[float | None]
     tokens_in: Mapped[int | None]
     tokens_out: Mapped[int | None]
