@@ -292,6 +292,7 @@ def test_upgrade_to_0009_gives_stored_runs_their_time_to_first_token(db_url: str
             )
             .returning(EvalItemRow.id)
         ).scalar_one()
+        rows: list[tuple[str, float | None, str | None]]
         rows = [("streamed", ttft, None) for ttft in (40.0, 10.0, 30.0, 20.0)]
         rows += [("streamed", 999.0, "timeout"), ("plain", None, None)]
         for sample, (route, ttft, error) in enumerate(rows):
