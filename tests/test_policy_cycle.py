@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
+from sqlalchemy import Engine, event
 
 from receivers import Receiver, receiver
 from routewatch.alerts.webhook import verify
 from routewatch.cli import run
+from routewatch.config import load_config
+from routewatch.store.incidents import resolve_by_hand
+from routewatch.store.migrate import open_database
 from runner_project import faq_simulator, rows, write_project
 
 SECRET = "policy-hook-secret-value"
@@ -280,7 +285,7 @@ def test_an_incident_resolved_by_hand_restores_the_route_and_a_still_bad_run_pag
     assert (resolved["event"], resolved["resolved_by"]) == ("incident.resolved", "cli")
     assert resolved["policy_actions"][0]["changed"] is True
     assert (changed["event"], changed["actor"]) == ("policy.changed", "cli")
-    assert changed["reason"] == f"incident #{incident['id']} resolved by hand (cli)"
+    assert changed["reason"] == "restored cheap"
     assert changed["incident_id"] == incident["id"]
 
     day(config, 8)  # cheap is as bad as before: resolving is not silencing
@@ -290,3 +295,73 @@ def test_an_incident_resolved_by_hand_restores_the_route_and_a_still_bad_run_pag
     assert {(i["metric"], i["status"]) for i in later} >= {("score", "open")}
     assert policy_file(tmp_path)["chain"] == ["mid", "premium"]
     assert {e["event"] for e in events(hook)[4:]} == {"incident.opened", "policy.changed"}
+
+
+@contextmanager
+def resolved_by_hand_during_detection(
+    config: Path, db: str, route: str, incident: int
+) -> Iterator[None]:
+    """Resolve ``incident`` by hand, from another connection, just as a run of ``route``
+    starts writing its detection: after the run read the open incidents, before it writes."""
+    other = open_database(db)
+    fired: list[bool] = []
+
+    def race(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if (
+            not fired
+            and statement.startswith("INSERT INTO detections")
+            and route in str(parameters)
+        ):
+            fired.append(True)
+            resolve_by_hand(other, load_config(config, {}), incident, actor="cli")
+
+    event.listen(Engine, "before_cursor_execute", race)
+    try:
+        yield
+    finally:
+        event.remove(Engine, "before_cursor_execute", race)
+        other.dispose()
+    assert fired, "the race was run"
+
+
+def test_a_bad_run_racing_a_resolution_by_hand_opens_a_new_incident(
+    tmp_path: Path, sim: str, hook: Receiver, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = project(tmp_path, sim, hook, "auto", db_url)
+    for n in range(1, 7):
+        day(config, n)
+    set_quality(sim, "cheap-m", 0.0)
+    day(config, 7)
+    (incident,) = rows(db_url, "incidents")
+
+    with resolved_by_hand_during_detection(config, db_url, "cheap", incident["id"]):
+        day(config, 8)  # still bad
+
+    first, *later = rows(db_url, "incidents")
+    assert (first["status"], first["last_run_id"]) == ("resolved", incident["last_run_id"])
+    assert ("score", "open") in {(i["metric"], i["status"]) for i in later}, "paged again"
+    assert policy_file(tmp_path)["chain"] == ["mid", "premium"]
+
+
+def test_a_healthy_run_racing_a_resolution_by_hand_does_not_resolve_it_again(
+    tmp_path: Path, sim: str, hook: Receiver, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = project(tmp_path, sim, hook, "auto", db_url)
+    for n in range(1, 7):
+        day(config, n)
+    set_quality(sim, "cheap-m", 0.0)
+    day(config, 7)
+    (incident,) = rows(db_url, "incidents")
+    set_quality(sim, "cheap-m", 1.0)
+    day(config, 8)
+    day(config, 9)
+    capsys.readouterr()
+
+    with resolved_by_hand_during_detection(config, db_url, "cheap", incident["id"]):
+        day(config, 10)  # the third healthy run would have resolved it
+
+    assert "resolved incident" not in capsys.readouterr().err
+    resolved = [e for e in events(hook) if e["event"] == "incident.resolved"]
+    assert [e["resolved_by"] for e in resolved] == ["cli"]
+    (stored,) = rows(db_url, "incidents")
+    assert stored["healthy_streak"] == 2, "as the hand left it"

@@ -26,6 +26,7 @@ from routewatch.judge.pairwise import PairwiseTarget, compare_runs
 from routewatch.runner import RunReport
 from routewatch.store.detection import (
     HISTORY_SLACK,
+    IncidentChanged,
     detected_after,
     load_history,
     load_run,
@@ -222,9 +223,10 @@ def detect_cycle(
                         judge_drift=run.run_id in drift and not late,
                     )
                     break
-                except IntegrityError:
-                    # Another process wrote the same policy version or incident first:
-                    # read the state again and decide once more.
+                except (IntegrityError, IncidentChanged):
+                    # Another process wrote the same policy version or incident first,
+                    # or an incident was resolved by hand: read the state again and
+                    # decide once more.
                     if attempt == WRITE_ATTEMPTS - 1:
                         raise
             verdicts[run.run_id] = RunVerdict(

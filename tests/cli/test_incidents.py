@@ -175,14 +175,33 @@ def test_an_incident_a_run_resolved_is_not_resolved_again(
     )
 
 
+@pytest.mark.parametrize("incident", ["99", "2147483648", str(10**20)])
 def test_resolving_an_unknown_incident_is_a_usage_error(
-    config: Path, capsys: pytest.CaptureFixture[str]
+    config: Path, capsys: pytest.CaptureFixture[str], incident: str
 ) -> None:
-    code, out, err = resolve(config, capsys, "99")
+    """Past the id column's range too, where the database itself would refuse the query."""
+    code, out, err = resolve(config, capsys, incident)
 
     assert code == 1
     assert out == ""
-    assert "no incident #99; `routewatch incidents --all` lists them" in err
+    assert f"no incident #{incident}; `routewatch incidents --all` lists them" in err
+
+
+def test_an_incident_opened_a_little_ahead_is_resolved_at_its_opening_and_alerted_now(
+    config: Path, hook: Receiver, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run --at` may be up to 5 minutes ahead of the clock."""
+    ahead = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=4)
+    engine = open_database(db_url)
+    add_run(engine, "c", ahead)
+    incident = open_incident(engine, "c", ahead)
+    engine.dispose()
+
+    assert resolve(config, capsys, str(incident))[0] == 0
+
+    (listed,) = json.loads(incidents(config, capsys, "--all", "--json", "--route", "c"))
+    assert listed["resolved_at"] == listed["opened_at"]
+    assert [r.json()["incident_id"] for r in hook.delivered()] == [incident]
 
 
 def test_the_incident_of_a_route_taken_out_of_the_config_can_be_resolved(

@@ -756,9 +756,10 @@ def test_resolving_needs_the_token_and_a_known_incident(web: Daemon) -> None:
     incident = open_incident(web.engine, "b", STARTED)
     try:
         assert web.post(f"/incidents/{incident}/resolve", token=None).status_code == 401
-        missing = web.post("/incidents/999999/resolve")
-        assert missing.status_code == 404
-        assert missing.json()["error"].startswith("no incident #999999")
+        for unknown in (999999, 2**31, 10**20):
+            missing = web.post(f"/incidents/{unknown}/resolve")
+            assert missing.status_code == 404
+            assert missing.json()["error"].startswith(f"no incident #{unknown};")
         too_long = web.post(f"/incidents/{incident}/resolve", {"reason": "x" * 501})
         assert too_long.status_code == 422
         assert too_long.json()["error"].startswith("invalid request body: reason:")

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import ColumnElement, Connection, CursorResult, Engine, and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from routewatch.config import Policy
@@ -325,10 +325,13 @@ def record_detection(
                     event_body("incident.opened", route, eval_set_name, run, finding, incident_id)
                 )
             for incident_id in transition.attached:
-                conn.execute(
-                    update(IncidentRow)
-                    .where(IncidentRow.id == incident_id)
-                    .values(healthy_streak=0, last_run_id=run.run_id)
+                _still_open(
+                    incident_id,
+                    conn.execute(
+                        update(IncidentRow)
+                        .where(_open(incident_id))
+                        .values(healthy_streak=0, last_run_id=run.run_id)
+                    ),
                 )
             if renotify_hours is not None:
                 bodies += _reminders(
@@ -341,10 +344,11 @@ def record_detection(
                     resolving=set(transition.resolved),
                 )
             for incident_id, streak in transition.recovering:
-                conn.execute(
-                    update(IncidentRow)
-                    .where(IncidentRow.id == incident_id)
-                    .values(healthy_streak=streak)
+                _still_open(
+                    incident_id,
+                    conn.execute(
+                        update(IncidentRow).where(_open(incident_id)).values(healthy_streak=streak)
+                    ),
                 )
             for incident_id in transition.resolved:
                 row = conn.execute(
@@ -352,11 +356,7 @@ def record_detection(
                 ).one()
                 done = conn.execute(
                     update(IncidentRow)
-                    .where(
-                        IncidentRow.id == incident_id,
-                        # Resolved by hand since this run read it: announced already.
-                        IncidentRow.status == IncidentStatus.open,
-                    )
+                    .where(_open(incident_id))
                     .values(
                         status=IncidentStatus.resolved,
                         resolved_at=run.at,
@@ -364,8 +364,7 @@ def record_detection(
                         healthy_streak=row.healthy_streak + 1,
                     )
                 )
-                if done.rowcount == 0:
-                    continue
+                _still_open(incident_id, done)
                 current = _current(ev.candidates, row.metric)
                 bodies.append(
                     {
@@ -418,6 +417,31 @@ def record_detection(
         events=events,
         policy_notes=notes,
     )
+
+
+class IncidentChanged(Exception):
+    """An incident the run's transition was decided on is no longer open.
+
+    It was resolved by hand since the run read it. Nothing was written: read the
+    incidents again and decide once more.
+    """
+
+    def __init__(self, incident_id: int) -> None:
+        super().__init__(f"incident #{incident_id} was resolved while the run was detected")
+        self.incident_id = incident_id
+
+
+def _open(incident_id: int) -> ColumnElement[bool]:
+    return and_(IncidentRow.id == incident_id, IncidentRow.status == IncidentStatus.open)
+
+
+def _still_open(incident_id: int, updated: CursorResult[Any]) -> None:
+    """Raise ``IncidentChanged`` when an update of an open incident found none.
+
+    Raised inside the run's detection transaction, it rolls all of it back.
+    """
+    if updated.rowcount == 0:
+        raise IncidentChanged(incident_id)
 
 
 def _current(candidates: Sequence[Candidate], metric: str) -> Candidate | None:

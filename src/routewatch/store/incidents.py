@@ -26,6 +26,8 @@ from routewatch.store.tables import IncidentRow, IncidentStatus
 
 MAX_REASON_CHARS = 500
 """The longest reason kept: it goes into every alert of the resolution."""
+MAX_INCIDENT_ID = 2**31 - 1
+"""The largest id an incident can have (PostgreSQL's ``integer``); larger ones name none."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +68,9 @@ def resolve_by_hand(
     Raises:
         UsageError: there is no such incident, or the reason is too long.
     """
+    missing = UsageError(f"no incident #{incident_id}; `routewatch incidents --all` lists them")
+    if not 1 <= incident_id <= MAX_INCIDENT_ID:
+        raise missing
     reason = " ".join(reason.split()) if reason else None
     if reason is not None and len(reason) > MAX_REASON_CHARS:
         raise UsageError(f"the reason is {len(reason)} characters; at most {MAX_REASON_CHARS}")
@@ -74,10 +79,12 @@ def resolve_by_hand(
             select(IncidentRow.__table__).where(IncidentRow.id == incident_id)
         ).first()
         if row is None:
-            raise UsageError(f"no incident #{incident_id}; `routewatch incidents --all` lists them")
+            raise missing
         if row.status != IncidentStatus.open:
             return HandResolution(incident=incident_facts(row), changed=False)
-        at = max(now or datetime.now(UTC), row.opened_at)
+        clock = now or datetime.now(UTC)
+        # Never before it opened, though a run's logical time may be a little ahead.
+        at = max(clock, row.opened_at)
         resolution = {"by": actor, "reason": reason, "at": at.isoformat()}
         done = conn.execute(
             update(IncidentRow)
@@ -106,7 +113,6 @@ def resolve_by_hand(
             now=at,
             run_id=None,
             actor=actor,
-            reason=f"incident #{incident_id} resolved by hand ({actor})",
         )
         body = {
             "event": "incident.resolved",
@@ -128,9 +134,10 @@ def resolve_by_hand(
             "reason": reason,
             "policy_actions": actions,
         }
-        events = enqueue(conn, body, targets, at)
+        # Due now: a resolution dated ahead, to its incident's opening, is news at once.
+        events = enqueue(conn, body, targets, clock)
         for deferred_body, to in deferred:
-            events += enqueue(conn, deferred_body, to, at)
+            events += enqueue(conn, deferred_body, to, clock)
         row = conn.execute(select(IncidentRow.__table__).where(IncidentRow.id == incident_id)).one()
     return HandResolution(
         incident=incident_facts(row), changed=True, policy_actions=tuple(actions), events=events
