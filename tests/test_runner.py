@@ -314,3 +314,63 @@ def test_a_judge_that_cannot_be_reached_is_named_as_such(
     assert "judge suspect: the judge gave no verdict on any canary" in err
     assert "connection" in err
     assert "verdicts moved" not in err
+
+
+def dry_run(
+    config: Path, capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[list[list[str]], str]:
+    """``run --dry-run``'s table rows, split on blanks, and its stderr; asserts it exits 0."""
+    capsys.readouterr()
+    assert run(["run", "-c", str(config), "--dry-run", *args]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0] == "dry run: nothing is called, written or sent"
+    return [line.split() for line in lines[2:] if line.startswith("r ")], err
+
+
+def test_a_dry_run_of_a_new_project_plans_new_runs_and_creates_nothing(
+    tmp_path: Path, sim: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RW_DRY_KEY", raising=False)
+    config = write_project(
+        tmp_path,
+        sim,
+        {"r": {"model": "perfect", "samples": 2}},
+        provider={"api_key_env": "RW_DRY_KEY"},
+    )
+
+    (row,), err = dry_run(config, capsys, "--at", AT)
+
+    assert row[2:] == ["2026-11-20", "06:00:00", "new", "run", str(ITEMS * 2), "default", "-"]
+    assert not (tmp_path / "rw.db").exists(), "no database was created"
+    assert "warning: RW_DRY_KEY is not set: every call to provider sim will fail" in err
+
+
+def test_a_dry_run_skips_a_completed_slot_and_prices_a_new_one(
+    tmp_path: Path, sim: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    price = {"input_per_mtok": 3_000.0, "output_per_mtok": 15_000.0}
+    _, runs, results = run_route(tmp_path, sim, model="perfect", price=price)
+    config = tmp_path / "routewatch.yaml"
+    before = (len(runs), len(results))
+
+    (done,), _ = dry_run(config, capsys, "--at", AT)
+    (new,), _ = dry_run(config, capsys, "--at", "2026-11-21T06:00:00Z")
+
+    assert done[4:9] == ["nothing:", "completed", "as", "run", str(runs[0]["id"])]
+    assert done[9:] == ["0", "default", "-"]
+    assert new[4:7] == ["new", "run", str(ITEMS)]
+    per_call = runs[0]["cost_usd"] / runs[0]["results_total"]
+    assert per_call > 0
+    assert new[-1] == f"${per_call * ITEMS:.4f}"
+    db = f"sqlite:///{tmp_path / 'rw.db'}"
+    assert (len(rows(db, "runs")), len(rows(db, "results"))) == before
+
+
+def test_a_dry_run_cannot_fail_on_regression(
+    tmp_path: Path, sim: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_project(tmp_path, sim, {"r": {"model": "perfect"}})
+
+    assert run(["run", "-c", str(config), "--dry-run", "--fail-on-regression"]) == 1
+    assert "--dry-run replays nothing" in capsys.readouterr().err

@@ -93,6 +93,16 @@ def test_a_killed_run_resumes_and_stores_each_result_once(
     stored = results_stored(db)
     assert before_kill <= stored < len(ITEMS)
     answer_fast(sim)
+    dry = subprocess.run(
+        [sys.executable, "-m", "routewatch", "run", "-c", str(config), *again, "--dry-run"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (row,) = [ln.split() for ln in dry.stdout.splitlines() if ln.startswith("r ")]
+    assert row[4:9] == ["resume", "run", "1", f"({stored}", "of"]
+    assert row[12] == str(len(ITEMS) - stored), "the calls left"
+    assert results_stored(db) == stored, "a dry run writes nothing"
 
     second = start_run(config, *again)
     _, err = second.communicate(timeout=60)

@@ -8,7 +8,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -19,6 +19,7 @@ from routewatch.cli.exit_codes import ExitCode
 from routewatch.cli.options import config_option, routes_option
 from routewatch.cli.table import format_table, num, pct, usd
 from routewatch.clock import SystemClock, parse_instant
+from routewatch.config import unset_secrets
 from routewatch.cycle import (
     RunVerdict,
     compare_cycle,
@@ -31,8 +32,14 @@ from routewatch.errors import RoutewatchError, UsageError
 from routewatch.project import Project, load_project
 from routewatch.runner import RunPlan, RunReport, execute, plan_runs, replay_gc
 from routewatch.status import ERRORING_RATE, RouteState
-from routewatch.store.migrate import open_database
+from routewatch.store.migrate import (
+    SCHEMA_HEAD,
+    create_engine_for,
+    current_revision,
+    open_database,
+)
 from routewatch.store.pairwise import PreferenceRecord
+from routewatch.store.preview import SlotPreview, preview_slot
 from routewatch.store.queries import RunFacts, runs_by_id
 from routewatch.store.runs import ClaimOutcome
 
@@ -56,8 +63,19 @@ AT_SKEW = timedelta(minutes=5)
     help="Exit 3 when a run is degraded (a finding paged on it or an incident stays open) "
     "or erroring (half its calls or more failed).",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Say what each route and eval set would do (new run, resume, skip), how many "
+    "calls and what they would cost, from the store alone: nothing is called, written "
+    "or sent.",
+)
 def run_command(
-    config_path: Path, routes: tuple[str, ...], at: str | None, fail_on_regression: bool
+    config_path: Path,
+    routes: tuple[str, ...],
+    at: str | None,
+    fail_on_regression: bool,
+    dry_run: bool,
 ) -> int:
     """One cycle now: replay each route's eval sets, score, store, detect, print a summary."""
     env = dict(os.environ)
@@ -78,6 +96,13 @@ def run_command(
             "detection leaves alone"
         )
     plans = plan_runs(project.config, routes=list(routes), at=at_time, now=clock.now())
+    if dry_run:
+        if fail_on_regression:
+            raise UsageError("--dry-run replays nothing: --fail-on-regression has nothing to judge")
+        click.echo(dry_run_table(project, plans, now=clock.now()))
+        for line in unset_secrets(project.config, env, daemon=False):
+            click.echo(f"warning: {line}", err=True)
+        return ExitCode.ok
     engine = open_database(project.config.database_url)
     selected = list(routes) or list(project.config.routes)
     try:
@@ -394,3 +419,78 @@ def summary_table(
         "state",
     ]
     return format_table(headers, rows)
+
+
+_WOULD = {
+    ClaimOutcome.started: "new run",
+    ClaimOutcome.resumed: "resume run {run_id} ({stored} of {total} calls stored)",
+    ClaimOutcome.completed: "nothing: completed as run {run_id}",
+    ClaimOutcome.busy: "nothing: run {run_id} is being run by {holder}",
+    ClaimOutcome.version_changed: "nothing: run {run_id} of this slot has another eval-set version",
+    ClaimOutcome.config_changed: "nothing: run {run_id} of this slot has another route config",
+}
+
+
+def dry_run_table(project: Project, plans: Sequence[RunPlan], *, now: datetime) -> str:
+    """What ``run`` would do with each plan, read from the store without writing to it.
+
+    The cost is estimated from the newest completed run of the route and eval set (the
+    route's calls and the judge's, per call); ``-`` before the first one.
+    """
+    url = project.config.database_url
+    revision = current_revision(url)
+    engine = create_engine_for(url) if revision == SCHEMA_HEAD else None
+    rows = []
+    try:
+        for plan in plans:
+            route = project.config.routes[plan.route]
+            evalset = project.eval_sets[plan.eval_set]
+            total = len(evalset.items) * route.samples
+            preview = (
+                preview_slot(
+                    engine,
+                    route_name=plan.route,
+                    route=route,
+                    evalset=evalset,
+                    slot_key=plan.slot_key,
+                    resume_unfinished=plan.resume_unfinished,
+                    now=now,
+                )
+                if engine is not None
+                else SlotPreview(outcome=ClaimOutcome.started, slot_key=plan.slot_key)
+            )
+            replays = preview.outcome in (ClaimOutcome.started, ClaimOutcome.resumed)
+            calls = total - preview.stored if replays else 0
+            cost = preview.cost_per_call
+            rows.append(
+                [
+                    plan.route,
+                    plan.eval_set,
+                    preview.slot_key.replace("T", " ").replace("+00:00", ""),
+                    _WOULD[preview.outcome].format(
+                        run_id=preview.run_id,
+                        stored=preview.stored,
+                        total=total,
+                        holder=preview.holder or "another process",
+                    ),
+                    str(calls),
+                    evalset.judge or "-",
+                    usd(cost * calls) if cost is not None and calls else "-",
+                ]
+            )
+    finally:
+        if engine is not None:
+            engine.dispose()
+    headers = ["route", "eval set", "slot (UTC)", "would", "calls", "judge", "cost (est.)"]
+    lines = ["dry run: nothing is called, written or sent", format_table(headers, rows)]
+    calls = sum(int(r[4]) for r in rows)
+    judged = any(r[5] != "-" and r[4] != "0" for r in rows)
+    lines.append(f"{calls} call(s) in all" + (", and the judge's on them" if judged else ""))
+    if revision is None:
+        lines.append("no database yet: every slot would start a new run")
+    elif engine is None:
+        lines.append(
+            f"the database is at schema {revision}, not {SCHEMA_HEAD}: its runs were not "
+            "read (`routewatch db upgrade`, or the next run, upgrades it)"
+        )
+    return "\n".join(lines)

@@ -277,16 +277,25 @@ def _insert_eval_set(conn: Any, evalset: EvalSet) -> int:
     return set_id
 
 
-def ensure_route_snapshot(engine: Engine, name: str, route: Route) -> int:
-    """Store the route as configured now (model, params, price) once; return its id."""
-    snapshot = {
+def _snapshot(route: Route) -> dict[str, Any]:
+    return {
         "provider": route.provider,
         "model": route.model,
         "params": route.params,
         "price_input_per_mtok": route.price.input_per_mtok,
         "price_output_per_mtok": route.price.output_per_mtok,
     }
-    config_hash = content_hash({**snapshot, "stream": route.stream})
+
+
+def route_config_hash(route: Route) -> str:
+    """What identifies the route's configuration in ``route_snapshots``."""
+    return content_hash({**_snapshot(route), "stream": route.stream})
+
+
+def ensure_route_snapshot(engine: Engine, name: str, route: Route) -> int:
+    """Store the route as configured now (model, params, price) once; return its id."""
+    snapshot = _snapshot(route)
+    config_hash = route_config_hash(route)
     query = select(_route_snapshots.c.id).where(
         _route_snapshots.c.route == name, _route_snapshots.c.config_hash == config_hash
     )
