@@ -682,6 +682,7 @@ def test_pin_then_unpin_changes_the_policy_and_its_published_file(daemon: Daemon
         "chain": ["b", "a"],
         "demoted": [],
         "changed": True,
+        "warnings": [],
     }
     assert daemon.get("/policy/chat").json()["chain"] == ["b", "a"]
     assert published(daemon, 1)["chain"] == ["b", "a"]
@@ -692,6 +693,19 @@ def test_pin_then_unpin_changes_the_policy_and_its_published_file(daemon: Daemon
     assert daemon.get("/policy/chat").json()["chain"] == ["a", "b", "c"]
     assert published(daemon, 2)["chain"] == ["a", "b", "c"]
     assert daemon.post("/policy/chat/unpin").json()["changed"] is False
+
+
+def test_pinning_a_route_with_an_open_incident_warns_in_the_answer(daemon: Daemon) -> None:
+    add_run(daemon.engine, "b", STARTED)
+    incident = open_incident(daemon.engine, "b", STARTED)
+
+    answer = daemon.post("/policy/chat/pin", {"routes": ["b", "a"]}).json()
+
+    assert answer["chain"] == ["b", "a"]
+    assert answer["warnings"] == [
+        f"b has open incident(s) (#{incident} score); the pin keeps it in the chain until `unpin`"
+    ]
+    assert "warnings" not in daemon.post("/policy/chat/unpin").json()
 
 
 def test_pinning_an_unknown_policy_is_404(web: Daemon) -> None:

@@ -16,7 +16,6 @@ from routewatch.config import Config, load_config
 from routewatch.policy import manage
 from routewatch.store.migrate import open_database
 from routewatch.store.policies import Reconciled
-from routewatch.store.queries import open_incidents_by_route
 
 
 @click.group("policy")
@@ -72,13 +71,8 @@ def pin_command(config_path: Path, name: str, routes: tuple[str, ...]) -> None:
         done = manage.pin(engine, config, name, list(routes))
         _report(engine, config, done)
         # Pinned on purpose, maybe, but say it: a pin outranks the incident's demotion.
-        for route, found in open_incidents_by_route(engine, list(dict.fromkeys(routes))).items():
-            metrics = ", ".join(f"#{i.id} {i.metric}" for i in found)
-            click.echo(
-                f"warning: {route} has open incident(s) ({metrics}); the pin keeps it in "
-                "the chain until `unpin`",
-                err=True,
-            )
+        for warning in manage.pin_warnings(engine, routes):
+            click.echo(f"warning: {warning}", err=True)
     finally:
         engine.dispose()
 

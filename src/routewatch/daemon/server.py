@@ -211,7 +211,10 @@ class _Api:
         def apply(config: Config, name: str, body: PinRequest) -> Reconciled:
             return manage.pin(self.state.engine, config, name, body.routes, actor="api")
 
-        return await self._change(request, PinRequest, apply)
+        def warnings(body: PinRequest) -> list[str]:
+            return manage.pin_warnings(self.state.engine, body.routes)
+
+        return await self._change(request, PinRequest, apply, warnings)
 
     async def unpin(self, request: Request) -> Response:
         def apply(config: Config, name: str, body: UnpinRequest) -> Reconciled:
@@ -250,9 +253,16 @@ class _Api:
         return JSONResponse(answer, background=task)
 
     async def _change(
-        self, request: Request, model: type[B], apply: Callable[[Config, str, B], Reconciled]
+        self,
+        request: Request,
+        model: type[B],
+        apply: Callable[[Config, str, B], Reconciled],
+        warnings: Callable[[B], list[str]] | None = None,
     ) -> Response:
-        """Pin or unpin: answer with the policy JSON, then deliver its messages."""
+        """Pin or unpin: answer with the policy JSON, then deliver its messages.
+
+        ``warnings`` gives what the answer's ``warnings`` list says (pins only).
+        """
         denied = self._authorize(request)
         if denied is not None:
             return denied
@@ -278,7 +288,10 @@ class _Api:
             )
         # Delivery may wait on a slow receiver, so it runs after the answer is sent.
         task = BackgroundTask(self._deliver, config) if changed else None
-        return JSONResponse({**policy_json(current), "changed": changed}, background=task)
+        answer = {**policy_json(current), "changed": changed}
+        if warnings is not None:
+            answer["warnings"] = await run_in_threadpool(warnings, body)
+        return JSONResponse(answer, background=task)
 
     def _deliver(self, config: Config) -> None:
         try:

@@ -27,6 +27,7 @@ from routewatch.store.policies import (
     reconcile,
     version_history,
 )
+from routewatch.store.queries import open_incidents_by_route
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,6 +110,15 @@ def pin(
             )
 
     return _retrying(write)
+
+
+def pin_warnings(engine: Engine, routes: Sequence[str]) -> list[str]:
+    """A warning for each pinned route with open incidents: the pin outranks a demotion."""
+    return [
+        f"{route} has open incident(s) ({', '.join(f'#{i.id} {i.metric}' for i in found)}); "
+        "the pin keeps it in the chain until `unpin`"
+        for route, found in open_incidents_by_route(engine, list(dict.fromkeys(routes))).items()
+    ]
 
 
 WRITE_ATTEMPTS = 3
