@@ -241,3 +241,22 @@ def test_judge_drift_says_why_the_judge_gave_no_verdict_on_a_canary(
     assert {c["error"] for c in rows(db, "canary_results")} == {
         d["canaries"][0]["error"] for d in drifts
     }
+
+
+def test_judge_drift_is_raised_again_when_a_drifted_judge_starts_failing(
+    tmp_path: Path, sim: str, hook: Receiver
+) -> None:
+    """Still suspect, for a new reason: moved verdicts one day, none the next."""
+    db = f"sqlite:///{tmp_path / 'rw.db'}"
+    config = project(tmp_path, sim, hook, db)
+    patch(sim, JUDGE, {"quality": 0.0})
+    day(config, 1)
+    patch(sim, JUDGE, {"faults": {"server_error": 1.0}})
+
+    day(config, 2)
+    day(config, 3)
+
+    drifts = named(hook, "judge.drift")
+    assert all(r["judge_suspect"] for r in rows(db, "runs"))
+    by_day = sorted((d["at"][:10], d["kind"]) for d in drifts)
+    assert by_day == [("2026-11-01", "drifted")] * 3 + [("2026-11-02", "no_verdict")] * 3

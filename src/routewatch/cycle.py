@@ -27,6 +27,7 @@ from routewatch.runner import RunReport
 from routewatch.store.detection import (
     HISTORY_SLACK,
     IncidentChanged,
+    canary_kind,
     detected_after,
     load_history,
     load_run,
@@ -179,7 +180,11 @@ def detect_cycle(
             before=record.at,
             limit=history_depth(settings) + HISTORY_SLACK,
         )
-        if record.judge_suspect and not (history and history[0].judge_suspect):
+        if record.judge_suspect and (
+            not (history and history[0].judge_suspect)
+            # Still suspect, for another reason: drifted verdicts then none, or back.
+            or canary_kind(engine, history[0].run_id) != canary_kind(engine, run.run_id)
+        ):
             drift.add(run.run_id)
         alpha = cycle_alpha(settings.false_alarms_per_year, cycle_days(config, run.route))
         evaluation = evaluate(

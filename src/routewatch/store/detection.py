@@ -655,6 +655,29 @@ def _reminders(
     return out
 
 
+DRIFTED = "drifted"
+"""A suspect run's judge answered a canary, and a verdict moved."""
+NO_VERDICT = "no_verdict"
+"""A suspect run's judge gave no verdict on any canary (failed calls, budget, unreadable)."""
+
+
+def canary_kind(engine: Engine, run_id: int) -> str | None:
+    """Why a run's canaries made it suspect: ``DRIFTED`` or ``NO_VERDICT``; None without any.
+
+    ``judge.drift`` is raised again when a run in a suspect streak changes kind: a judge
+    that drifted one day and fails the next is new news.
+    """
+    with engine.connect() as conn:
+        got = list(
+            conn.execute(
+                select(CanaryResultRow.observed).where(CanaryResultRow.run_id == run_id)
+            ).scalars()
+        )
+    if not got:
+        return None
+    return DRIFTED if any(v is not None for v in got) else NO_VERDICT
+
+
 def judge_drift_body(
     conn: Connection, route: str, eval_set_name: str, run: RunRecord
 ) -> dict[str, Any]:
@@ -685,5 +708,6 @@ def judge_drift_body(
         "eval_set": eval_set_name,
         "run_id": run.run_id,
         "judge": judge,
+        "kind": DRIFTED if any(c["got"] is not None for c in canaries) else NO_VERDICT,
         "canaries": canaries,
     }
