@@ -187,9 +187,20 @@ def route_state(
 
 def build_status(engine: Engine, config: Config) -> StatusBody:
     """Read the store and build the status document for every configured route."""
+    return read_status(engine, config)[0]
+
+
+def read_status(engine: Engine, config: Config) -> tuple[StatusBody, dict[str, int]]:
+    """The status document, and the completed runs each route's state was judged on.
+
+    A route with several eval sets counts as far as its least-run one: each learns its
+    own baseline. The ``status`` table says how far a route still learning is from the
+    same read as its state, so that the two never disagree by a run in between.
+    """
     names = list(config.routes)
     last = latest_runs(engine, names)
     counts = completed_run_counts(engine, names)
+    completed = {n: min(counts.get((n, e), 0) for e in config.routes[n].evals) for n in names}
     versions = latest_policy_versions(engine)
     detections = latest_detections(engine, names)
     incidents = open_incidents_by_route(engine, names)
@@ -199,7 +210,7 @@ def build_status(engine: Engine, config: Config) -> StatusBody:
             route=name,
             state=route_state(
                 last.get(name),
-                min(counts.get((name, e), 0) for e in config.routes[name].evals),
+                completed[name],
                 config.detection.min_baseline_runs,
                 open_incidents=len(incidents.get(name, [])),
                 baseline_known=name not in detections or detections[name].known,
@@ -222,7 +233,7 @@ def build_status(engine: Engine, config: Config) -> StatusBody:
         )
         for name, policy in config.policies.items()
     ]
-    return StatusBody(routes=routes, policies=policies)
+    return StatusBody(routes=routes, policies=policies), completed
 
 
 def _baseline(detection: DetectionFacts | None) -> Baseline | None:

@@ -12,9 +12,8 @@ import click
 from routewatch.cli.options import config_option
 from routewatch.cli.table import format_table, num, pct, usd
 from routewatch.config import load_config
-from routewatch.status import RouteState, RouteStatus, StatusBody, build_status
+from routewatch.status import RouteState, RouteStatus, StatusBody, read_status
 from routewatch.store.migrate import open_database
-from routewatch.store.queries import completed_run_counts
 
 
 @click.command("status")
@@ -25,18 +24,12 @@ def status_command(config_path: Path, as_json: bool) -> None:
     config = load_config(config_path, dict(os.environ))
     engine = open_database(config.database_url)
     try:
-        body = build_status(engine, config)
-        counts = completed_run_counts(engine, list(config.routes))
+        body, completed = read_status(engine, config)
     finally:
         engine.dispose()
     if as_json:
         click.echo(body.model_dump_json(indent=2))
         return
-    # Each eval set learns its own baseline: the route is as far as its least-run set.
-    completed = {
-        name: min(counts.get((name, e), 0) for e in route.evals)
-        for name, route in config.routes.items()
-    }
     click.echo(status_table(body, Learning(config.detection.min_baseline_runs, completed)))
 
 
