@@ -120,10 +120,16 @@ def test_status_table_lists_every_route(
     assert run(["status", "-c", str(config)]) == 0
 
     lines = capsys.readouterr().out.splitlines()
-    assert [ln.split()[:3] for ln in lines[1:3]] == [
-        ["a", "unknown", "never"],
-        ["b", "unknown", "never"],
+    assert [ln.split()[:4] for ln in lines[1:3]] == [
+        ["a", "unknown", "never", "-"],
+        ["b", "unknown", "never", "-"],
     ]
+    assert run(["run", "-c", str(config), "--route", "a"]) == 0
+    capsys.readouterr()
+    assert run(["status", "-c", str(config)]) == 0
+    header, a_row = capsys.readouterr().out.splitlines()[:2]
+    column = header.index("of eval set")
+    assert a_row[column:].split()[0] == "support-faq", "the eval set the figures are of"
 
 
 def test_a_route_whose_scheduled_runs_stopped_is_not_called_healthy(

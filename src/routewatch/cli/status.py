@@ -45,7 +45,9 @@ class Learning:
 def status_table(body: StatusBody, learning: Learning | None = None) -> str:
     """The human form of the status document.
 
-    With ``learning``, a route still learning its baseline says how far it is.
+    With ``learning``, a route still learning its baseline says how far it is. The
+    figures are the last run's, whose eval set is named: a route with several shows the
+    newest of them.
     """
     rows = []
     for r in body.routes:
@@ -55,6 +57,7 @@ def status_table(body: StatusBody, learning: Learning | None = None) -> str:
                 r.route,
                 _state_text(r, learning),
                 last.at.strftime("%Y-%m-%d %H:%M") if last else "never",
+                last.eval_set if last else "-",
                 num(last.score, digits=3) if last else "-",
                 pct(last.pass_rate) if last else "-",
                 pct(last.error_rate) if last else "-",
@@ -69,6 +72,7 @@ def status_table(body: StatusBody, learning: Learning | None = None) -> str:
             "route",
             "state",
             "last run",
+            "of eval set",
             "score",
             "pass",
             "errors",
