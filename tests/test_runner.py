@@ -1,5 +1,6 @@
 """`routewatch run` against the simulator on a loopback port: faults, samples, fallbacks."""
 
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from routewatch.cli import run
 from routewatch.sim.app import create_app
 from routewatch.sim.scenario import parse_scenario
 from routewatch.sim.server import serve_in_thread
+from routewatch.store.migrate import SCHEMA_HEAD
 from runner_project import faq_simulator, replay_with_slow_statements, rows, write_project
 
 AT = "2026-11-20T06:00:00Z"
@@ -374,3 +376,70 @@ def test_a_dry_run_cannot_fail_on_regression(
 
     assert run(["run", "-c", str(config), "--dry-run", "--fail-on-regression"]) == 1
     assert "--dry-run replays nothing" in capsys.readouterr().err
+
+
+def test_a_dry_run_names_a_judge_only_where_the_runner_would_judge(
+    tmp_path: Path, sim: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The runner judges an eval set with criteria (with its judge, else ``default``)."""
+    items = [{"id": "q1", "input": "Hi?", "reference": "Hello", "checks": [{"contains": "H"}]}]
+    config = write_project(tmp_path, sim, {"r": {"model": "perfect"}}, items=items)
+    capsys.readouterr()
+
+    assert run(["run", "-c", str(config), "--dry-run"]) == 0
+
+    out = capsys.readouterr().out
+    (row,) = [line.split() for line in out.splitlines() if line.startswith("r ")]
+    assert row[-2:] == ["-", "-"], "no criteria: no judge"
+    assert "1 call(s) in all\n" in out
+    # Criteria without a `judge:` key: the runner judges with `default`.
+    bench = tmp_path / "evals" / "bench.yaml"
+    bench.write_text(yaml.safe_dump({"criteria": {"correct": "Is it right?"}, "items": items}))
+    assert run(["run", "-c", str(config), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    (row,) = [line.split() for line in out.splitlines() if line.startswith("r ")]
+    assert row[-2:] == ["default", "-"]
+    assert "1 call(s) in all, and the judge's on them" in out
+
+
+def test_a_dry_run_changes_no_byte_of_the_database_file(
+    tmp_path: Path, sim: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not even the journal mode, which every other connection switches to WAL."""
+    run_route(tmp_path, sim, model="perfect")
+    config, db = tmp_path / "routewatch.yaml", tmp_path / "rw.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA journal_mode = DELETE")
+    before = db.read_bytes()
+
+    (done,), _ = dry_run(config, capsys, "--at", AT)
+
+    assert done[4:6] == ["nothing:", "completed"]
+    assert db.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.glob("rw.db*")) == ["rw.db"]
+    db.write_bytes(b"")  # an empty file, as `touch` leaves it
+    (new,), _ = dry_run(config, capsys, "--at", AT)
+    assert new[4:6] == ["new", "run"]
+    assert db.read_bytes() == b""
+
+
+def test_a_dry_run_reads_an_older_schema_and_refuses_an_unknown_one(
+    tmp_path: Path, sim: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_route(tmp_path, sim, model="perfect")
+    config, db = tmp_path / "routewatch.yaml", tmp_path / "rw.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0008'")
+    capsys.readouterr()
+
+    assert run(["run", "-c", str(config), "--dry-run", "--at", AT]) == 0
+
+    out = capsys.readouterr().out
+    assert "nothing: completed as run 1" in out, "an older schema's runs are read"
+    assert f"the database is at schema 0008, not {SCHEMA_HEAD}: the next run upgrades" in out
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0099'")
+    assert run(["run", "-c", str(config), "--dry-run"]) != 0
+    assert "is at schema revision 0099, which this version of routewatch" in (
+        capsys.readouterr().err
+    )

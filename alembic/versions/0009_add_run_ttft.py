@@ -9,6 +9,9 @@ Create Date: 2026-12-02 15:30:00
 """
 
 from collections.abc import Sequence
+from itertools import groupby
+from operator import itemgetter
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -17,6 +20,9 @@ revision: str = "0009"
 down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+BATCH = 1000
+"""Results fetched, and runs updated, at a time."""
 
 
 def _percentile(ordered: list[float], q: float) -> float:
@@ -45,25 +51,36 @@ def upgrade() -> None:
         sa.column("p50_ttft_ms", sa.Double),
         sa.column("p95_ttft_ms", sa.Double),
     )
-    by_run: dict[int, list[float]] = {}
+    # Streamed in run order and written in batches: a store can hold tens of millions of
+    # results, and only one run's times to first token are in memory at a time. The runs
+    # are read first, not joined: SQLite must not scan a table this connection updates.
+    completed = set(
+        conn.execute(sa.select(runs.c.id).where(runs.c.status == "completed")).scalars()
+    )
     rows = conn.execute(
         sa.select(results.c.run_id, results.c.ttft_ms)
-        .join(runs, runs.c.id == results.c.run_id)
-        .where(
-            results.c.ttft_ms.is_not(None),
-            results.c.error_class.is_(None),
-            runs.c.status == "completed",
-        )
+        .where(results.c.ttft_ms.is_not(None), results.c.error_class.is_(None))
+        .order_by(results.c.run_id)
+        .execution_options(yield_per=BATCH)
     )
-    for run_id, ttft in rows:
-        by_run.setdefault(run_id, []).append(ttft)
-    for run_id, values in by_run.items():
-        values.sort()
-        conn.execute(
-            sa.update(runs)
-            .where(runs.c.id == run_id)
-            .values(p50_ttft_ms=_percentile(values, 50), p95_ttft_ms=_percentile(values, 95))
+    batch: list[dict[str, Any]] = []
+    fill = (
+        sa.update(runs)
+        .where(runs.c.id == sa.bindparam("run"))
+        .values(p50_ttft_ms=sa.bindparam("p50"), p95_ttft_ms=sa.bindparam("p95"))
+    )
+    for run_id, found in groupby(rows, key=itemgetter(0)):
+        if run_id not in completed:
+            continue
+        values = sorted(ttft for _, ttft in found)
+        batch.append(
+            {"run": run_id, "p50": _percentile(values, 50), "p95": _percentile(values, 95)}
         )
+        if len(batch) >= BATCH:
+            conn.execute(fill, batch)
+            batch = []
+    if batch:
+        conn.execute(fill, batch)
 
 
 def downgrade() -> None:

@@ -32,12 +32,7 @@ from routewatch.errors import RoutewatchError, UsageError
 from routewatch.project import Project, load_project
 from routewatch.runner import RunPlan, RunReport, execute, plan_runs, replay_gc
 from routewatch.status import ERRORING_RATE, RouteState
-from routewatch.store.migrate import (
-    SCHEMA_HEAD,
-    create_engine_for,
-    current_revision,
-    open_database,
-)
+from routewatch.store.migrate import SCHEMA_HEAD, open_database, open_read_only
 from routewatch.store.pairwise import PreferenceRecord
 from routewatch.store.preview import SlotPreview, preview_slot
 from routewatch.store.queries import RunFacts, runs_by_id
@@ -436,11 +431,14 @@ def dry_run_table(project: Project, plans: Sequence[RunPlan], *, now: datetime) 
 
     The cost is estimated from the newest completed run of the route and eval set (the
     route's calls and the judge's, per call); ``-`` before the first one.
+
+    Raises:
+        DatabaseError: the database cannot be reached, or a newer routewatch wrote it.
     """
     url = project.config.database_url
-    revision = current_revision(url)
-    engine = create_engine_for(url) if revision == SCHEMA_HEAD else None
+    engine, revision = open_read_only(url)
     rows = []
+    costs: list[float] = []
     try:
         for plan in plans:
             route = project.config.routes[plan.route]
@@ -462,6 +460,8 @@ def dry_run_table(project: Project, plans: Sequence[RunPlan], *, now: datetime) 
             replays = preview.outcome in (ClaimOutcome.started, ClaimOutcome.resumed)
             calls = total - preview.stored if replays else 0
             cost = preview.cost_per_call
+            if cost is not None and calls:
+                costs.append(cost * calls)
             rows.append(
                 [
                     plan.route,
@@ -474,7 +474,8 @@ def dry_run_table(project: Project, plans: Sequence[RunPlan], *, now: datetime) 
                         holder=preview.holder or "another process",
                     ),
                     str(calls),
-                    evalset.judge or "-",
+                    # As the runner: only an eval set with criteria is judged.
+                    (evalset.judge or "default") if evalset.criteria else "-",
                     usd(cost * calls) if cost is not None and calls else "-",
                 ]
             )
@@ -485,12 +486,15 @@ def dry_run_table(project: Project, plans: Sequence[RunPlan], *, now: datetime) 
     lines = ["dry run: nothing is called, written or sent", format_table(headers, rows)]
     calls = sum(int(r[4]) for r in rows)
     judged = any(r[5] != "-" and r[4] != "0" for r in rows)
-    lines.append(f"{calls} call(s) in all" + (", and the judge's on them" if judged else ""))
+    total_line = f"{calls} call(s) in all" + (", and the judge's on them" if judged else "")
+    if costs:
+        total_line += f"; about {usd(sum(costs))} where an earlier run gives a price"
+    lines.append(total_line)
     if revision is None:
         lines.append("no database yet: every slot would start a new run")
-    elif engine is None:
+    elif revision != SCHEMA_HEAD:
         lines.append(
-            f"the database is at schema {revision}, not {SCHEMA_HEAD}: its runs were not "
-            "read (`routewatch db upgrade`, or the next run, upgrades it)"
+            f"the database is at schema {revision}, not {SCHEMA_HEAD}: the next run "
+            "upgrades it first"
         )
     return "\n".join(lines)

@@ -46,7 +46,7 @@ _BACKENDS = ("sqlite", "postgresql")
 _PG_CONNECT_TIMEOUT_S = "10"
 
 
-def create_engine_for(url: str, *, for_migrations: bool = False) -> Engine:
+def create_engine_for(url: str, *, for_migrations: bool = False, read_only: bool = False) -> Engine:
     """Create an engine for ``url`` with the settings routewatch relies on.
 
     SQLite connections enforce foreign keys, wait up to ``SQLITE_BUSY_TIMEOUT_MS`` for
@@ -59,6 +59,8 @@ def create_engine_for(url: str, *, for_migrations: bool = False) -> Engine:
             migrations would otherwise cascade) and open every transaction with
             ``BEGIN IMMEDIATE``, so a migration is all-or-nothing and concurrent
             upgrades wait for each other.
+        read_only: Refuse every write (SQLite's ``query_only``, PostgreSQL's read-only
+            transactions) and leave a SQLite file's journal mode as it is.
 
     Returns:
         An engine; nothing is connected until it is used.
@@ -77,7 +79,8 @@ def create_engine_for(url: str, *, for_migrations: bool = False) -> Engine:
                 # Text as UTF-8 whatever the database's encoding: on a SQL_ASCII database
                 # psycopg hands back bytes, and SQLAlchemy's first query failed on them.
                 parsed = parsed.update_query_dict({"client_encoding": "utf8"})
-            engine = create_engine(parsed, pool_pre_ping=True)
+            args = {"options": "-c default_transaction_read_only=on"} if read_only else {}
+            engine = create_engine(parsed, pool_pre_ping=True, connect_args=args)
         else:
             engine = create_engine(parsed)
     except (NoSuchModuleError, ImportError, ArgumentError) as exc:
@@ -85,8 +88,55 @@ def create_engine_for(url: str, *, for_migrations: bool = False) -> Engine:
             f"cannot use database {masked(url)}: {_reason(exc, url)}; {_driver_hint(parsed)}"
         ) from exc
     if engine.dialect.name == "sqlite":
-        _configure_sqlite(engine, for_migrations=for_migrations)
+        _configure_sqlite(engine, for_migrations=for_migrations, read_only=read_only)
     return engine
+
+
+def open_read_only(url: str) -> tuple[Engine | None, str | None]:
+    """A read-only engine on the database and the schema revision it is at, writing nothing.
+
+    ``(None, None)`` when there is no routewatch database yet (a SQLite file not created,
+    or no ``alembic_version`` table): nothing was created. A known older revision is
+    returned as it is; the tables it has are read as they are.
+
+    Raises:
+        DatabaseError: the database cannot be reached, or is at a revision this version
+            of routewatch does not know (a newer one wrote it).
+    """
+    parsed = _parse(url)
+    if parsed.get_backend_name() == "sqlite" and not _sqlite_file_exists(parsed):
+        return None, None
+    engine = create_engine_for(url, read_only=True)
+    try:
+        with _connect(engine, url) as connection:
+            try:
+                versions = list(
+                    connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
+                )
+            except SQLAlchemyError:
+                versions = []
+    except BaseException:
+        engine.dispose()
+        raise
+    if not versions:
+        engine.dispose()
+        return None, None
+    revision = str(versions[0])
+    if revision not in _known_revisions():
+        engine.dispose()
+        raise DatabaseError(
+            f"database {masked(url)} is at schema revision {revision}, which this version "
+            f"of routewatch ({SCHEMA_HEAD} at most) does not know: a newer routewatch wrote "
+            "it; upgrade routewatch"
+        )
+    return engine, revision
+
+
+def _known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory(str(script_location()))
+    return {r.revision for r in scripts.walk_revisions()}
 
 
 def upgrade(url: str) -> None:
@@ -277,7 +327,7 @@ def _enable_wal(cursor: Any) -> None:
         delay = min(delay * 2, 0.5)
 
 
-def _configure_sqlite(engine: Engine, *, for_migrations: bool) -> None:
+def _configure_sqlite(engine: Engine, *, for_migrations: bool, read_only: bool = False) -> None:
     def on_connect(dbapi_connection: Any, connection_record: Any) -> None:
         if for_migrations:
             # Let SQLAlchemy's BEGIN below, not the sqlite3 module, decide transactions.
@@ -285,7 +335,10 @@ def _configure_sqlite(engine: Engine, *, for_migrations: bool) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA foreign_keys = {'OFF' if for_migrations else 'ON'}")
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        _enable_wal(cursor)
+        if read_only:
+            cursor.execute("PRAGMA query_only = ON")
+        else:
+            _enable_wal(cursor)
         cursor.close()
 
     def on_begin(connection: Connection) -> None:

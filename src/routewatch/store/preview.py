@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, select
 
 from routewatch.config import Route
 from routewatch.evalset import EvalSet
@@ -36,7 +36,8 @@ class SlotPreview:
     """The stored run it would resume or that holds the slot."""
     slot_key: str
     stored: int = 0
-    """Calls of that run already stored (not replayed again)."""
+    """Calls of that run already stored (not replayed again): each (item, sample) of the
+    eval set and ``samples`` as they are now with a result."""
     holder: str | None = None
     """The process running the slot, when ``busy``."""
     cost_per_call: float | None = None
@@ -93,9 +94,13 @@ def preview_slot(
             return SlotPreview(outcome=ClaimOutcome.version_changed, **found)
         if row.route_snapshot_id != snapshot_id:
             return SlotPreview(outcome=ClaimOutcome.config_changed, **found)
-        stored = conn.execute(
-            select(func.count()).select_from(ResultRow).where(ResultRow.run_id == row.id)
-        ).scalar_one()
+        # As the runner does: what is left is each (item, sample) of the set as it is
+        # now without a result; results of items or samples since dropped do not count.
+        wanted = {(item.id, n) for item in evalset.items for n in range(route.samples)}
+        pairs = conn.execute(
+            select(ResultRow.item_id, ResultRow.sample).where(ResultRow.run_id == row.id)
+        )
+        stored = len({(r.item_id, r.sample) for r in pairs} & wanted)
         return SlotPreview(outcome=ClaimOutcome.resumed, stored=stored, **found)
 
 

@@ -644,9 +644,9 @@ class StoredResult:
     tokens_out: int | None
     cost_usd: float | None
     scores: tuple[tuple[float, float], ...]
+    """(value, weight) of every scorer that produced a value."""
     ttft_ms: float | None = None
     """Time to the first token, for a streamed call that answered."""
-    """(value, weight) of every scorer that produced a value."""
 
 
 def run_results(engine: Engine, run_id: int) -> list[StoredResult]:
