@@ -258,16 +258,25 @@ def test_a_long_incident_reminds_every_renotify_hours_and_never_on_each_bad_run(
     ]
 
 
-def test_an_incident_resolved_by_hand_restores_the_route_and_a_still_bad_run_pages_again(
-    tmp_path: Path, sim: str, hook: Receiver, capsys: pytest.CaptureFixture[str]
-) -> None:
-    db = f"sqlite:///{tmp_path / 'rw.db'}"
+def cheap_degraded_on_day_7(
+    tmp_path: Path, sim: str, hook: Receiver, db: str
+) -> tuple[Path, dict[str, Any]]:
+    """An auto-mode project: six healthy days, then cheap's model fails every item on day 7
+    and its score incident opens (cheap demoted). Returns the config and the incident."""
     config = project(tmp_path, sim, hook, "auto", db)
     for n in range(1, 7):
         day(config, n)
     set_quality(sim, "cheap-m", 0.0)
     day(config, 7)
     (incident,) = rows(db, "incidents")
+    return config, incident
+
+
+def test_an_incident_resolved_by_hand_restores_the_route_and_a_still_bad_run_pages_again(
+    tmp_path: Path, sim: str, hook: Receiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = f"sqlite:///{tmp_path / 'rw.db'}"
+    config, incident = cheap_degraded_on_day_7(tmp_path, sim, hook, db)
     assert policy_file(tmp_path)["chain"] == ["mid", "premium"]
     capsys.readouterr()
 
@@ -327,12 +336,7 @@ def resolved_by_hand_during_detection(
 def test_a_bad_run_racing_a_resolution_by_hand_opens_a_new_incident(
     tmp_path: Path, sim: str, hook: Receiver, db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = project(tmp_path, sim, hook, "auto", db_url)
-    for n in range(1, 7):
-        day(config, n)
-    set_quality(sim, "cheap-m", 0.0)
-    day(config, 7)
-    (incident,) = rows(db_url, "incidents")
+    config, incident = cheap_degraded_on_day_7(tmp_path, sim, hook, db_url)
 
     with resolved_by_hand_during_detection(config, db_url, "cheap", incident["id"]):
         day(config, 8)  # still bad
@@ -346,12 +350,7 @@ def test_a_bad_run_racing_a_resolution_by_hand_opens_a_new_incident(
 def test_a_healthy_run_racing_a_resolution_by_hand_does_not_resolve_it_again(
     tmp_path: Path, sim: str, hook: Receiver, db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = project(tmp_path, sim, hook, "auto", db_url)
-    for n in range(1, 7):
-        day(config, n)
-    set_quality(sim, "cheap-m", 0.0)
-    day(config, 7)
-    (incident,) = rows(db_url, "incidents")
+    config, incident = cheap_degraded_on_day_7(tmp_path, sim, hook, db_url)
     set_quality(sim, "cheap-m", 1.0)
     day(config, 8)
     day(config, 9)

@@ -187,10 +187,7 @@ class _Api:
         return Response(content, media_type="text/html", headers=REPORT_HEADERS)
 
     async def runs(self, request: Request) -> Response:
-        denied = self._authorize(request)
-        if denied is not None:
-            return denied
-        body = await _parse(request, RunsRequest)
+        body = await self._authorized(request, RunsRequest)
         if isinstance(body, Response):
             return body
         requested = list(dict.fromkeys(body.routes))
@@ -224,10 +221,7 @@ class _Api:
 
     async def resolve(self, request: Request) -> Response:
         """Resolve an incident by hand: answer with it, then deliver its alerts."""
-        denied = self._authorize(request)
-        if denied is not None:
-            return denied
-        body = await _parse(request, ResolveRequest)
+        body = await self._authorized(request, ResolveRequest)
         if isinstance(body, Response):
             return body
         config, incident_id = self.state.config, request.path_params["id"]
@@ -300,6 +294,13 @@ class _Api:
         except Exception:
             # The daemon's dispatcher passes every few seconds and will deliver them.
             log.warning("delivering the outbox after a change by hand failed", exc_info=True)
+
+    async def _authorized(self, request: Request, model: type[B]) -> B | Response:
+        """The POST's body as ``model`` once its token is checked, or the refusal to send."""
+        denied = self._authorize(request)
+        if denied is not None:
+            return denied
+        return await _parse(request, model)
 
     def _authorize(self, request: Request) -> Response | None:
         """None when the request carries the API token; else the refusal to send."""
