@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy import make_url
 
 from routewatch import runner
 from routewatch.cli import run
@@ -443,3 +444,50 @@ def test_a_dry_run_reads_an_older_schema_and_refuses_an_unknown_one(
     assert "is at schema revision 0099, which this version of routewatch" in (
         capsys.readouterr().err
     )
+
+
+def test_a_dry_run_leaves_a_wal_file_unmerged(
+    tmp_path: Path, sim: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A process that died with changes in the WAL: closing the last connection would
+    checkpoint them into the file; a read-only one must not."""
+    run_route(tmp_path, sim, model="perfect")
+    config, db = tmp_path / "routewatch.yaml", tmp_path / "rw.db"
+    writer = (
+        "import os, sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1])\n"
+        "c.execute('PRAGMA wal_autocheckpoint = 0')\n"
+        "c.execute(\"UPDATE runs SET error_message = 'left in the WAL'\")\n"
+        "c.commit()\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", writer, str(db)], check=True)
+    before = db.read_bytes()
+
+    (done,), _ = dry_run(config, capsys, "--at", AT)
+
+    assert done[4:6] == ["nothing:", "completed"], "the WAL's changes are read"
+    assert db.read_bytes() == before
+
+
+@pytest.mark.postgres
+def test_a_dry_run_reads_the_schema_its_url_names(
+    tmp_path: Path,
+    sim: str,
+    pg_url: str,
+    pg_admin_engine: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The URL's own `options` (a search_path here) hold for the read-only connection."""
+    with pg_admin_engine.connect() as conn:
+        conn.exec_driver_sql("CREATE SCHEMA rw_dry")
+    try:
+        url = make_url(pg_url).update_query_dict({"options": "-csearch_path=rw_dry"})
+        run_route(tmp_path, sim, url=url.render_as_string(hide_password=False), model="perfect")
+
+        (done,), _ = dry_run(tmp_path / "routewatch.yaml", capsys, "--at", AT)
+
+        assert done[4:6] == ["nothing:", "completed"]
+    finally:
+        with pg_admin_engine.connect() as conn:
+            conn.exec_driver_sql("DROP SCHEMA rw_dry CASCADE")

@@ -12,6 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import insert, inspect, make_url, select, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from routewatch.errors import DatabaseError
@@ -21,6 +22,7 @@ from routewatch.store.migrate import (
     current_revision,
     head_revision,
     open_database,
+    open_read_only,
     script_location,
     upgrade,
 )
@@ -319,3 +321,20 @@ def test_upgrade_to_0009_gives_stored_runs_their_time_to_first_token(db_url: str
     engine.dispose()
     assert found["streamed"] == (25.0, pytest.approx(38.5)), "the timed-out call left out"
     assert found["plain"] == (None, None)
+
+
+def test_a_read_only_engine_refuses_writes(db_url: str) -> None:
+    upgrade(db_url)
+    engine, revision = open_read_only(db_url)
+    assert engine is not None
+    try:
+        assert revision == SCHEMA_HEAD
+        with engine.connect() as conn, pytest.raises(SQLAlchemyError):
+            conn.execute(text("CREATE TABLE written (x INTEGER)"))
+    finally:
+        engine.dispose()
+
+
+def test_no_database_yet_is_told_without_creating_one(tmp_path: Path) -> None:
+    assert open_read_only(f"sqlite:///{tmp_path / 'none.db'}") == (None, None)
+    assert not (tmp_path / "none.db").exists()

@@ -114,10 +114,13 @@ def pin(
 
 def pin_warnings(engine: Engine, routes: Sequence[str]) -> list[str]:
     """A warning for each pinned route with open incidents: the pin outranks a demotion."""
+    pinned = list(dict.fromkeys(routes))
+    found = open_incidents_by_route(engine, pinned)
     return [
-        f"{route} has open incident(s) ({', '.join(f'#{i.id} {i.metric}' for i in found)}); "
+        f"{route} has open incident(s) ({', '.join(f'#{i.id} {i.metric}' for i in found[route])}); "
         "the pin keeps it in the chain until `unpin`"
-        for route, found in open_incidents_by_route(engine, list(dict.fromkeys(routes))).items()
+        for route in pinned  # in the pin's order
+        if found.get(route)
     ]
 
 

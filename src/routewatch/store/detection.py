@@ -656,7 +656,8 @@ def _reminders(
 
 
 DRIFTED = "drifted"
-"""A suspect run's judge answered a canary, and a verdict moved."""
+"""A suspect run's judge gave a verdict on at least one canary (one moved, or another is
+missing)."""
 NO_VERDICT = "no_verdict"
 """A suspect run's judge gave no verdict on any canary (failed calls, budget, unreadable)."""
 

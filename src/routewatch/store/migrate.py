@@ -20,8 +20,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
-from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy import URL, Connection, Engine, create_engine, event, inspect, make_url, text
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from routewatch.errors import DatabaseError
@@ -79,9 +80,14 @@ def create_engine_for(url: str, *, for_migrations: bool = False, read_only: bool
                 # Text as UTF-8 whatever the database's encoding: on a SQL_ASCII database
                 # psycopg hands back bytes, and SQLAlchemy's first query failed on them.
                 parsed = parsed.update_query_dict({"client_encoding": "utf8"})
-            args = {"options": "-c default_transaction_read_only=on"} if read_only else {}
-            engine = create_engine(parsed, pool_pre_ping=True, connect_args=args)
+            engine = create_engine(parsed, pool_pre_ping=True)
+            if read_only:
+                # BEGIN READ ONLY on every transaction: unlike a session setting in the
+                # URL's `options`, it keeps the URL's own and passes PgBouncer.
+                engine = engine.execution_options(postgresql_readonly=True)
         else:
+            if read_only:
+                parsed = _sqlite_read_only(parsed)
             engine = create_engine(parsed)
     except (NoSuchModuleError, ImportError, ArgumentError) as exc:
         raise DatabaseError(
@@ -110,11 +116,19 @@ def open_read_only(url: str) -> tuple[Engine | None, str | None]:
     try:
         with _connect(engine, url) as connection:
             try:
-                versions = list(
-                    connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
+                versions = (
+                    list(
+                        connection.execute(
+                            text("SELECT version_num FROM alembic_version")
+                        ).scalars()
+                    )
+                    if inspect(connection).has_table("alembic_version")
+                    else []
                 )
-            except SQLAlchemyError:
-                versions = []
+            except SQLAlchemyError as exc:
+                raise DatabaseError(
+                    f"cannot read the schema revision of {masked(url)}: {_reason(exc, url)}"
+                ) from exc
     except BaseException:
         engine.dispose()
         raise
@@ -130,6 +144,18 @@ def open_read_only(url: str) -> tuple[Engine | None, str | None]:
             "it; upgrade routewatch"
         )
     return engine, revision
+
+
+def _sqlite_read_only(parsed: URL) -> URL:
+    """The SQLite URL opened read-only (``mode=ro``).
+
+    Then the file is never written, not even by the checkpoint that the last connection
+    to a WAL file makes when it closes (``query_only`` alone allows that).
+    """
+    database = parsed.database or ""
+    if parsed.query.get("uri") not in ("true", "1"):
+        database = "file:" + quote(database, safe="/")
+    return parsed.set(database=database).update_query_dict({"mode": "ro", "uri": "true"})
 
 
 def _known_revisions() -> set[str]:
