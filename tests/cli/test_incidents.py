@@ -184,7 +184,27 @@ def test_resolving_an_unknown_incident_is_a_usage_error(
 
     assert code == 1
     assert out == ""
-    assert f"no incident #{incident}; `routewatch incidents --all` lists them" in err
+    assert f"no incident #{incident}; nothing was resolved; `routewatch incidents --all`" in err
+
+
+def test_several_incidents_are_resolved_at_once_or_none_if_one_is_unknown(
+    config: Path, hook: Receiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = resolve(config, capsys, "2", "98", "3", "99")
+
+    assert code == 1
+    assert "no incident #98, #99; nothing was resolved" in err
+    assert [ln.split()[0] for ln in incidents(config, capsys).splitlines()[1:]] == ["#3", "#2"]
+
+    code, out, _ = resolve(config, capsys, "3", "2", "3", "--reason", "route retired")
+
+    assert code == 0
+    assert out.splitlines() == [
+        "incident #3 (a · faq · score) resolved by hand",
+        "incident #2 (b · faq · score) resolved by hand",
+    ]
+    assert incidents(config, capsys) == "no open incidents\n"
+    assert sorted(r.json()["incident_id"] for r in hook.delivered()) == [2, 3]
 
 
 def test_an_incident_opened_a_little_ahead_is_resolved_at_its_opening_and_alerted_now(

@@ -1,4 +1,4 @@
-"""``routewatch incidents [resolve ID]``: list the incidents of every route; resolve one by hand."""
+"""``routewatch incidents [resolve ID...]``: list every route's incidents; resolve some by hand."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from routewatch.cli.runs import delivery_lines
 from routewatch.cli.table import format_table, num
 from routewatch.config import load_config
 from routewatch.errors import UsageError
-from routewatch.store.incidents import resolve_by_hand
+from routewatch.store.incidents import resolve_by_hand, unknown_incidents
 from routewatch.store.migrate import open_database
 from routewatch.store.queries import IncidentFacts, incident_json, list_incidents
 
@@ -104,42 +104,53 @@ def incidents_command(
 
 @incidents_command.command("resolve")
 @config_option
-@click.argument("incident_id", metavar="ID", type=click.IntRange(1))
+@click.argument("incident_ids", metavar="ID...", nargs=-1, required=True, type=click.IntRange(1))
 @click.option(
     "--reason",
     metavar="TEXT",
-    help="Why, in words: kept with the incident and sent with its alert.",
+    help="Why, in words: kept with each incident and sent with its alert.",
 )
 @click.pass_context
 def resolve_command(
-    ctx: click.Context, config_path: Path, incident_id: int, reason: str | None
+    ctx: click.Context, config_path: Path, incident_ids: tuple[int, ...], reason: str | None
 ) -> None:
-    """Resolve incident ID by hand, without waiting for healthy runs.
+    """Resolve incident ID... by hand, without waiting for healthy runs.
 
     For an incident no run will resolve (its route was taken out of the config) or
     a drop fixed or accepted elsewhere. Sends `incident.resolved` to the alert targets
     and brings the route's policies up to date: a demoted route comes back once it
     has no other open incident. If the route is still below its baseline, its next
-    run opens a new incident.
+    run opens a new incident. An unknown ID changes nothing of the others.
     """
     if ctx.get_parameter_source("config_path") is ParameterSource.DEFAULT and ctx.obj:
         config_path = ctx.obj
     config = load_config(config_path, dict(os.environ))
     engine = open_database(config.database_url)
     try:
-        done = resolve_by_hand(engine, config, incident_id, actor="cli", reason=reason)
-        i = done.incident
-        where = f"{i.route} · {i.eval_set} · {i.metric}"
-        if not done.changed:
-            when = f" {i.resolved_at:%Y-%m-%d %H:%M} UTC" if i.resolved_at else ""
-            click.echo(
-                f"incident #{i.id} ({where}) was already resolved{when} {_by(i)}; nothing changed"
+        missing = unknown_incidents(engine, incident_ids)
+        if missing:
+            listed = ", ".join(f"#{n}" for n in missing)
+            raise UsageError(
+                f"no incident {listed}; nothing was resolved; `routewatch incidents --all` "
+                "lists them"
             )
-            return
-        click.echo(f"incident #{i.id} ({where}) resolved by hand")
-        for action in done.policy_actions:
-            click.echo(f"policy {action['policy']}: {action['action']}")
-        if done.events:
+        events = 0
+        for incident_id in dict.fromkeys(incident_ids):
+            done = resolve_by_hand(engine, config, incident_id, actor="cli", reason=reason)
+            events += done.events
+            i = done.incident
+            where = f"{i.route} · {i.eval_set} · {i.metric}"
+            if not done.changed:
+                when = f" {i.resolved_at:%Y-%m-%d %H:%M} UTC" if i.resolved_at else ""
+                click.echo(
+                    f"incident #{i.id} ({where}) was already resolved{when} {_by(i)}; "
+                    "nothing changed"
+                )
+                continue
+            click.echo(f"incident #{i.id} ({where}) resolved by hand")
+            for action in done.policy_actions:
+                click.echo(f"policy {action['policy']}: {action['action']}")
+        if events:
             delivery = Dispatcher(engine, config, dict(os.environ)).drain(
                 config.alerts.delivery.run_wait_s
             )

@@ -11,6 +11,7 @@ incident: resolving is not silencing.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +43,16 @@ class HandResolution:
     """What each policy of the route did, as incident events carry it."""
     events: int = 0
     """Outbox messages written."""
+
+
+def unknown_incidents(engine: Engine, incident_ids: Sequence[int]) -> list[int]:
+    """Those of ``incident_ids`` that name no incident, in their order."""
+    wanted = [n for n in dict.fromkeys(incident_ids) if 1 <= n <= MAX_INCIDENT_ID]
+    with engine.connect() as conn:
+        found = set(
+            conn.execute(select(IncidentRow.id).where(IncidentRow.id.in_(wanted))).scalars()
+        )
+    return [n for n in dict.fromkeys(incident_ids) if n not in found]
 
 
 def resolve_by_hand(
