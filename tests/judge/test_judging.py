@@ -255,7 +255,8 @@ def judge_canaries(
             "judge call failed: server_error: ",
         ),
         # The judge answers in prose, no verdict readable: the judge itself changed.
-        ("judge", False, True, "no verdict", "judge reply unreadable: no verdict in "),
+        # The item's own error is labelled as the canary's is.
+        ("judge", False, True, "judge reply unreadable: no verdict", "judge reply unreadable: no "),
     ],
 )
 def test_a_canary_moves_on_an_unreadable_reply_not_on_a_failed_call(

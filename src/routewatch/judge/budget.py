@@ -179,7 +179,8 @@ async def ask(
         try:
             value = parse(result.output or "")
         except ValueError as exc:
-            error = str(exc)
+            # Labelled as failed calls and the budget are, wherever it is shown.
+            error = f"judge reply unreadable: {exc}"
             unreadable = True
             continue
         return Asked(

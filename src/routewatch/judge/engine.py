@@ -97,10 +97,7 @@ class CanaryCheck:
         """
         if self.observed is not None:
             return None
-        reason = self.judgement.error or "no verdict"
-        if self.judgement.unreadable:
-            reason = f"judge reply unreadable: {reason}"
-        return " ".join(reason.split())
+        return " ".join((self.judgement.error or "no verdict").split())
 
 
 class JudgeRunner:
