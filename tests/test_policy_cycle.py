@@ -364,3 +364,21 @@ def test_a_healthy_run_racing_a_resolution_by_hand_does_not_resolve_it_again(
     assert [e["resolved_by"] for e in resolved] == ["cli"]
     (stored,) = rows(db_url, "incidents")
     assert stored["healthy_streak"] == 2, "as the hand left it"
+
+
+def test_resolving_the_incident_of_a_route_taken_out_of_the_chain_updates_the_policy(
+    tmp_path: Path, sim: str, hook: Receiver
+) -> None:
+    """Its policy file still listed it as demoted for that incident until the next run."""
+    db = f"sqlite:///{tmp_path / 'rw.db'}"
+    config, incident = cheap_degraded_on_day_7(tmp_path, sim, hook, db)
+    assert [d["route"] for d in policy_file(tmp_path)["demoted"]] == ["cheap"]
+    data = yaml.safe_load(config.read_text())
+    del data["routes"]["cheap"]
+    data["policies"]["chat"]["chain"] = ["mid", "premium"]
+    config.write_text(yaml.safe_dump(data))
+
+    assert run(["incidents", "resolve", "-c", str(config), str(incident["id"])]) == 0
+
+    published = policy_file(tmp_path)
+    assert (published["chain"], published["demoted"]) == (["mid", "premium"], [])

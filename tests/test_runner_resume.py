@@ -184,3 +184,22 @@ def test_a_run_stopped_by_a_database_failure_is_resumed_by_the_same_process(
     assert set(keys) == {i["id"] for i in items}
     assert set(keys.values()) == {1}
     assert [r["status"] for r in rows(db, "runs")] == ["completed"]
+
+
+def test_ctrl_c_stops_a_run_with_the_shells_exit_code_and_leaves_it_resumable(
+    project: tuple[Path, str], sim: str
+) -> None:
+    config, db = project
+    first = start_run(config)
+    wait_for_results(db, 3)
+
+    first.send_signal(signal.SIGINT)
+    _, err = first.communicate(timeout=30)
+
+    assert first.returncode == 130, err
+    assert err.strip().endswith("interrupted")
+    answer_fast(sim)
+    second = start_run(config)
+    _, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err
+    assert "resumed run 1" in err

@@ -19,10 +19,12 @@ from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy import update
 
 from routewatch.alerts.webhook import verify
 from routewatch.cli import run
 from routewatch.store.migrate import open_database
+from routewatch.store.tables import IncidentRow
 from runner_project import rows, write_project
 from store_rows import add_run, open_incident
 
@@ -154,6 +156,25 @@ def test_pinning_a_route_with_an_open_incident_warns(
     err = capsys.readouterr().err
     assert f"warning: b has open incident(s) (#{incident} score); the pin keeps it" in err
     assert "warning: a " not in err
+
+
+def test_a_latency_incident_gives_no_pin_warning(
+    config: Path, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Latency and cost incidents never take a route out of the chain."""
+    engine = open_database(db_url)
+    at = datetime(2026, 11, 9, 6, tzinfo=UTC)
+    add_run(engine, "b", at)
+    incident = open_incident(engine, "b", at)
+    with engine.begin() as conn:
+        conn.execute(
+            update(IncidentRow).where(IncidentRow.id == incident).values(metric="p95_latency_ms")
+        )
+    engine.dispose()
+
+    assert policy(config, "pin", "chat", "b", "a") == 0
+
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_pin_sends_one_signed_policy_changed_event(config: Path, db_url: str, hook: Hook) -> None:

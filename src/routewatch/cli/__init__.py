@@ -141,11 +141,19 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(run(argv))
 
 
+INTERRUPTED = 130
+"""Exit code after Ctrl-C (SIGINT), as shells report it."""
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the command line and return its exit code instead of exiting."""
     try:
         result = cli.main(args=argv, prog_name="routewatch", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            # Ctrl-C: click turns it into Abort. The shell's convention, 128 + SIGINT.
+            click.echo("interrupted", err=True)
+            return INTERRUPTED
         click.echo("aborted", err=True)
         return ExitCode.bad_input
     except click.ClickException as exc:
@@ -166,7 +174,7 @@ def run(argv: list[str] | None = None) -> int:
         return ExitCode.failure
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
-        return 130
+        return INTERRUPTED
     except Exception:
         click.echo("internal error (a bug in routewatch; please report it):", err=True)
         click.echo(traceback.format_exc(), err=True)

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from routewatch.config import Config, Policy
 from routewatch.errors import UsageError
-from routewatch.policy.engine import PolicyDecision
+from routewatch.policy.engine import PolicyDecision, moves_traffic
 from routewatch.policy.publishers import PolicyState, policy_json
 from routewatch.store.policies import (
     Reconciled,
@@ -115,7 +115,11 @@ def pin(
 def pin_warnings(engine: Engine, routes: Sequence[str]) -> list[str]:
     """A warning for each pinned route with open incidents: the pin outranks a demotion."""
     pinned = list(dict.fromkeys(routes))
-    found = open_incidents_by_route(engine, pinned)
+    # Latency and cost incidents never take a route out of the chain: no news in a pin.
+    found = {
+        route: [i for i in incidents if moves_traffic(i.metric)]
+        for route, incidents in open_incidents_by_route(engine, pinned).items()
+    }
     return [
         f"{route} has open incident(s) ({', '.join(f'#{i.id} {i.metric}' for i in found[route])}); "
         "the pin keeps it in the chain until `unpin`"

@@ -573,14 +573,16 @@ def apply_policies(
     run_id: int | None,
     actor: str = "routewatch",
     reason: str | None = None,
+    names: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Reconcile the route's policies; what each did, for the incident events.
 
     ``incident_id`` is an incident just resolved, which a restored route owes its return
-    to; ``actor`` and ``reason`` are recorded with any new version.
+    to; ``actor`` and ``reason`` are recorded with any new version. ``names``: these
+    policies instead of those whose configured chain holds ``route``.
     """
     actions = []
-    for name in policies_of(route, policies):
+    for name in policies_of(route, policies) if names is None else names:
         policy = policies[name]
         done = reconcile(
             conn,

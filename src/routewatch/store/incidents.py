@@ -22,6 +22,7 @@ from routewatch.config import Config
 from routewatch.errors import UsageError
 from routewatch.store.detection import apply_policies
 from routewatch.store.outbox import enqueue
+from routewatch.store.policies import policies_mentioning
 from routewatch.store.queries import IncidentFacts, incident_facts
 from routewatch.store.tables import IncidentRow, IncidentStatus
 
@@ -124,6 +125,8 @@ def resolve_by_hand(
             now=at,
             run_id=None,
             actor=actor,
+            # A route taken out of a policy's chain may still be demoted in its file.
+            names=policies_mentioning(conn, row.route, config.policies),
         )
         body = {
             "event": "incident.resolved",

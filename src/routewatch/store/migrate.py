@@ -138,11 +138,7 @@ def open_read_only(url: str) -> tuple[Engine | None, str | None]:
     revision = str(versions[0])
     if revision not in _known_revisions():
         engine.dispose()
-        raise DatabaseError(
-            f"database {masked(url)} is at schema revision {revision}, which this version "
-            f"of routewatch ({SCHEMA_HEAD} at most) does not know: a newer routewatch wrote "
-            "it; upgrade routewatch"
-        )
+        raise _newer(url, revision)
     return engine, revision
 
 
@@ -156,6 +152,23 @@ def _sqlite_read_only(parsed: URL) -> URL:
     if parsed.query.get("uri") not in ("true", "1"):
         database = "file:" + quote(database, safe="/")
     return parsed.set(database=database).update_query_dict({"mode": "ro", "uri": "true"})
+
+
+def _refuse_unknown_revision(connection: Connection, url: str) -> None:
+    """Raise ``DatabaseError`` when the database is at a revision this routewatch lacks."""
+    from alembic.runtime.migration import MigrationContext
+
+    revision = MigrationContext.configure(connection).get_current_revision()
+    if revision is not None and revision not in _known_revisions():
+        raise _newer(url, revision)
+
+
+def _newer(url: str, revision: str) -> DatabaseError:
+    return DatabaseError(
+        f"database {masked(url)} is at schema revision {revision}, which this version of "
+        f"routewatch ({SCHEMA_HEAD} at most) does not know: a newer routewatch wrote it; "
+        "upgrade routewatch"
+    )
 
 
 def _known_revisions() -> set[str]:
@@ -183,6 +196,7 @@ def upgrade(url: str) -> None:
     with _connection(url, for_migrations=True) as connection:
         try:
             with connection.begin():
+                _refuse_unknown_revision(connection, url)
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
         except (SQLAlchemyError, CommandError) as exc:

@@ -292,3 +292,20 @@ def _reason(before: Sequence[str], decision: PolicyDecision, *, first: bool) -> 
 def policies_of(route: str, policies: Mapping[str, Policy]) -> list[str]:
     """Names of the policies whose configured chain includes ``route``."""
     return [name for name, p in policies.items() if route in p.chain]
+
+
+def policies_mentioning(conn: Connection, route: str, policies: Mapping[str, Policy]) -> list[str]:
+    """``policies_of(route)``, and the policies whose stored version still names ``route``.
+
+    A route taken out of a policy's configured chain stays in its stored chain, or among
+    its demoted routes, until the policy is reconciled.
+    """
+    names = []
+    for name, policy in policies.items():
+        latest = None if route in policy.chain else latest_version(conn, name)
+        if route in policy.chain or (
+            latest is not None
+            and (route in latest.chain or any(d.route == route for d in latest.demoted))
+        ):
+            names.append(name)
+    return names
