@@ -370,13 +370,14 @@ def test_a_dry_run_skips_a_completed_slot_and_prices_a_new_one(
     assert (len(rows(db, "runs")), len(rows(db, "results"))) == before
 
 
-def test_a_dry_run_cannot_fail_on_regression(
+def test_a_dry_run_with_fail_on_regression_previews_and_exits_0(
     tmp_path: Path, sim: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A CI job may preview with the flags of its real runs."""
     config = write_project(tmp_path, sim, {"r": {"model": "perfect"}})
 
-    assert run(["run", "-c", str(config), "--dry-run", "--fail-on-regression"]) == 1
-    assert "--dry-run replays nothing" in capsys.readouterr().err
+    assert run(["run", "-c", str(config), "--dry-run", "--fail-on-regression"]) == 0
+    assert "new run" in capsys.readouterr().out
 
 
 def test_a_dry_run_names_a_judge_only_where_the_runner_would_judge(
@@ -491,3 +492,15 @@ def test_a_dry_run_reads_the_schema_its_url_names(
     finally:
         with pg_admin_engine.connect() as conn:
             conn.exec_driver_sql("DROP SCHEMA rw_dry CASCADE")
+
+
+def test_a_dry_run_prices_no_call_from_a_run_whose_every_call_failed(
+    tmp_path: Path, sim: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    price = {"input_per_mtok": 3_000.0, "output_per_mtok": 15_000.0}
+    run_route(tmp_path, sim, model="failing", price=price)
+
+    (new,), _ = dry_run(tmp_path / "routewatch.yaml", capsys, "--at", "2026-11-21T06:00:00Z")
+
+    assert new[4:7] == ["new", "run", str(ITEMS)]
+    assert new[-1] == "-", "no price was measured: not $0"

@@ -95,7 +95,11 @@ def test_a_route_taken_out_of_the_config_keeps_its_incidents_listed(
         ["#3", "a", "faq", "score"],
         ["#2", "b", "(not", "configured)"],
     ]
-    assert [i["id"] for i in json.loads(incidents(config, capsys, "--json", "--route", "b"))] == [2]
+    (listed,) = json.loads(incidents(config, capsys, "--json", "--route", "b"))
+    assert (listed["id"], listed["configured"]) == (2, False)
+    assert all(
+        i["configured"] for i in json.loads(incidents(config, capsys, "--json", "--route", "a"))
+    )
 
 
 def test_an_unknown_route_is_a_usage_error(
@@ -175,7 +179,7 @@ def test_an_incident_a_run_resolved_is_not_resolved_again(
     )
 
 
-@pytest.mark.parametrize("incident", ["99", "2147483648", str(10**20)])
+@pytest.mark.parametrize("incident", ["99", "0", "2147483648", str(10**20)])
 def test_resolving_an_unknown_incident_is_a_usage_error(
     config: Path, capsys: pytest.CaptureFixture[str], incident: str
 ) -> None:
@@ -268,3 +272,10 @@ def test_an_option_of_the_list_given_to_resolve_is_refused(
         capsys.readouterr().err
     )
     assert [i["id"] for i in json.loads(incidents(config, capsys, "--json"))] == [3, 2]
+
+
+def test_an_id_that_is_no_number_is_named(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = resolve(config, capsys, "abc")
+
+    assert code == 1
+    assert "'abc' is not a valid integer" in err

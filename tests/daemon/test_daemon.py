@@ -456,7 +456,10 @@ def test_a_run_asked_for_while_one_is_in_flight_is_not_started_twice(
         time.sleep(0.5)
         assert d.terminate() == 0
 
-    assert (first.status_code, first.json()) == (202, {"accepted": ["faq-bot"]})
+    assert (first.status_code, first.json()) == (
+        202,
+        {"accepted": ["faq-bot"], "already_running": []},
+    )
     assert (second.status_code, second.json()) == (
         202,
         {"accepted": [], "already_running": ["faq-bot"]},

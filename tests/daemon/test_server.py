@@ -558,7 +558,7 @@ def test_runs_start_the_named_routes(web: Daemon) -> None:
     response = web.post("/runs", {"routes": ["b"]})
 
     assert response.status_code == 202
-    assert response.json() == {"accepted": ["b"]}
+    assert response.json() == {"accepted": ["b"], "already_running": []}
     assert web.triggered == [["b"]]
 
 
@@ -567,7 +567,7 @@ def test_runs_without_routes_start_every_route(web: Daemon, body: Any) -> None:
     response = web.post("/runs", body)
 
     assert response.status_code == 202
-    assert response.json() == {"accepted": ["a", "b", "c"]}
+    assert response.json() == {"accepted": ["a", "b", "c"], "already_running": []}
 
 
 def test_runs_of_an_unknown_route_are_422(web: Daemon) -> None:
@@ -606,7 +606,7 @@ def test_a_route_named_twice_is_started_once(web: Daemon) -> None:
     response = web.post("/runs", {"routes": ["b", "a", "b"]})
 
     assert response.status_code == 202
-    assert response.json() == {"accepted": ["b", "a"]}
+    assert response.json() == {"accepted": ["b", "a"], "already_running": []}
     assert web.triggered == [["b", "a"]]
 
 
@@ -719,7 +719,7 @@ def test_pinning_an_unknown_policy_is_404(web: Daemon) -> None:
     ("body", "reason"),
     [
         ({"routes": ["a", "zz"]}, "unknown route(s) zz; known: a, b, c"),
-        ({"routes": ["a", "a"]}, "a route appears twice in the pinned chain"),
+        ({"routes": ["a", "a"]}, "a appears twice in the pinned chain"),
         ({"routes": []}, "invalid request body: routes: List should have at least 1 item"),
         (None, "invalid request body: routes: Field required"),
     ],

@@ -89,7 +89,8 @@ def incidents_command(
         known = ", ".join(config.routes) or "none"
         raise UsageError(f"unknown route(s) {', '.join(unknown)} for --route; known: {known}")
     if as_json:
-        click.echo(json.dumps([incident_json(i) for i in found], indent=2))
+        listed = [{**incident_json(i), "configured": i.route in config.routes} for i in found]
+        click.echo(json.dumps(listed, indent=2))
     elif not found:
         click.echo("no open incidents" if not show_all else "no incidents")
     else:
@@ -104,7 +105,7 @@ def incidents_command(
 
 @incidents_command.command("resolve")
 @config_option
-@click.argument("incident_ids", metavar="ID...", nargs=-1, required=True, type=click.IntRange(1))
+@click.argument("incident_ids", metavar="ID...", nargs=-1, required=True, type=int)
 @click.option(
     "--reason",
     metavar="TEXT",

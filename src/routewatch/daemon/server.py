@@ -198,11 +198,8 @@ class _Api:
         except UnavailableError as exc:
             return _error(503, str(exc), headers={"Retry-After": "30"})
         log.info("runs requested through the API: %s", ", ".join(accepted) or "none")
-        answer: dict[str, list[str]] = {"accepted": accepted}
         running = [r for r in requested or self.state.config.routes if r not in accepted]
-        if running:
-            answer["already_running"] = running
-        return JSONResponse(answer, status_code=202)
+        return JSONResponse({"accepted": accepted, "already_running": running}, status_code=202)
 
     async def pin(self, request: Request) -> Response:
         def apply(config: Config, name: str, body: PinRequest) -> Reconciled:

@@ -93,8 +93,9 @@ def pin(
         raise UsageError(
             f"unknown route(s) {', '.join(unknown)}; known: {', '.join(sorted(config.routes))}"
         )
-    if len(set(routes)) != len(routes):
-        raise UsageError("a route appears twice in the pinned chain")
+    twice = sorted({r for r in routes if routes.count(r) > 1})
+    if twice:
+        raise UsageError(f"{', '.join(twice)} appears twice in the pinned chain")
 
     def write() -> Reconciled:
         with engine.begin() as conn:

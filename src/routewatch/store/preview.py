@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, func, select
 
 from routewatch.config import Route
 from routewatch.evalset import EvalSet
@@ -130,14 +130,15 @@ def _runs(
 
 
 def _cost_per_call(conn: Connection, route: str, eval_set_name: str) -> float | None:
-    """What a call cost, judge included, in the newest completed run with calls."""
+    """What a call cost, judge included, in the newest completed run with answers."""
     row = conn.execute(
         select(RunRow.cost_usd, RunRow.judge_cost_usd, RunRow.results_total)
         .where(
             RunRow.route == route,
             RunRow.eval_set_name == eval_set_name,
             RunRow.status == RunStatus.completed,
-            RunRow.results_total > 0,
+            # A run whose every call failed measured no price.
+            RunRow.results_total > func.coalesce(RunRow.errors_total, 0),
         )
         .order_by(RunRow.at.desc())
         .limit(1)
