@@ -596,6 +596,19 @@ class EvalFolder:
     """Every problem in every file."""
 
 
+def eval_dir_fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
+    """Name, modification time and size of each eval file in ``directory``.
+
+    It changes when a file is edited, added or removed. Empty when the folder cannot be
+    read.
+    """
+    try:
+        files = sorted(p for p in directory.iterdir() if p.suffix in EVAL_SUFFIXES)
+        return tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in files if p.is_file())
+    except OSError:
+        return ()
+
+
 def read_eval_dir(directory: Path) -> EvalFolder:
     """Load each eval set in ``directory`` that loads, collecting the others' problems."""
     if not directory.is_dir():

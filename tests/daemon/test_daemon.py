@@ -308,6 +308,35 @@ def test_sighup_reloads_the_config_and_its_schedules(tmp_path: Path, sim: str) -
 
 
 @pytest.mark.postgres
+def test_an_edited_eval_set_is_replayed_by_the_next_cycle_without_sighup(
+    tmp_path: Path, sim: str
+) -> None:
+    """The daemon must not replay the version it started with while the CLI replays the
+    new one; a broken edit keeps the running sets and is said once."""
+    db_url = f"sqlite:///{tmp_path / 'rw.db'}"
+    config = project(tmp_path, sim, db_url, "0 0 1 1 *", items=questions(2))
+    bench = tmp_path / "evals" / "bench.yaml"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    def run_now(count: int) -> dict[str, Any]:
+        time.sleep(1.1)  # a second of its own: a slot of its own
+        httpx.post(f"{d.url}/runs", json={"routes": []}, headers=auth).raise_for_status()
+        wait_until(lambda: len(completed(db_url)) == count, what=f"run {count}")
+        return completed(db_url)[-1]
+
+    with daemon(config, ENV) as d:
+        assert run_now(1)["items_total"] == 2
+        bench.write_text(yaml.safe_dump({"items": questions(3)}))
+
+        assert run_now(2)["items_total"] == 3
+        d.wait_for("eval files changed on disk: reloading the config and eval sets")
+        bench.write_text("items: [this is not valid")
+        assert run_now(3)["items_total"] == 3, "the running sets kept"
+        assert run_now(4)["items_total"] == 3
+        assert d.terminate() == 0
+    assert sum("config not reloaded" in line for line in d.lines) == 1, d.log()
+
+
 def test_a_replica_that_dies_mid_run_has_its_run_resumed_by_another(
     tmp_path: Path, sim: str, pg_url: str
 ) -> None:

@@ -48,6 +48,7 @@ from routewatch.daemon.leader import Leadership
 from routewatch.daemon.metrics import DATABASE_DOWN, database_down, first_line
 from routewatch.daemon.state import DaemonState
 from routewatch.errors import RoutewatchError, UnavailableError, UsageError
+from routewatch.evalset import eval_dir_fingerprint
 from routewatch.project import Project, load_project
 from routewatch.runner import execute, plan_runs
 from routewatch.store.migrate import open_database
@@ -102,6 +103,7 @@ class Daemon:
         self.config_path = config_path
         self.env = dict(env)
         self.project: Project = load_project(config_path, self.env)
+        self._evals_seen = eval_dir_fingerprint(self._eval_dir())
         self.host = host or self.project.config.server.host
         self.port = self.project.config.server.port if port is None else port
         # Settings given on the command line win over the config's, reloaded or not.
@@ -189,6 +191,8 @@ class Daemon:
 
     def reload(self) -> None:
         """Re-read the config and rebuild the jobs; a bad config keeps the old one."""
+        # Taken first: an edit made while loading is seen by the next check.
+        self._evals_seen = eval_dir_fingerprint(self._eval_dir())
         try:
             project = load_project(self.config_path, self.env)
         except RoutewatchError as exc:
@@ -435,8 +439,23 @@ class Daemon:
 
     # -- running cycles --------------------------------------------------------------
 
+    def _eval_dir(self) -> Path:
+        """The eval folder of the config in use."""
+        return Path(self.project.config.eval_dir)
+
+    def _reload_if_evals_changed(self) -> None:
+        """Reload, as on SIGHUP, when an eval file changed since the last load.
+
+        Edited, added or removed: a cycle must not replay a set that the CLI already
+        replays in a newer version. A bad edit keeps the running sets, said once per edit.
+        """
+        if eval_dir_fingerprint(self._eval_dir()) != self._evals_seen:
+            log.info("eval files changed on disk: reloading the config and eval sets")
+            self.reload()
+
     async def _cycle(self, routes: list[str], at: datetime | None) -> None:
         """One cycle for ``routes`` at slot ``at`` (now when None): replay, detect, deliver."""
+        self._reload_if_evals_changed()
         project = self.project
         now = self.clock.now()
         plans = plan_runs(project.config, routes=routes, at=at, now=now)
