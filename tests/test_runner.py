@@ -1,5 +1,6 @@
 """`routewatch run` against the simulator on a loopback port: faults, samples, fallbacks."""
 
+import json
 import sqlite3
 import statistics
 import subprocess
@@ -142,6 +143,12 @@ def test_streamed_route_records_time_to_first_token(
     header, row = capsys.readouterr().out.splitlines()[:2]
     assert header.split()[11:14] == ["p95", "ttft", "p50"]
     assert row.split()[13:15] == [f"{runs[0]['p50_ttft_ms']:.0f}", "ms"]
+    config = str(tmp_path / "routewatch.yaml")
+    assert run(["status", "-c", config, "--json"]) == 0
+    (route,) = json.loads(capsys.readouterr().out)["routes"]
+    assert route["last_run"]["p50_ttft_ms"] == pytest.approx(runs[0]["p50_ttft_ms"])
+    assert run(["status", "-c", config]) == 0
+    assert "ttft p50" in capsys.readouterr().out.splitlines()[0]
 
 
 def test_a_route_that_does_not_stream_has_no_time_to_first_token(
@@ -150,6 +157,12 @@ def test_a_route_that_does_not_stream_has_no_time_to_first_token(
     _, runs, _ = run_route(tmp_path, sim, model="slow")
 
     assert (runs[0]["p50_ttft_ms"], runs[0]["p95_ttft_ms"]) == (None, None)
+    assert "ttft" not in capsys.readouterr().out
+    config = str(tmp_path / "routewatch.yaml")
+    assert run(["status", "-c", config, "--json"]) == 0
+    (route,) = json.loads(capsys.readouterr().out)["routes"]
+    assert route["last_run"]["p50_ttft_ms"] is None
+    assert run(["status", "-c", config]) == 0
     assert "ttft" not in capsys.readouterr().out
 
 
@@ -190,6 +203,29 @@ def test_a_missing_api_key_fails_the_run_naming_the_variable(
     assert [(r["status"], "RW_TEST_ABSENT" in r["error_message"]) for r in runs] == [
         ("failed", True)
     ]
+
+
+def test_a_failed_run_says_how_to_retry_its_slot_to_the_second(
+    tmp_path: Path, sim: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --at the slot is now, seconds included, which the summary's times leave out."""
+    monkeypatch.delenv("RW_TEST_ABSENT", raising=False)
+    config = write_project(
+        tmp_path, sim, {"r": {"model": "perfect"}}, provider={"api_key_env": "RW_TEST_ABSENT"}
+    )
+    assert run(["run", "-c", str(config)]) == 2
+    ((failed,),) = [rows(f"sqlite:///{tmp_path / 'rw.db'}", "runs")]
+    slot = failed["slot_key"].replace("+00:00", "Z")
+    hint = f"`routewatch run --route r --at {slot}` retries it"
+    assert f"r x support-faq: run {failed['id']} failed; once the cause is fixed, {hint}" in (
+        capsys.readouterr().err
+    )
+    monkeypatch.setenv("RW_TEST_ABSENT", "sk-now-set")
+
+    assert run(["run", "-c", str(config), "--route", "r", "--at", slot]) == 0
+
+    (retried,) = rows(f"sqlite:///{tmp_path / 'rw.db'}", "runs")
+    assert (retried["id"], retried["status"]) == (failed["id"], "completed")
 
 
 def test_an_unknown_route_is_bad_input(tmp_path: Path, sim: str) -> None:

@@ -64,6 +64,9 @@ class LastRun(_Body):
     """Median latency of successful calls."""
     p95_latency_ms: float | None
     """95th percentile latency of successful calls."""
+    p50_ttft_ms: float | None = None
+    """Median time to first token of the streamed calls; null for a route that does not
+    stream."""
     cost_usd: float | None
     """What the route's calls cost."""
     tokens_in: int | None

@@ -67,3 +67,26 @@ def test_a_resumed_run_counts_only_the_calls_the_set_and_samples_still_ask_for(
     assert (thrice.outcome, thrice.stored) == (ClaimOutcome.resumed, 4)
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(ResultRow)).scalar_one() == 4
+
+
+def test_an_interrupted_run_of_another_route_config_is_named_as_cancelled(
+    engine: Engine, evalset: EvalSet
+) -> None:
+    """Without --at the runner cancels it and starts anew; the dry run says both."""
+    stored = ensure_eval_set(engine, evalset)
+    owner = new_owner()
+    run = claim(engine, stored, owner)
+    release_owner(owner)
+    changed = ROUTE.model_copy(update={"model": "another-model"})
+
+    preview = preview_slot(
+        engine,
+        route_name="chat",
+        route=changed,
+        evalset=evalset,
+        slot_key="2026-11-24T06:00:00+00:00",
+        resume_unfinished=True,
+        now=NOW,
+    )
+
+    assert (preview.outcome, preview.cancels) == (ClaimOutcome.started, (run.run_id,))

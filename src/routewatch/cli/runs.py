@@ -35,7 +35,7 @@ from routewatch.status import ERRORING_RATE, RouteState
 from routewatch.store.migrate import SCHEMA_HEAD, open_database, open_read_only
 from routewatch.store.pairwise import PreferenceRecord
 from routewatch.store.preview import SlotPreview, preview_slot
-from routewatch.store.queries import RunFacts, runs_by_id
+from routewatch.store.queries import RunFacts, failed_runs, runs_by_id
 from routewatch.store.runs import ClaimOutcome
 
 AT_SKEW = timedelta(minutes=5)
@@ -112,6 +112,15 @@ def run_command(
             # The other runs of this cycle completed: detect them and deliver, then fail.
             detect_left_over(engine, project.config, selected, now=clock.now())
             Dispatcher(engine, project.config, env).drain(project.config.alerts.delivery.run_wait_s)
+            # How to retry: the slot carries seconds, which the summary's times leave out.
+            for failed in failed_runs(engine, [(p.route, p.eval_set, p.slot_key) for p in plans]):
+                slot = failed.slot_key.replace("+00:00", "Z")
+                click.echo(
+                    f"{failed.route} x {failed.eval_set}: run {failed.id} failed; once the "
+                    f"cause is fixed, `routewatch run --route {failed.route} --at {slot}` "
+                    "retries it",
+                    err=True,
+                )
             raise
         verdicts += detect_cycle(engine, project.config, completed_runs(reports), now=clock.now())
         delivery = Dispatcher(engine, project.config, env).drain(
@@ -426,6 +435,13 @@ _WOULD = {
 }
 
 
+def _cancelling(runs: Sequence[int]) -> str:
+    if not runs:
+        return ""
+    listed = ", ".join(str(r) for r in runs)
+    return f"; cancels interrupted run(s) {listed} of another eval-set version or route config"
+
+
 def dry_run_table(project: Project, plans: Sequence[RunPlan], *, now: datetime) -> str:
     """What ``run`` would do with each plan, read from the store without writing to it.
 
@@ -472,7 +488,8 @@ def dry_run_table(project: Project, plans: Sequence[RunPlan], *, now: datetime) 
                         stored=preview.stored,
                         total=total,
                         holder=preview.holder or "another process",
-                    ),
+                    )
+                    + _cancelling(preview.cancels),
                     str(calls),
                     # As the runner: only an eval set with criteria is judged.
                     (evalset.judge or "default") if evalset.criteria else "-",

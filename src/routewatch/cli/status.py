@@ -49,6 +49,8 @@ def status_table(body: StatusBody, learning: Learning | None = None) -> str:
     figures are the last run's, whose eval set is named: a route with several shows the
     newest of them.
     """
+    # A column of time to first token only when a route streams.
+    ttft = any(r.last_run is not None and r.last_run.p50_ttft_ms is not None for r in body.routes)
     rows = []
     for r in body.routes:
         last = r.last_run
@@ -62,6 +64,7 @@ def status_table(body: StatusBody, learning: Learning | None = None) -> str:
                 pct(last.pass_rate) if last else "-",
                 pct(last.error_rate) if last else "-",
                 num(last.p95_latency_ms, " ms") if last else "-",
+                *([num(last.p50_ttft_ms, " ms") if last else "-"] if ttft else []),
                 usd(last.cost_usd) if last else "-",
                 num(r.baseline.lower_limit, digits=3) if r.baseline else "-",
                 _incident_text(r),
@@ -77,6 +80,7 @@ def status_table(body: StatusBody, learning: Learning | None = None) -> str:
             "pass",
             "errors",
             "p95",
+            *(["ttft p50"] if ttft else []),
             "cost",
             "lower limit",
             "open incident",

@@ -43,6 +43,9 @@ class SlotPreview:
     cost_per_call: float | None = None
     """Route and judge cost per call of the newest completed run of this route and eval
     set; None before the first one."""
+    cancels: tuple[int, ...] = ()
+    """Interrupted runs of another eval-set version or route config, which the run marks
+    ``cancelled`` (only without ``--at``)."""
 
 
 def preview_slot(
@@ -71,21 +74,32 @@ def preview_slot(
         cost = _cost_per_call(conn, route_name, evalset.name)
         same = (eval_set_id, snapshot_id)
         row = None
-        if resume_unfinished and None not in same:
-            row = next(
-                (
-                    r
-                    for r in _runs(conn, route_name, evalset.name, status=RunStatus.running)
-                    if not owner_alive(r.owner, r.heartbeat_at, now)
-                    and (r.eval_set_id, r.route_snapshot_id) == same
-                ),
-                None,
-            )
+        cancels: list[int] = []
+        if resume_unfinished:
+            # As find_unfinished_run: the newest interrupted run of this version and
+            # config is resumed; those of another are cancelled.
+            for r in _runs(conn, route_name, evalset.name, status=RunStatus.running):
+                if owner_alive(r.owner, r.heartbeat_at, now):
+                    continue
+                if (r.eval_set_id, r.route_snapshot_id) != same or None in same:
+                    cancels.append(r.id)
+                elif row is None:
+                    row = r
         if row is None:
             row = next(iter(_runs(conn, route_name, evalset.name, slot_key=slot_key)), None)
         if row is None:
-            return SlotPreview(outcome=ClaimOutcome.started, slot_key=slot_key, cost_per_call=cost)
-        found: dict[str, Any] = {"run_id": row.id, "slot_key": row.slot_key, "cost_per_call": cost}
+            return SlotPreview(
+                outcome=ClaimOutcome.started,
+                slot_key=slot_key,
+                cost_per_call=cost,
+                cancels=tuple(cancels),
+            )
+        found: dict[str, Any] = {
+            "run_id": row.id,
+            "slot_key": row.slot_key,
+            "cost_per_call": cost,
+            "cancels": tuple(cancels),
+        }
         if row.status == RunStatus.completed:
             return SlotPreview(outcome=ClaimOutcome.completed, **found)
         if row.status == RunStatus.running and owner_alive(row.owner, row.heartbeat_at, now):

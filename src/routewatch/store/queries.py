@@ -323,3 +323,33 @@ def open_incidents_by_route(
         for r in conn.execute(query):
             out.setdefault(r.route, []).append(incident_facts(r))
     return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FailedRun:
+    """A run that failed, and the slot that repeating retries."""
+
+    id: int
+    route: str
+    eval_set: str
+    slot_key: str
+
+
+def failed_runs(engine: Engine, slots: Sequence[tuple[str, str, str]]) -> list[FailedRun]:
+    """The failed runs among ``(route, eval set, slot key)`` slots, in their order."""
+    found = []
+    with engine.connect() as conn:
+        for route, eval_set, slot_key in slots:
+            row = conn.execute(
+                select(RunRow.id).where(
+                    RunRow.route == route,
+                    RunRow.eval_set_name == eval_set,
+                    RunRow.slot_key == slot_key,
+                    RunRow.status == RunStatus.failed,
+                )
+            ).first()
+            if row is not None:
+                found.append(
+                    FailedRun(id=row.id, route=route, eval_set=eval_set, slot_key=slot_key)
+                )
+    return found
