@@ -328,7 +328,7 @@ def test_pinning_the_same_chain_again_changes_nothing(
         (["unpin", "nope"], "unknown policy 'nope'; known: chat"),
         (["export", "nope"], "unknown policy 'nope'; known: chat"),
         (["pin", "chat", "a", "x", "y"], "unknown route(s) x, y; known: a, b, c"),
-        (["pin", "chat", "b", "a", "b"], "a route appears twice"),
+        (["pin", "chat", "b", "a", "b"], "b appears twice in the pinned chain"),
         (["pin", "chat"], "Missing argument 'ROUTE...'"),
         (["export", "chat", "--format", "yaml"], "'yaml' is not one of"),
     ],
