@@ -1,11 +1,12 @@
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from routewatch.errors import EvalSetError
-from routewatch.evalset import EvalSet, load_eval_dir, load_eval_set
+from routewatch.evalset import EvalSet, load_eval_dir, load_eval_set, read_eval_dir
 
 BASE = """\
 name: faq
@@ -340,3 +341,26 @@ def test_a_date_like_reference_is_text_even_when_no_date(tmp_path: Path) -> None
     evalset = load(tmp_path, BASE.replace("reference: Answer A", "reference: 2026-13-01"))
 
     assert evalset.items[0].reference == "2026-13-01"
+
+
+def test_an_eval_folder_that_cannot_be_read_is_a_located_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Denied permission cannot be arranged as root: iterdir is made to refuse, as the
+    kernel would for another user."""
+    folder = tmp_path / "evals"
+    folder.mkdir()
+    real = Path.iterdir
+
+    def refuse(self: Path) -> Any:
+        if self == folder:
+            raise PermissionError(13, "Permission denied")
+        return real(self)
+
+    monkeypatch.setattr(Path, "iterdir", refuse)
+
+    found = read_eval_dir(folder)
+
+    assert found.sets == {}
+    (problem,) = found.problems
+    assert "cannot read the eval folder: Permission denied" in str(problem)

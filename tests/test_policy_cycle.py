@@ -382,3 +382,9 @@ def test_resolving_the_incident_of_a_route_taken_out_of_the_chain_updates_the_po
 
     published = policy_file(tmp_path)
     assert (published["chain"], published["demoted"]) == (["mid", "premium"], [])
+    changed = [e for e in events(hook) if e["event"] == "policy.changed"][-1]
+    assert (changed["reason"], changed["incident_id"], changed["actor"]) == (
+        "cheap is no longer in the configured chain",
+        None,
+        "cli",
+    )

@@ -203,3 +203,31 @@ def test_ctrl_c_stops_a_run_with_the_shells_exit_code_and_leaves_it_resumable(
     _, err = second.communicate(timeout=60)
     assert second.returncode == 0, err
     assert "resumed run 1" in err
+
+
+def test_a_resumed_run_that_fails_says_how_to_retry_its_own_slot(tmp_path: Path, sim: str) -> None:
+    """The slot to repeat is the interrupted run's, not the now a plain `run` plans."""
+    config = write_project(
+        tmp_path,
+        sim,
+        {"r": {"model": "slow"}},
+        items=ITEMS,
+        provider={"max_concurrency": 2, "api_key_env": "RW_RESUME_KEY"},
+    )
+    db = f"sqlite:///{tmp_path / 'rw.db'}"
+    argv = [sys.executable, "-m", "routewatch", "run", "-c", str(config)]
+    with_key = {**os.environ, "RW_RESUME_KEY": "sk-resume"}
+    without_key = {k: v for k, v in os.environ.items() if k != "RW_RESUME_KEY"}
+    first = subprocess.Popen([*argv, "--at", AT], env=with_key, stderr=subprocess.PIPE, text=True)
+    wait_for_results(db, 3)
+    first.send_signal(signal.SIGINT)
+    first.communicate(timeout=30)
+
+    again = subprocess.run(
+        [*argv, "--route", "r"], env=without_key, capture_output=True, text=True, timeout=60
+    )
+
+    assert again.returncode == 2, again.stderr
+    hint = "r x bench: run 1 failed; once the cause is fixed, `routewatch run --route r --at "
+    assert f"{hint}{AT}` retries it" in again.stderr
+    httpx.delete(f"{sim}/admin/models/slow").raise_for_status()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
@@ -596,22 +596,45 @@ class EvalFolder:
     """Every problem in every file."""
 
 
-def eval_dir_fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
-    """Name, modification time and size of each eval file in ``directory``.
+def eval_dir_fingerprint(
+    directory: Path, templates: Iterable[str] = ()
+) -> tuple[tuple[str, int, int], ...]:
+    """Path, modification time and size of the eval files and judge templates.
 
-    It changes when a file is edited, added or removed. Empty when the folder cannot be
-    read.
+    The eval files are those in ``directory``; the templates are named relative to it,
+    as eval sets name them.
+
+    It changes when a file is edited, added or removed; an unreadable one counts as
+    missing (``-1``).
     """
+
+    def stat(path: Path) -> tuple[str, int, int]:
+        try:
+            info = path.stat()
+        except OSError:
+            return (str(path), -1, -1)
+        return (str(path), info.st_mtime_ns, info.st_size)
+
     try:
         files = sorted(p for p in directory.iterdir() if p.suffix in EVAL_SUFFIXES)
-        return tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in files if p.is_file())
     except OSError:
-        return ()
+        files = [directory]
+    return tuple(stat(p) for p in [*files, *(directory / t for t in sorted(set(templates)))])
 
 
 def read_eval_dir(directory: Path) -> EvalFolder:
     """Load each eval set in ``directory`` that loads, collecting the others' problems."""
-    if not directory.is_dir():
+    try:
+        entries = list(directory.iterdir()) if directory.is_dir() else None
+    except OSError as exc:
+        problem = Problem(
+            path=display_path(directory),
+            line=None,
+            field="",
+            message=f"cannot read the eval folder: {exc.strerror or exc}",
+        )
+        return EvalFolder(sets={}, names=None, problems=[problem])
+    if entries is None:
         problem = Problem(
             path=display_path(directory),
             line=None,
@@ -625,7 +648,7 @@ def read_eval_dir(directory: Path) -> EvalFolder:
         return EvalFolder(sets={}, names=None, problems=[problem])
     problems: list[Problem] = []
     sets: dict[str, EvalSet] = {}
-    files = sorted(p for p in directory.iterdir() if p.suffix in EVAL_SUFFIXES and p.is_file())
+    files = sorted(p for p in entries if p.suffix in EVAL_SUFFIXES and p.is_file())
     for path in files:
         try:
             evalset = load_eval_set(path)

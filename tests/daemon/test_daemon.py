@@ -190,6 +190,41 @@ def test_sigterm_mid_run_leaves_a_run_that_the_next_start_resumes(
 
 
 @pytest.mark.postgres
+def test_an_interrupted_run_of_an_edited_eval_set_is_cancelled_not_retried_forever(
+    tmp_path: Path, sim: str
+) -> None:
+    """It can never resume as it was; left running, catch-up would retry it each minute."""
+    sluggish(sim, 700)
+    db_url = f"sqlite:///{tmp_path / 'rw.db'}"
+    config = project(
+        tmp_path,
+        sim,
+        db_url,
+        "0 0 * * *",
+        model="sluggish",
+        items=questions(6),
+        misfire_grace_s=172800,
+    )
+    with daemon(config, ENV) as d:
+        wait_until(lambda: len(rows(db_url, "results")) >= 1, what="the first result")
+        assert d.terminate(timeout=20) == 0
+    (interrupted,) = rows(db_url, "runs")
+    assert interrupted["status"] == "running"
+    (tmp_path / "evals" / "bench.yaml").write_text(yaml.safe_dump({"items": questions(7)}))
+    httpx.patch(f"{sim}/admin/models/sluggish", json={"latency_ms": {"fixed": 2}})
+
+    with daemon(config, ENV) as d:
+        d.wait_for(f"run {interrupted['id']} faq-bot x bench at ")
+        d.wait_for("was interrupted and its eval set changed since: cancelled")
+        d.terminate()
+
+    (cancelled,) = [r for r in rows(db_url, "runs") if r["id"] == interrupted["id"]]
+    assert (cancelled["status"], cancelled["error_message"]) == (
+        "cancelled",
+        "interrupted, and the eval set changed since",
+    )
+
+
 def test_two_daemons_run_each_slot_once_and_deliver_each_event_once(
     tmp_path: Path, sim: str, pg_url: str
 ) -> None:
@@ -334,6 +369,46 @@ def test_an_edited_eval_set_is_replayed_by_the_next_cycle_without_sighup(
         assert run_now(3)["items_total"] == 3, "the running sets kept"
         assert run_now(4)["items_total"] == 3
         assert d.terminate() == 0
+    assert sum("config not reloaded" in line for line in d.lines) == 1, d.log()
+
+
+def test_an_edited_judge_template_and_a_reload_fixed_by_the_config_are_picked_up(
+    tmp_path: Path, sim: str
+) -> None:
+    """A set's judge template is part of its version; a reload that failed for want of a
+    config change is tried again when the config changes."""
+    db_url = f"sqlite:///{tmp_path / 'rw.db'}"
+    config = project(tmp_path, sim, db_url, "0 0 1 1 *")
+    faq = tmp_path / "evals" / "support-faq.yaml"
+    template = tmp_path / "evals" / "judge.j2"
+    grade = (
+        "Grade {{ criterion }} from {{ scale_min }} to {{ scale_max }}.\n"
+        "<output>{{ output }}</output>\n"
+        '{% if not structured %}Reply as JSON with "reasoning" and "score".{% endif %}\n'
+    )
+    template.write_text(grade)
+    faq.write_text(faq.read_text() + "judge_template: judge.j2\n")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    def eval_set_of_run(count: int) -> int:
+        time.sleep(1.1)  # a second of its own: a slot of its own
+        httpx.post(f"{d.url}/runs", json={"routes": []}, headers=auth).raise_for_status()
+        wait_until(lambda: len(completed(db_url)) == count, what=f"run {count}")
+        return int(completed(db_url)[-1]["eval_set_id"])
+
+    with daemon(config, ENV) as d:
+        first = eval_set_of_run(1)
+        template.write_text("Be strict. " + grade)
+        second = eval_set_of_run(2)
+        faq.write_text(faq.read_text().replace("judge: default", "judge: strict"))
+        assert eval_set_of_run(3) == second, "an unknown judge: the running sets kept"
+        d.wait_for("config not reloaded")
+        data = yaml.safe_load(config.read_text())
+        data["judges"]["strict"] = dict(data["judges"]["default"])
+        config.write_text(yaml.safe_dump(data))
+        fourth = eval_set_of_run(4)
+        assert d.terminate() == 0
+    assert len({first, second, fourth}) == 3, "each edit replayed as a new version"
     assert sum("config not reloaded" in line for line in d.lines) == 1, d.log()
 
 

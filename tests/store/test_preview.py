@@ -11,12 +11,13 @@ from routewatch.scaffold import EVAL_TEMPLATE, template_text
 from routewatch.store.preview import preview_slot
 from routewatch.store.runs import (
     ClaimOutcome,
+    cancel_interrupted_run,
     ensure_eval_set,
     new_owner,
     release_owner,
     write_results,
 )
-from routewatch.store.tables import ResultRow
+from routewatch.store.tables import ResultRow, RunRow
 
 
 @pytest.fixture
@@ -90,3 +91,22 @@ def test_an_interrupted_run_of_another_route_config_is_named_as_cancelled(
     )
 
     assert (preview.outcome, preview.cancels) == (ClaimOutcome.started, (run.run_id,))
+
+
+def test_an_interrupted_run_is_cancelled_once_and_a_live_one_never(
+    engine: Engine, evalset: EvalSet
+) -> None:
+    stored = ensure_eval_set(engine, evalset)
+    owner = new_owner()
+    run = claim(engine, stored, owner)
+
+    assert not cancel_interrupted_run(engine, run.run_id, now=NOW, reason="x"), "alive"
+    release_owner(owner)
+    assert cancel_interrupted_run(engine, run.run_id, now=NOW, reason="changed since")
+    assert not cancel_interrupted_run(engine, run.run_id, now=NOW, reason="again")
+
+    with engine.connect() as conn:
+        status, message = conn.execute(
+            select(RunRow.status, RunRow.error_message).where(RunRow.id == run.run_id)
+        ).one()
+    assert (status, message) == ("cancelled", "changed since")

@@ -100,6 +100,7 @@ def run_command(
         return ExitCode.ok
     engine = open_database(project.config.database_url)
     selected = list(routes) or list(project.config.routes)
+    started = clock.now()
     try:
         # Runs an earlier process completed but never detected come first, in time order.
         verdicts = detect_left_over(engine, project.config, selected, now=clock.now())
@@ -113,7 +114,7 @@ def run_command(
             detect_left_over(engine, project.config, selected, now=clock.now())
             Dispatcher(engine, project.config, env).drain(project.config.alerts.delivery.run_wait_s)
             # How to retry: the slot carries seconds, which the summary's times leave out.
-            for failed in failed_runs(engine, [(p.route, p.eval_set, p.slot_key) for p in plans]):
+            for failed in failed_runs(engine, selected, since=started):
                 slot = failed.slot_key.replace("+00:00", "Z")
                 click.echo(
                     f"{failed.route} x {failed.eval_set}: run {failed.id} failed; once the "

@@ -53,7 +53,13 @@ from routewatch.project import Project, load_project
 from routewatch.runner import execute, plan_runs
 from routewatch.store.migrate import open_database
 from routewatch.store.nodata import check_no_data
-from routewatch.store.runs import ClaimOutcome, abandon_runs, orphaned_runs, slot_completed
+from routewatch.store.runs import (
+    ClaimOutcome,
+    abandon_runs,
+    cancel_interrupted_run,
+    orphaned_runs,
+    slot_completed,
+)
 
 log = logging.getLogger("routewatch.daemon")
 
@@ -103,7 +109,9 @@ class Daemon:
         self.config_path = config_path
         self.env = dict(env)
         self.project: Project = load_project(config_path, self.env)
-        self._evals_seen = eval_dir_fingerprint(self._eval_dir())
+        self._evals_seen = self._evals_fingerprint()
+        self._reload_failed_at: tuple[Any, ...] | None = None
+        """Eval files and config as they were when a reload for an eval change failed."""
         self.host = host or self.project.config.server.host
         self.port = self.project.config.server.port if port is None else port
         # Settings given on the command line win over the config's, reloaded or not.
@@ -191,15 +199,19 @@ class Daemon:
 
     def reload(self) -> None:
         """Re-read the config and rebuild the jobs; a bad config keeps the old one."""
-        # Taken first: an edit made while loading is seen by the next check.
-        self._evals_seen = eval_dir_fingerprint(self._eval_dir())
+        seen = self._evals_fingerprint()
         try:
             project = load_project(self.config_path, self.env)
         except RoutewatchError as exc:
             log.error("config not reloaded, keeping the running one: %s", exc)
+            # Tried again once the eval files or the config change (a fix to either).
+            self._reload_failed_at = (seen, _stat(self.config_path))
             return
+        self._reload_failed_at = None
         before = self.project.config
         self.project = project
+        # Taken after the load: the new sets may name other judge templates.
+        self._evals_seen = self._evals_fingerprint()
         self.state.config = project.config
         self.state.reports_dir = Path(project.config.reports.dir)
         self._build_jobs()
@@ -439,9 +451,10 @@ class Daemon:
 
     # -- running cycles --------------------------------------------------------------
 
-    def _eval_dir(self) -> Path:
-        """The eval folder of the config in use."""
-        return Path(self.project.config.eval_dir)
+    def _evals_fingerprint(self) -> tuple[tuple[str, int, int], ...]:
+        """The eval files and the judge templates the loaded sets name, as on disk now."""
+        templates = [s.judge_template for s in self.project.eval_sets.values() if s.judge_template]
+        return eval_dir_fingerprint(Path(self.project.config.eval_dir), templates)
 
     def _reload_if_evals_changed(self) -> None:
         """Reload, as on SIGHUP, when an eval file changed since the last load.
@@ -449,9 +462,13 @@ class Daemon:
         Edited, added or removed: a cycle must not replay a set that the CLI already
         replays in a newer version. A bad edit keeps the running sets, said once per edit.
         """
-        if eval_dir_fingerprint(self._eval_dir()) != self._evals_seen:
-            log.info("eval files changed on disk: reloading the config and eval sets")
-            self.reload()
+        now = self._evals_fingerprint()
+        if now == self._evals_seen:
+            return
+        if self._reload_failed_at == (now, _stat(self.config_path)):
+            return  # failed as it is; said once
+        log.info("eval files changed on disk: reloading the config and eval sets")
+        self.reload()
 
     async def _cycle(self, routes: list[str], at: datetime | None) -> None:
         """One cycle for ``routes`` at slot ``at`` (now when None): replay, detect, deliver."""
@@ -486,6 +503,28 @@ class Daemon:
         verdicts = await asyncio.to_thread(
             detect_cycle, self.engine, project.config, completed_runs(reports), now=self.clock.now()
         )
+        for r in reports:
+            if r.outcome in (ClaimOutcome.version_changed, ClaimOutcome.config_changed):
+                # An interrupted run of another eval-set version or route config never
+                # resumes as it was; left running, catch-up would retry it every minute.
+                changed = "eval set" if r.outcome is ClaimOutcome.version_changed else "config"
+                cancelled = await asyncio.to_thread(
+                    cancel_interrupted_run,
+                    self.engine,
+                    r.run_id,
+                    now=self.clock.now(),
+                    reason=f"interrupted, and the {changed} changed since",
+                )
+                if cancelled:
+                    log.warning(
+                        "run %d %s x %s at %s was interrupted and its %s changed since: "
+                        "cancelled (its slot is run afresh by `run --at`)",
+                        r.run_id,
+                        r.route,
+                        r.eval_set,
+                        r.at.isoformat(),
+                        changed,
+                    )
         for r in reports:
             s = r.summary
             # A replayed run is "completed" ("completed, resumed" after an interruption);
@@ -604,3 +643,12 @@ class Daemon:
 
     def _dispatcher(self) -> Dispatcher:
         return Dispatcher(self.engine, self.project.config, self.env)
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    """A file's modification time and size; ``(-1, -1)`` when it cannot be read."""
+    try:
+        info = path.stat()
+    except OSError:
+        return (-1, -1)
+    return (info.st_mtime_ns, info.st_size)

@@ -22,7 +22,7 @@ from routewatch.config import Config
 from routewatch.errors import UsageError
 from routewatch.store.detection import apply_policies
 from routewatch.store.outbox import enqueue
-from routewatch.store.policies import policies_mentioning
+from routewatch.store.policies import policies_mentioning, policies_of
 from routewatch.store.queries import IncidentFacts, incident_facts
 from routewatch.store.tables import IncidentRow, IncidentStatus
 
@@ -115,6 +115,7 @@ def resolve_by_hand(
             return HandResolution(incident=incident_facts(row), changed=False)
         targets = config.alerts.targets()
         deferred: list[tuple[dict[str, Any], list[str]]] = []
+        own = policies_of(row.route, config.policies)
         actions = apply_policies(
             conn,
             row.route,
@@ -125,9 +126,25 @@ def resolve_by_hand(
             now=at,
             run_id=None,
             actor=actor,
-            # A route taken out of a policy's chain may still be demoted in its file.
-            names=policies_mentioning(conn, row.route, config.policies),
+            names=own,
         )
+        # A route taken out of a policy's chain may still be in its file, demoted: the
+        # version that drops it says why, and owes nothing to this incident.
+        others = [n for n in policies_mentioning(conn, row.route, config.policies) if n not in own]
+        if others:
+            actions += apply_policies(
+                conn,
+                row.route,
+                config.policies,
+                targets,
+                deferred,
+                incident_id=None,
+                now=at,
+                run_id=None,
+                actor=actor,
+                reason=f"{row.route} is no longer in the configured chain",
+                names=others,
+            )
         body = {
             "event": "incident.resolved",
             "id": str(uuid.uuid4()),

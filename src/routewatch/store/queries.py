@@ -335,21 +335,22 @@ class FailedRun:
     slot_key: str
 
 
-def failed_runs(engine: Engine, slots: Sequence[tuple[str, str, str]]) -> list[FailedRun]:
-    """The failed runs among ``(route, eval set, slot key)`` slots, in their order."""
-    found = []
+def failed_runs(engine: Engine, routes: Sequence[str], *, since: datetime) -> list[FailedRun]:
+    """The runs of ``routes`` that failed at or after ``since`` (this command's), oldest first.
+
+    By when they failed, not by the slots planned: a resumed run has its own slot.
+    """
     with engine.connect() as conn:
-        for route, eval_set, slot_key in slots:
-            row = conn.execute(
-                select(RunRow.id).where(
-                    RunRow.route == route,
-                    RunRow.eval_set_name == eval_set,
-                    RunRow.slot_key == slot_key,
-                    RunRow.status == RunStatus.failed,
-                )
-            ).first()
-            if row is not None:
-                found.append(
-                    FailedRun(id=row.id, route=route, eval_set=eval_set, slot_key=slot_key)
-                )
-    return found
+        rows = conn.execute(
+            select(RunRow.id, RunRow.route, RunRow.eval_set_name, RunRow.slot_key)
+            .where(
+                RunRow.route.in_(list(routes)),
+                RunRow.status == RunStatus.failed,
+                RunRow.finished_at >= since,
+            )
+            .order_by(RunRow.finished_at, RunRow.id)
+        ).all()
+    return [
+        FailedRun(id=r.id, route=r.route, eval_set=r.eval_set_name, slot_key=r.slot_key)
+        for r in rows
+    ]

@@ -419,6 +419,28 @@ def claim_run(
     return Claim(outcome=ClaimOutcome.resumed, run_id=row.id, at=row.at, holder=row.owner)
 
 
+def cancel_interrupted_run(engine: Engine, run_id: int, *, now: datetime, reason: str) -> bool:
+    """Mark run ``run_id`` ``cancelled`` if it is still ``running`` with its owner gone.
+
+    For an interrupted run that can never be resumed as it was (another eval-set version
+    or route config); returns whether it was cancelled.
+    """
+    with engine.begin() as conn:
+        row = conn.execute(
+            select(_runs.c.status, _runs.c.owner, _runs.c.heartbeat_at).where(_runs.c.id == run_id)
+        ).first()
+        if row is None or row.status != RunStatus.running:
+            return False
+        if owner_alive(row.owner, row.heartbeat_at, now):
+            return False
+        done = conn.execute(
+            update(_runs)
+            .where(_runs.c.id == run_id, _runs.c.status == RunStatus.running)
+            .values(status=RunStatus.cancelled, finished_at=now, error_message=reason)
+        )
+        return done.rowcount == 1
+
+
 def find_unfinished_run(
     engine: Engine,
     *,
