@@ -47,7 +47,7 @@ from routewatch.detect.budget import Detector
 from routewatch.detect.findings import Candidate, Metric, WorstItem
 from routewatch.evalset import EvalSet
 from routewatch.store.detection import candidate_json
-from routewatch.store.migrate import create_engine_for, upgrade
+from routewatch.store.migrate import create_engine_for, open_for_reading, upgrade
 from routewatch.store.runs import ensure_eval_set, ensure_route_snapshot
 from routewatch.store.tables import Base
 
@@ -942,7 +942,7 @@ def child(url: str, what: str, size: Size, reports: Path) -> None:
     for _ in range(1 + REPEATS):
         t0 = time.perf_counter()
         if engine is None:
-            engine = create_engine_for(url)
+            engine = open_for_reading(url)  # as the commands open it
         out = call(engine)
         times.append(time.perf_counter() - t0)
     assert engine is not None

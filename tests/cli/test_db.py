@@ -1,10 +1,18 @@
+import json
 from pathlib import Path
 
 import pytest
+from alembic import command as alembic_command
+from alembic.config import Config
 from sqlalchemy import inspect
 
 from routewatch.cli import run
-from routewatch.store.migrate import create_engine_for, current_revision, head_revision
+from routewatch.store.migrate import (
+    create_engine_for,
+    current_revision,
+    head_revision,
+    script_location,
+)
 from routewatch.store.tables import Base
 
 
@@ -67,3 +75,114 @@ def test_db_upgrade_creates_the_folder_of_a_sqlite_file(tmp_path: Path) -> None:
     assert run(["db", "upgrade", "-c", str(config)]) == 0
 
     assert (tmp_path / "data" / "nested" / "rw.db").is_file()
+
+
+READING = [
+    ["status"],
+    ["status", "--json"],
+    ["incidents"],
+    ["incidents", "--all", "--json"],
+    ["policy", "show"],
+    ["policy", "export", "chat"],
+    ["judge", "agreement"],
+    ["report", "-o", "{dir}/week.html"],
+]
+"""Commands that only read the database, with their arguments."""
+
+
+def init_project(tmp_path: Path, db_url: str | None = None) -> Path:
+    """``routewatch init`` in ``tmp_path``; on ``db_url`` instead of its SQLite file if given."""
+    assert run(["init", str(tmp_path)]) == 0
+    config = tmp_path / "routewatch.yaml"
+    if db_url is not None:
+        text = config.read_text()
+        config.write_text(text.replace("sqlite:///routewatch.db", db_url, 1))
+    return config
+
+
+@pytest.mark.parametrize("command", READING, ids=" ".join)
+def test_a_reading_command_in_a_new_project_creates_no_database(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = init_project(tmp_path)
+    capsys.readouterr()
+
+    code = run([*(a.format(dir=tmp_path) for a in command), "-c", str(config)])
+
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert not (tmp_path / "routewatch.db").exists()
+    assert not list(tmp_path.glob("routewatch.db*"))
+
+
+def test_reading_commands_in_a_new_postgresql_database_create_no_table(
+    pg_url: str, tmp_path: Path
+) -> None:
+    config = init_project(tmp_path, pg_url)
+
+    for command in READING:
+        assert run([*(a.format(dir=tmp_path) for a in command), "-c", str(config)]) == 0
+
+    assert table_names(pg_url) == set()
+
+
+def test_status_of_a_new_project_lists_its_routes_as_never_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = init_project(tmp_path)
+    capsys.readouterr()
+
+    assert run(["status", "-c", str(config), "--json"]) == 0
+
+    body = json.loads(capsys.readouterr().out)
+    assert [(r["route"], r["state"], r["last_run"]) for r in body["routes"]] == [
+        ("chat-flash", "unknown", None),
+        ("chat-pro", "unknown", None),
+        ("chat-premium", "unknown", None),
+    ]
+    assert body["policies"][0]["active_chain"] == ["chat-flash", "chat-pro", "chat-premium"]
+
+
+def _older_database(tmp_path: Path, db_url: str) -> Path:
+    config = init_project(tmp_path, db_url)
+    assert run(["db", "upgrade", "-c", str(config)]) == 0
+    engine = create_engine_for(db_url, for_migrations=True)
+    alembic = Config()
+    alembic.set_main_option("script_location", str(script_location()))
+    with engine.begin() as connection:
+        alembic.attributes["connection"] = connection
+        alembic_command.downgrade(alembic, "0008")
+    engine.dispose()
+    return config
+
+
+@pytest.mark.parametrize(
+    "command",
+    [*READING, ["policy", "pin", "chat", "chat-pro"], ["policy", "unpin", "chat"]],
+    ids=" ".join,
+)
+def test_a_command_other_than_run_or_upgrade_leaves_an_older_schema_alone(
+    command: list[str], db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _older_database(tmp_path, db_url)
+    capsys.readouterr()
+
+    code = run([*(a.format(dir=tmp_path) for a in command), "-c", str(config)])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "schema revision 0008, older than this routewatch's" in err
+    assert "run `routewatch db upgrade`" in err
+    assert current_revision(db_url) == "0008"
+
+
+def test_after_db_upgrade_an_older_database_is_read_again(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _older_database(tmp_path, db_url)
+    assert run(["status", "-c", str(config)]) == 2
+
+    assert run(["db", "upgrade", "-c", str(config)]) == 0
+
+    assert run(["status", "-c", str(config)]) == 0
+    assert current_revision(db_url) == head_revision()

@@ -23,7 +23,7 @@ from sqlalchemy import update
 
 from routewatch.alerts.webhook import verify
 from routewatch.cli import run
-from routewatch.store.migrate import open_database
+from routewatch.store.migrate import current_revision, open_database
 from routewatch.store.tables import IncidentRow
 from runner_project import rows, write_project
 from store_rows import add_run, open_incident
@@ -126,7 +126,8 @@ def test_show_before_any_change_is_version_0_on_the_configured_chain(
         "  active:     a → b → c",
         "  pinned:     no",
     ]
-    assert rows(db_url, "policy_versions") == []
+    # Showing writes nothing: not even the database, which no command has made yet.
+    assert current_revision(db_url) is None
 
 
 def test_pin_prints_the_version_and_publishes_both_files(

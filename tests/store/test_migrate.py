@@ -22,6 +22,8 @@ from routewatch.store.migrate import (
     current_revision,
     head_revision,
     open_database,
+    open_for_changes,
+    open_for_reading,
     open_read_only,
     script_location,
     upgrade,
@@ -340,3 +342,71 @@ def test_a_read_only_engine_refuses_writes(db_url: str) -> None:
 def test_no_database_yet_is_told_without_creating_one(tmp_path: Path) -> None:
     assert open_read_only(f"sqlite:///{tmp_path / 'none.db'}") == (None, None)
     assert not (tmp_path / "none.db").exists()
+
+
+def test_reading_where_there_is_no_database_creates_nothing(db_url: str, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'none.db'}" if db_url.startswith("sqlite") else db_url
+
+    engine = open_for_reading(url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM runs")).scalar() == 0
+    finally:
+        engine.dispose()
+
+    assert not (tmp_path / "none.db").exists()
+    if not db_url.startswith("sqlite"):
+        assert table_names(url) == set()
+
+
+def test_reading_an_older_schema_names_the_upgrade_and_migrates_nothing(db_url: str) -> None:
+    upgrade(db_url)
+    _alembic(db_url, "downgrade", "0008")
+
+    with pytest.raises(
+        DatabaseError, match=r"at schema revision 0008, older .* run `routewatch db upgrade`"
+    ):
+        open_for_reading(db_url)
+    with pytest.raises(DatabaseError, match=r"run `routewatch db upgrade`"):
+        open_for_changes(db_url)
+
+    assert current_revision(db_url) == "0008"
+
+
+def test_reading_or_changing_a_newer_schema_is_refused(db_url: str) -> None:
+    upgrade(db_url)
+    engine = create_engine_for(db_url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+
+    for opener in (open_for_reading, open_for_changes):
+        with pytest.raises(DatabaseError, match="a newer routewatch wrote it"):
+            opener(db_url)
+
+    assert current_revision(db_url) == "9999"
+
+
+def test_changing_a_new_database_creates_it_at_head(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new' / 'routewatch.db'}"
+
+    open_for_changes(url).dispose()
+
+    assert current_revision(url) == SCHEMA_HEAD
+
+
+def test_reading_an_up_to_date_database_does_not_import_alembic(db_url: str) -> None:
+    upgrade(db_url)
+    probe = (
+        "import sys\n"
+        "from routewatch.store.migrate import open_for_changes, open_for_reading\n"
+        f"open_for_reading({db_url!r}).dispose()\n"
+        f"open_for_changes({db_url!r}).dispose()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))\n"
+    )
+
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+
+    assert out.strip() == "[]"

@@ -16,7 +16,7 @@ from routewatch.cli.table import format_table, num
 from routewatch.config import load_config
 from routewatch.errors import UsageError
 from routewatch.store.incidents import resolve_by_hand, unknown_incidents
-from routewatch.store.migrate import open_database
+from routewatch.store.migrate import open_for_changes, open_for_reading
 from routewatch.store.queries import IncidentFacts, incident_json, list_incidents
 
 LISTING_OPTIONS = {
@@ -71,7 +71,7 @@ def incidents_command(
         ctx.obj = config_path
         return
     config = load_config(config_path, dict(os.environ))
-    engine = open_database(config.database_url)
+    engine = open_for_reading(config.database_url)
     try:
         found = list_incidents(
             engine,
@@ -126,15 +126,20 @@ def resolve_command(
     if ctx.get_parameter_source("config_path") is ParameterSource.DEFAULT and ctx.obj:
         config_path = ctx.obj
     config = load_config(config_path, dict(os.environ))
-    engine = open_database(config.database_url)
+    # Checked on a reading engine first: where there is no database, there is no
+    # incident either, and none is created to say so.
+    engine = open_for_reading(config.database_url)
     try:
         missing = unknown_incidents(engine, incident_ids)
-        if missing:
-            listed = ", ".join(f"#{n}" for n in missing)
-            raise UsageError(
-                f"no incident {listed}; nothing was resolved; `routewatch incidents --all` "
-                "lists them"
-            )
+    finally:
+        engine.dispose()
+    if missing:
+        listed = ", ".join(f"#{n}" for n in missing)
+        raise UsageError(
+            f"no incident {listed}; nothing was resolved; `routewatch incidents --all` lists them"
+        )
+    engine = open_for_changes(config.database_url)
+    try:
         events = 0
         for incident_id in dict.fromkeys(incident_ids):
             done = resolve_by_hand(engine, config, incident_id, actor="cli", reason=reason)

@@ -24,7 +24,7 @@ from routewatch.judge.agreement import MEAN_OF_CRITERIA, Agreement, AgreementRow
 from routewatch.judge.variance import ItemSplit, VarianceSplit
 from routewatch.project import load_project
 from routewatch.store.agreement import RECENT_WEEKS, EvalSetAgreement, agreements
-from routewatch.store.migrate import open_database
+from routewatch.store.migrate import open_for_reading
 from routewatch.store.pairwise import StoredPreference, preferences
 from routewatch.store.queries import route_of_run
 from routewatch.store.variance import EvalSetVariance, judge_variance
@@ -61,7 +61,7 @@ def agreement_command(config_path: Path, eval_set: str | None, as_json: bool) ->
             known = ", ".join(sorted(sets)) or "(none)"
             raise UsageError(f"unknown eval set {eval_set!r} for --eval-set; known: {known}")
         sets = {eval_set: sets[eval_set]}
-    engine = open_database(project.config.database_url)
+    engine = open_for_reading(project.config.database_url)
     try:
         found = agreements(engine, sets.values(), timezone=project.config.timezone)
     finally:
@@ -176,7 +176,7 @@ def pairwise_command(config_path: Path, route: str, run_id: int | None, as_json:
     if route not in config.routes:
         known = ", ".join(sorted(config.routes)) or "(none)"
         raise UsageError(f"unknown route {route!r} for --route; known: {known}")
-    engine = open_database(config.database_url)
+    engine = open_for_reading(config.database_url)
     try:
         if run_id is not None:
             owner = route_of_run(engine, run_id)
@@ -280,7 +280,7 @@ def variance_command(
                 f"its eval sets: {', '.join(sets)}"
             )
         sets = [eval_set]
-    engine = open_database(config.database_url)
+    engine = open_for_reading(config.database_url)
     try:
         found = judge_variance(engine, route=route, eval_sets=sets, runs=runs)
     finally:

@@ -14,7 +14,7 @@ from routewatch.cli.runs import delivery_lines
 from routewatch.cli.table import format_table
 from routewatch.config import Config, load_config
 from routewatch.policy import manage
-from routewatch.store.migrate import open_database
+from routewatch.store.migrate import open_for_changes, open_for_reading
 from routewatch.store.policies import Reconciled
 
 
@@ -29,7 +29,7 @@ def policy() -> None:
 def show_command(config_path: Path, names: tuple[str, ...]) -> None:
     """Configured chain, active chain, pins and history of each policy (or of NAME)."""
     config = load_config(config_path, dict(os.environ))
-    engine = open_database(config.database_url)
+    engine = open_for_reading(config.database_url)
     try:
         views = manage.show(engine, config, names)
     finally:
@@ -66,7 +66,7 @@ def show_command(config_path: Path, names: tuple[str, ...]) -> None:
 def pin_command(config_path: Path, name: str, routes: tuple[str, ...]) -> None:
     """Pin policy NAME's active chain to ROUTE... until `unpin`."""
     config = load_config(config_path, dict(os.environ))
-    engine = open_database(config.database_url)
+    engine = open_for_changes(config.database_url)
     try:
         done = manage.pin(engine, config, name, list(routes))
         _report(engine, config, done)
@@ -83,7 +83,7 @@ def pin_command(config_path: Path, name: str, routes: tuple[str, ...]) -> None:
 def unpin_command(config_path: Path, name: str) -> None:
     """Return policy NAME to its automatic chain."""
     config = load_config(config_path, dict(os.environ))
-    engine = open_database(config.database_url)
+    engine = open_for_changes(config.database_url)
     try:
         done = manage.unpin(engine, config, name)
         _report(engine, config, done)
@@ -105,7 +105,7 @@ def unpin_command(config_path: Path, name: str) -> None:
 def export_command(config_path: Path, name: str, fmt: str) -> None:
     """Print policy NAME's active chain."""
     config = load_config(config_path, dict(os.environ))
-    engine = open_database(config.database_url)
+    engine = open_for_reading(config.database_url)
     try:
         click.echo(manage.export(engine, config, name, fmt))
     finally:

@@ -14,7 +14,7 @@ from routewatch.config import load_config
 from routewatch.errors import UsageError
 from routewatch.report.data import days_window, last_full_week, week_window
 from routewatch.report.render import write_report
-from routewatch.store.migrate import open_database
+from routewatch.store.migrate import open_for_reading
 
 WEEK_DAYS = 7
 """Days in a report given only its last day."""
@@ -66,7 +66,7 @@ def report_command(
     if window.start > now:
         # Nothing can have run there: an empty report would only look like an outage.
         raise UsageError(f"the period {window.label} has not begun yet")
-    engine = open_database(config.database_url)
+    engine = open_for_reading(config.database_url)
     try:
         path = write_report(engine, config, window, output=output)
     finally:

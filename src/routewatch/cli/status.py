@@ -13,7 +13,7 @@ from routewatch.cli.options import config_option
 from routewatch.cli.table import format_table, num, pct, usd
 from routewatch.config import load_config
 from routewatch.status import RouteState, RouteStatus, StatusBody, read_status
-from routewatch.store.migrate import open_database
+from routewatch.store.migrate import open_for_reading
 
 
 @click.command("status")
@@ -22,7 +22,7 @@ from routewatch.store.migrate import open_database
 def status_command(config_path: Path, as_json: bool) -> None:
     """Per route: state, last run, baseline, open incident; per policy: active chain."""
     config = load_config(config_path, dict(os.environ))
-    engine = open_database(config.database_url)
+    engine = open_for_reading(config.database_url)
     try:
         body, completed = read_status(engine, config)
     finally:

@@ -2,8 +2,11 @@
 
 ``create_engine_for`` applies the per-database settings (SQLite pragmas, the psycopg
 driver for PostgreSQL); ``upgrade`` brings a database to the newest Alembic revision and
-is what ``routewatch db upgrade`` calls; ``open_database``, what ``run``, ``status`` and
+is what ``routewatch db upgrade`` calls; ``open_database``, what ``run``, ``demo`` and
 the daemon call at start, upgrades only a database not already at ``SCHEMA_HEAD``.
+Every other command leaves an existing database's schema alone: ``open_for_reading``
+(``status``, ``report``, ``incidents``, ...) creates nothing either, and
+``open_for_changes`` (``policy pin``, ``incidents resolve``) creates only a new one.
 Failures raise ``DatabaseError`` naming the database with its password masked.
 
 Alembic is imported only when a migration is read or applied: importing it (with Mako
@@ -136,7 +139,8 @@ def open_read_only(url: str) -> tuple[Engine | None, str | None]:
         engine.dispose()
         return None, None
     revision = str(versions[0])
-    if revision not in _known_revisions():
+    # Alembic is imported (0.2 s) only for a revision other than the newest.
+    if revision != SCHEMA_HEAD and revision not in _known_revisions():
         engine.dispose()
         raise _newer(url, revision)
     return engine, revision
@@ -225,6 +229,75 @@ def open_database(url: str) -> Engine:
     engine.dispose()
     upgrade(url)
     return create_engine_for(url)
+
+
+def open_for_reading(url: str) -> Engine:
+    """A read-only engine for a command that only reads; it creates and migrates nothing.
+
+    A database at ``SCHEMA_HEAD`` is opened as it is (SQLite ``mode=ro``, PostgreSQL
+    read-only transactions). Where there is no routewatch database yet, the engine is
+    an empty in-memory one at the newest schema: the command shows what an empty
+    database holds and leaves no file or table behind.
+
+    Raises:
+        DatabaseError: the database cannot be reached, or is at an older revision (the
+            message names ``routewatch db upgrade``) or a newer one.
+    """
+    engine, revision = open_read_only(url)
+    if engine is None:
+        return empty_database()
+    if revision != SCHEMA_HEAD:
+        engine.dispose()
+        raise _older(url, str(revision))
+    return engine
+
+
+def open_for_changes(url: str) -> Engine:
+    """An engine for a command that writes but does not own the schema (a pin, a resolve).
+
+    A new database is created at the newest schema, as ``open_database`` does; an existing
+    one must already be there: migrating it is for ``routewatch db upgrade`` (and ``run``
+    and the daemon, which do it at start), so that a newer command line pointed at a
+    shared database never upgrades it under a daemon of the older version.
+
+    Raises:
+        DatabaseError: the database cannot be reached, or is at an older or newer revision.
+    """
+    engine = create_engine_for(url)
+    if _at_head(engine, url):
+        return engine
+    engine.dispose()
+    revision = current_revision(url)
+    if revision is not None:
+        if revision not in _known_revisions():
+            raise _newer(url, revision)
+        raise _older(url, revision)
+    upgrade(url)
+    return create_engine_for(url)
+
+
+def empty_database() -> Engine:
+    """An in-memory SQLite database at the newest schema, holding nothing.
+
+    Built from the table definitions, which ``tests/store/test_migrate.py`` keeps equal
+    to what the migrations create; the migrations store no rows of their own.
+    """
+    from sqlalchemy.pool import StaticPool
+
+    from routewatch.store.tables import Base
+
+    engine = create_engine("sqlite://", poolclass=StaticPool)
+    Base.metadata.create_all(engine)
+    return engine
+
+
+def _older(url: str, revision: str) -> DatabaseError:
+    return DatabaseError(
+        f"database {masked(url)} is at schema revision {revision}, older than this "
+        f"routewatch's {SCHEMA_HEAD}: run `routewatch db upgrade` to migrate it "
+        "(`routewatch run` and `routewatch serve` also do it at start); a routewatch of "
+        "the older version still using it must be upgraded too"
+    )
 
 
 def _at_head(engine: Engine, url: str) -> bool:
