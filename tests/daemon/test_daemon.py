@@ -342,6 +342,49 @@ def test_sighup_reloads_the_config_and_its_schedules(tmp_path: Path, sim: str) -
     assert not (tmp_path / "other.db").exists()
 
 
+def test_a_reload_reads_the_files_off_the_event_loop(tmp_path: Path, sim: str) -> None:
+    """A large eval set takes seconds to load; meanwhile the loop keeps serving (here a
+    POST, which waits for it; calls in flight would have their latency measured long)."""
+    db_url = f"sqlite:///{tmp_path / 'rw.db'}"
+    config = project(tmp_path, sim, db_url, "0 0 1 1 *")
+    big = tmp_path / "evals" / "big.jsonl"
+    with big.open("w") as out:
+        for i in range(100_000):
+            out.write(json.dumps({"id": f"b{i}", "input": f"question {i}", "reference": "x"}))
+            out.write("\n")
+
+    with daemon(config, ENV) as d:
+        d.process.send_signal(signal.SIGHUP)
+        d.wait_for("SIGHUP: reloading the config and eval sets")
+        started = time.monotonic()
+        answer = httpx.post(
+            f"{d.url}/runs",
+            json={"routes": ["faq-bot"]},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=30,
+        )
+        waited = time.monotonic() - started
+        reloaded_meanwhile = any("config reloaded" in line for line in d.lines)
+        d.wait_for("config reloaded")
+        loading = _seconds_between(d.lines, "SIGHUP: reloading", "config reloaded")
+        wait_until(lambda: len(completed(db_url)) == 1, what="the run asked for")
+        assert d.terminate() == 0
+
+    assert answer.status_code == 202, answer.text
+    assert loading > 1.0, "the set loads for long enough to tell"
+    assert not reloaded_meanwhile
+    assert waited < loading / 2, d.log()
+
+
+def _seconds_between(lines: list[str], first: str, then: str) -> float:
+    """Seconds between the log lines holding ``first`` and ``then`` (text log format)."""
+    stamps = []
+    for text in (first, then):
+        line = next(line for line in lines if text in line)
+        stamps.append(datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=UTC))
+    return (stamps[1] - stamps[0]).total_seconds()
+
+
 @pytest.mark.postgres
 def test_an_edited_eval_set_is_replayed_by_the_next_cycle_without_sighup(
     tmp_path: Path, sim: str

@@ -131,6 +131,9 @@ class Daemon:
         self._catching_up = False
         self._last_catch_up = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._reload_lock = asyncio.Lock()
+        """One reload at a time: a SIGHUP and an eval edit seen by a cycle may meet."""
+        self._reloads: set[asyncio.Task[None]] = set()
         self.url: str | None = None
         self.state = DaemonState(
             config=self.project.config,
@@ -151,7 +154,7 @@ class Daemon:
         self._loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self.stop)
-        self._loop.add_signal_handler(signal.SIGHUP, self.reload)
+        self._loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         from routewatch.daemon.server import create_app
         from routewatch.sim.server import serve_in_thread
 
@@ -197,11 +200,27 @@ class Daemon:
             log.warning("second signal: stopping the runs in flight now")
             self._stop_now.set()
 
-    def reload(self) -> None:
-        """Re-read the config and rebuild the jobs; a bad config keeps the old one."""
+    def _on_sighup(self) -> None:
+        """SIGHUP: reload in a task of its own (the handler must not wait for it)."""
+        log.info("SIGHUP: reloading the config and eval sets")
+        task = asyncio.create_task(self.reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload(self) -> None:
+        """Re-read the config and eval sets, then rebuild the jobs; a bad config keeps the old.
+
+        The files are read and checked in a worker thread: a large eval set takes seconds
+        to load, and on the event loop that would stall the calls in flight (their
+        latencies measured long) and every POST.
+        """
+        async with self._reload_lock:
+            await self._reload()
+
+    async def _reload(self) -> None:
         seen = self._evals_fingerprint()
         try:
-            project = load_project(self.config_path, self.env)
+            project = await asyncio.to_thread(load_project, self.config_path, self.env)
         except RoutewatchError as exc:
             log.error("config not reloaded, keeping the running one: %s", exc)
             # Tried again once the eval files or the config change (a fix to either).
@@ -456,23 +475,24 @@ class Daemon:
         templates = [s.judge_template for s in self.project.eval_sets.values() if s.judge_template]
         return eval_dir_fingerprint(Path(self.project.config.eval_dir), templates)
 
-    def _reload_if_evals_changed(self) -> None:
+    async def _reload_if_evals_changed(self) -> None:
         """Reload, as on SIGHUP, when an eval file changed since the last load.
 
         Edited, added or removed: a cycle must not replay a set that the CLI already
         replays in a newer version. A bad edit keeps the running sets, said once per edit.
         """
-        now = self._evals_fingerprint()
-        if now == self._evals_seen:
-            return
-        if self._reload_failed_at == (now, _stat(self.config_path)):
-            return  # failed as it is; said once
-        log.info("eval files changed on disk: reloading the config and eval sets")
-        self.reload()
+        async with self._reload_lock:  # a reload under way: its result is compared
+            now = self._evals_fingerprint()
+            if now == self._evals_seen:
+                return
+            if self._reload_failed_at == (now, _stat(self.config_path)):
+                return  # failed as it is; said once
+            log.info("eval files changed on disk: reloading the config and eval sets")
+            await self._reload()
 
     async def _cycle(self, routes: list[str], at: datetime | None) -> None:
         """One cycle for ``routes`` at slot ``at`` (now when None): replay, detect, deliver."""
-        self._reload_if_evals_changed()
+        await self._reload_if_evals_changed()
         project = self.project
         now = self.clock.now()
         plans = plan_runs(project.config, routes=routes, at=at, now=now)
