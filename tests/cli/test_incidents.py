@@ -16,6 +16,7 @@ from receivers import Receiver, receiver
 from routewatch.cli import run
 from routewatch.store.migrate import open_database
 from routewatch.store.tables import IncidentRow, IncidentStatus
+from runner_project import rows
 from store_rows import add_run, open_incident
 
 AT = datetime(2026, 11, 9, 6, tzinfo=UTC)
@@ -209,6 +210,39 @@ def test_several_incidents_are_resolved_at_once_or_none_if_one_is_unknown(
     ]
     assert incidents(config, capsys) == "no open incidents\n"
     assert sorted(r.json()["incident_id"] for r in hook.delivered()) == [2, 3]
+
+
+def test_a_database_error_part_way_resolves_none_of_them(
+    config: Path, hook: Receiver, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The database refuses the second resolution (a trigger here; a lost connection in
+    life): the first, written before it, must not stay resolved without the others."""
+    engine = open_database(db_url)
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE UPDATE ON incidents WHEN NEW.id = 2 "
+                "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        else:
+            conn.exec_driver_sql(
+                "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
+                "RAISE EXCEPTION 'refused'; END $$ LANGUAGE plpgsql"
+            )
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE UPDATE ON incidents FOR EACH ROW "
+                "WHEN (NEW.id = 2) EXECUTE FUNCTION refuse()"
+            )
+    engine.dispose()
+
+    code, out, err = resolve(config, capsys, "3", "2")
+
+    assert code == 2, err
+    assert "refused" in err
+    assert "resolved by hand" not in out
+    assert [ln.split()[0] for ln in incidents(config, capsys).splitlines()[1:]] == ["#3", "#2"]
+    assert hook.delivered() == []
+    assert rows(db_url, "outbox") == []
 
 
 def test_an_incident_opened_a_little_ahead_is_resolved_at_its_opening_and_alerted_now(

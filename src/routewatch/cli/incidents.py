@@ -15,7 +15,7 @@ from routewatch.cli.runs import delivery_lines
 from routewatch.cli.table import format_table, num
 from routewatch.config import load_config
 from routewatch.errors import UsageError
-from routewatch.store.incidents import resolve_by_hand, unknown_incidents
+from routewatch.store.incidents import resolve_all_by_hand, unknown_incidents
 from routewatch.store.migrate import open_for_changes, open_for_reading
 from routewatch.store.queries import IncidentFacts, incident_json, list_incidents
 
@@ -140,10 +140,9 @@ def resolve_command(
         )
     engine = open_for_changes(config.database_url)
     try:
-        events = 0
-        for incident_id in dict.fromkeys(incident_ids):
-            done = resolve_by_hand(engine, config, incident_id, actor="cli", reason=reason)
-            events += done.events
+        resolved = resolve_all_by_hand(engine, config, incident_ids, actor="cli", reason=reason)
+        events = sum(done.events for done in resolved)
+        for done in resolved:
             i = done.incident
             where = f"{i.route} · {i.eval_set} · {i.metric}"
             if not done.changed:

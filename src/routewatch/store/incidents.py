@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Connection, Engine, select, update
 
 from routewatch.config import Config
 from routewatch.errors import UsageError
@@ -80,96 +80,130 @@ def resolve_by_hand(
     Raises:
         UsageError: there is no such incident, or the reason is too long.
     """
-    missing = UsageError(f"no incident #{incident_id}; `routewatch incidents --all` lists them")
-    if not 1 <= incident_id <= MAX_INCIDENT_ID:
-        raise missing
+    (done,) = resolve_all_by_hand(
+        engine, config, [incident_id], actor=actor, reason=reason, now=now
+    )
+    return done
+
+
+def resolve_all_by_hand(
+    engine: Engine,
+    config: Config,
+    incident_ids: Sequence[int],
+    *,
+    actor: str,
+    reason: str | None = None,
+    now: datetime | None = None,
+) -> list[HandResolution]:
+    """``resolve_by_hand`` for each of ``incident_ids`` (each once), in one transaction.
+
+    All or none: an unknown ID, or a database error part-way, resolves none of them.
+
+    Raises:
+        UsageError: an ID names no incident, or the reason is too long.
+    """
     reason = " ".join(reason.split()) if reason else None
     if reason is not None and len(reason) > MAX_REASON_CHARS:
         raise UsageError(f"the reason is {len(reason)} characters; at most {MAX_REASON_CHARS}")
     with engine.begin() as conn:
-        row = conn.execute(
-            select(IncidentRow.__table__).where(IncidentRow.id == incident_id)
-        ).first()
-        if row is None:
-            raise missing
-        if row.status != IncidentStatus.open:
-            return HandResolution(incident=incident_facts(row), changed=False)
-        clock = now or datetime.now(UTC)
-        # Never before it opened, though a run's logical time may be a little ahead.
-        at = max(clock, row.opened_at)
-        resolution = {"by": actor, "reason": reason, "at": at.isoformat()}
-        done = conn.execute(
-            update(IncidentRow)
-            .where(IncidentRow.id == incident_id, IncidentRow.status == IncidentStatus.open)
-            .values(
-                status=IncidentStatus.resolved,
-                resolved_at=at,
-                detail={**(row.detail or {}), "resolution": resolution},
-            )
+        return [
+            _resolve(conn, config, n, actor=actor, reason=reason, now=now)
+            for n in dict.fromkeys(incident_ids)
+        ]
+
+
+def _resolve(
+    conn: Connection,
+    config: Config,
+    incident_id: int,
+    *,
+    actor: str,
+    reason: str | None,
+    now: datetime | None,
+) -> HandResolution:
+    """Resolve one incident in the caller's transaction."""
+    missing = UsageError(f"no incident #{incident_id}; `routewatch incidents --all` lists them")
+    if not 1 <= incident_id <= MAX_INCIDENT_ID:
+        raise missing
+    row = conn.execute(select(IncidentRow.__table__).where(IncidentRow.id == incident_id)).first()
+    if row is None:
+        raise missing
+    if row.status != IncidentStatus.open:
+        return HandResolution(incident=incident_facts(row), changed=False)
+    clock = now or datetime.now(UTC)
+    # Never before it opened, though a run's logical time may be a little ahead.
+    at = max(clock, row.opened_at)
+    resolution = {"by": actor, "reason": reason, "at": at.isoformat()}
+    done = conn.execute(
+        update(IncidentRow)
+        .where(IncidentRow.id == incident_id, IncidentRow.status == IncidentStatus.open)
+        .values(
+            status=IncidentStatus.resolved,
+            resolved_at=at,
+            detail={**(row.detail or {}), "resolution": resolution},
         )
-        if done.rowcount == 0:
-            # A run resolved it between the read and the write.
-            row = conn.execute(
-                select(IncidentRow.__table__).where(IncidentRow.id == incident_id)
-            ).one()
-            return HandResolution(incident=incident_facts(row), changed=False)
-        targets = config.alerts.targets()
-        deferred: list[tuple[dict[str, Any], list[str]]] = []
-        own = policies_of(row.route, config.policies)
-        actions = apply_policies(
+    )
+    if done.rowcount == 0:
+        # A run resolved it between the read and the write.
+        row = conn.execute(select(IncidentRow.__table__).where(IncidentRow.id == incident_id)).one()
+        return HandResolution(incident=incident_facts(row), changed=False)
+    targets = config.alerts.targets()
+    deferred: list[tuple[dict[str, Any], list[str]]] = []
+    own = policies_of(row.route, config.policies)
+    actions = apply_policies(
+        conn,
+        row.route,
+        config.policies,
+        targets,
+        deferred,
+        incident_id=incident_id,
+        now=at,
+        run_id=None,
+        actor=actor,
+        names=own,
+    )
+    # A route taken out of a policy's chain may still be in its file, demoted: the
+    # version that drops it says why, and owes nothing to this incident.
+    others = [n for n in policies_mentioning(conn, row.route, config.policies) if n not in own]
+    if others:
+        actions += apply_policies(
             conn,
             row.route,
             config.policies,
             targets,
             deferred,
-            incident_id=incident_id,
+            incident_id=None,
             now=at,
             run_id=None,
             actor=actor,
-            names=own,
+            reason=f"{row.route} is no longer in the configured chain",
+            names=others,
         )
-        # A route taken out of a policy's chain may still be in its file, demoted: the
-        # version that drops it says why, and owes nothing to this incident.
-        others = [n for n in policies_mentioning(conn, row.route, config.policies) if n not in own]
-        if others:
-            actions += apply_policies(
-                conn,
-                row.route,
-                config.policies,
-                targets,
-                deferred,
-                incident_id=None,
-                now=at,
-                run_id=None,
-                actor=actor,
-                reason=f"{row.route} is no longer in the configured chain",
-                names=others,
-            )
-        body = {
-            "event": "incident.resolved",
-            "id": str(uuid.uuid4()),
-            "at": at.isoformat(),
-            "route": row.route,
-            "eval_set": row.eval_set_name,
-            "incident_id": incident_id,
-            "metric": row.metric,
-            "observed": None,
-            "baseline_mean": None,
-            "baseline_sd": None,
-            "threshold": None,
-            "detector": row.detector,
-            "p_value": None,
-            "run_id": None,
-            "worst_items": [],
-            "resolved_by": actor,
-            "reason": reason,
-            "policy_actions": actions,
-        }
-        # Due now: a resolution dated ahead, to its incident's opening, is news at once.
-        events = enqueue(conn, body, targets, clock)
-        for deferred_body, to in deferred:
-            events += enqueue(conn, deferred_body, to, clock)
-        row = conn.execute(select(IncidentRow.__table__).where(IncidentRow.id == incident_id)).one()
+    body = {
+        "event": "incident.resolved",
+        "id": str(uuid.uuid4()),
+        "at": at.isoformat(),
+        "route": row.route,
+        "eval_set": row.eval_set_name,
+        "incident_id": incident_id,
+        "metric": row.metric,
+        "observed": None,
+        "baseline_mean": None,
+        "baseline_sd": None,
+        "threshold": None,
+        "detector": row.detector,
+        "p_value": None,
+        "run_id": None,
+        "worst_items": [],
+        "resolved_by": actor,
+        "reason": reason,
+        "policy_actions": actions,
+    }
+    # Due now: a resolution dated ahead, to its incident's opening, is news at once.
+    events = enqueue(conn, body, targets, clock)
+    for deferred_body, to in deferred:
+        events += enqueue(conn, deferred_body, to, clock)
+    row = conn.execute(select(IncidentRow.__table__).where(IncidentRow.id == incident_id)).one()
     return HandResolution(
         incident=incident_facts(row), changed=True, policy_actions=tuple(actions), events=events
     )
