@@ -1,7 +1,11 @@
 """Writing reports, policy files and new projects: atomic, through links, never a traceback."""
 
 import os
+import shutil
 import stat
+import subprocess
+import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -103,3 +107,73 @@ def test_report_into_a_path_under_a_file_says_so_without_a_traceback(
 
     err = capsys.readouterr().err
     assert err == "error: cannot write afile/report.html: Not a directory\n"
+
+
+ROOT = os.geteuid() == 0
+SETPRIV = shutil.which("setpriv")
+
+
+@pytest.mark.skipif(not ROOT, reason="giving a file to another user needs root")
+def test_a_replaced_file_keeps_its_owner_and_group(tmp_path: Path) -> None:
+    """A gateway reading its config as its own user, mode 0600, must still read it."""
+    path = tmp_path / "config.yaml"
+    path.write_text("old\n")
+    os.chown(path, 1000, 1001)
+    path.chmod(0o600)
+
+    write_atomic(path, "new\n")
+
+    st = path.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1000, 1001, 0o600)
+    assert path.read_text() == "new\n"
+
+
+def _as_another_user(path: Path) -> subprocess.CompletedProcess[str]:
+    """``write_atomic(path, "new")`` run as uid/gid 1000, printing what it raised."""
+    probe = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from routewatch.files import write_atomic\n"
+        "from routewatch.errors import OutputError\n"
+        "try:\n"
+        f"    write_atomic(Path({str(path)!r}), 'new\\n')\n"
+        "except OutputError as exc:\n"
+        "    print(exc)\n"
+    )
+    assert SETPRIV is not None
+    return subprocess.run(
+        [SETPRIV, "--reuid=1000", "--regid=1000", "--clear-groups", sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "HOME": str(path.parent)},
+    )
+
+
+@pytest.mark.skipif(not (ROOT and SETPRIV), reason="needs root and setpriv to act as a user")
+@pytest.mark.parametrize("mode", [0o600, 0o644])
+def test_a_file_another_user_owns_is_replaced_only_if_its_reader_keeps_it(
+    request: pytest.FixtureRequest, mode: int
+) -> None:
+    """A user that may not give the new file away refuses to take a private one over
+    (its owner could no longer read it), and replaces one that every user may read."""
+    # Under /tmp itself: pytest's own folders are for root only.
+    folder = Path(tempfile.mkdtemp(prefix="routewatch-shared-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(folder, ignore_errors=True))
+    folder.chmod(0o777)
+    path = folder / "config.yaml"
+    path.write_text("old\n")
+    os.chown(path, 2000, 2000)
+    path.chmod(mode)
+
+    said = _as_another_user(path).stdout
+
+    if mode == 0o600:
+        assert "it belongs to uid 2000 (gid 2000)" in said
+        assert "run routewatch as that user or make the file readable by others" in said
+        assert (path.stat().st_uid, path.read_text()) == (2000, "old\n")
+        assert [p.name for p in folder.iterdir()] == ["config.yaml"], "no temp file left"
+    else:
+        assert said == ""
+        assert path.read_text() == "new\n"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -79,6 +79,8 @@ def write_atomic(path: Path, text: str) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
+        if existing is not None:
+            _keep_owner(tmp, existing, path)
         os.replace(tmp, target)
     except OSError as exc:
         with contextlib.suppress(OSError):
@@ -89,6 +91,37 @@ def write_atomic(path: Path, text: str) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def _keep_owner(tmp: str, existing: os.stat_result, path: Path) -> None:
+    """Give the new file the replaced one's owner and group, as far as this process may.
+
+    A gateway reading its config as another user (``chown litellm``, mode 0600) must
+    still read it after the replace. Only root may give a file away (any user may give
+    one to a group it belongs to). Where the owner cannot be kept and others may not
+    read the file, the replace is refused: the file's reader would lose it.
+
+    Raises:
+        OutputError: the owner cannot be kept and the file is not readable by others.
+    """
+    owner = (existing.st_uid, existing.st_gid)
+    if owner == (os.getuid(), os.getgid()):
+        return
+    try:
+        os.chown(tmp, *owner)
+        return
+    except PermissionError:
+        pass
+    if existing.st_mode & stat.S_IROTH:
+        # Readable by every user whoever owns it; keep at least the group if allowed.
+        with contextlib.suppress(PermissionError):
+            os.chown(tmp, -1, existing.st_gid)
+        return
+    raise OutputError(
+        f"cannot write {path}: it belongs to uid {existing.st_uid} (gid {existing.st_gid}), "
+        "and the new file would belong to this user, which its reader may not read; run "
+        "routewatch as that user or make the file readable by others"
+    )
 
 
 def _reason(exc: OSError) -> str:

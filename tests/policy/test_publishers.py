@@ -271,6 +271,38 @@ def test_litellm_restored_chain_gives_the_configured_file_back(tmp_path: Path) -
     assert path.read_text().split("router_settings:")[0] == head
 
 
+def test_litellm_keeps_the_other_models_of_an_entry_that_maps_several(tmp_path: Path) -> None:
+    text = LITELLM_CONFIG.replace(
+        "    - embed-small: [embed-large]\n"
+        "    - chat-primary: [chat-cheap]  # stale, written by hand\n",
+        "    - chat-primary: [chat-cheap]\n      embed-large: [embed-small]\n",
+    )
+
+    written = publish_litellm(litellm_file(tmp_path, text), DEMOTED)
+
+    assert written["router_settings"]["fallbacks"] == [
+        {"embed-large": ["embed-small"]},
+        {"chat-backup": ["chat-cheap"]},
+    ]
+
+
+def test_litellm_writes_a_crlf_file_with_a_byte_order_mark_back_as_it_came(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "litellm.yaml"
+    original = ("\ufeff" + LITELLM_CONFIG.replace("\n", "\r\n")).encode()
+    path.write_bytes(original)
+    publish_litellm(path, DEMOTED)
+    demoted = path.read_bytes()
+
+    publish_litellm(path, state(version=3))
+
+    assert demoted.startswith(b"\xef\xbb\xbf")
+    assert demoted.count(b"\r\n") == demoted.count(b"\n")
+    head = original.split(b"router_settings:")[0]
+    assert path.read_bytes().split(b"router_settings:")[0] == head
+
+
 def test_litellm_keeps_the_comment_above_the_next_section_in_place(tmp_path: Path) -> None:
     """ruamel keeps such lines with the last value above them, where new keys would follow."""
     path = litellm_file(
@@ -334,6 +366,34 @@ def test_litellm_refuses_a_file_that_is_not_a_proxy_config(
     assert str(caught.value).count(str(path)) == 1, "named once, by the publisher's label"
     assert path.exists() is (text is not None)
     assert text is None or path.read_text() == text
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("general_settings:\n\tmaster_key: sk-prod-9f8e7d6c5b4a\n", "line 2, column 1: found"),
+        (
+            "general_settings:\n  master_key: sk-live-1111\n  master_key: sk-prod-9f8e7d6c5b4a\n",
+            'line 3, column 3: found duplicate key "master_key" (while constructing a mapping)',
+        ),
+        ("general_settings: {master_key: 'sk-prod-9f8e7d6c5b4a\n", "line 2, column 1:"),
+    ],
+    ids=["tab", "duplicate-key", "unterminated"],
+)
+def test_an_invalid_litellm_config_is_located_without_quoting_its_secrets(
+    tmp_path: Path, text: str, where: str
+) -> None:
+    """ruamel quotes the offending line and a duplicate key's values: a master key there
+    would reach the log, the database and every alert of the failed publish."""
+    path = litellm_file(tmp_path, text)
+
+    with pytest.raises(PublishError) as caught:
+        publish(Publisher(type="litellm", path=str(path)), DEMOTED, env={})
+
+    message = str(caught.value)
+    assert f"the file is not valid YAML: {where}" in message
+    assert "sk-prod" not in message
+    assert "sk-live" not in message
 
 
 @dataclass

@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from typing import Any
 import httpx
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import CommentMark, YAMLError
+from ruamel.yaml.error import CommentMark, MarkedYAMLError, YAMLError
 from ruamel.yaml.tokens import CommentToken
 from ruamel.yaml.util import load_yaml_guess_indent
 
@@ -165,7 +166,7 @@ def _edit_litellm_config(path: Path, publisher: Publisher, state: PolicyState, t
     Round-trip YAML keeps comments, quoting, key order and every other setting.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         hint = "a litellm publisher edits an existing LiteLLM proxy config: point `path` at it"
         raise PublishError(
@@ -176,14 +177,17 @@ def _edit_litellm_config(path: Path, publisher: Publisher, state: PolicyState, t
         raise PublishError(
             target, f"cannot read the file{_via(path, publisher)}: {reason}"
         ) from exc
+    # Written back as it came: with a byte-order mark, and CRLF line ends, if it had them.
+    bom = "\ufeff" if raw.startswith("\ufeff") else ""
+    crlf = "\r\n" in raw
+    text = raw.removeprefix(bom).replace("\r\n", "\n")
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     yaml.width = 4096  # never re-wrap the user's long lines
     try:
         data, indent, offset = load_yaml_guess_indent(text, yaml=yaml)
     except YAMLError as exc:
-        reason = f"the file is not valid YAML: {' '.join(str(exc).split())}"
-        raise PublishError(target, reason) from None
+        raise PublishError(target, _yaml_problem(exc, path, publisher)) from None
     if not isinstance(data, CommentedMap):
         raise PublishError(target, "the file is not a mapping of LiteLLM proxy settings")
     offset = offset or 0
@@ -195,7 +199,30 @@ def _edit_litellm_config(path: Path, publisher: Publisher, state: PolicyState, t
 
     out = io.StringIO()
     yaml.dump(data, out)
-    return out.getvalue()
+    written = out.getvalue()
+    return bom + (written.replace("\n", "\r\n") if crlf else written)
+
+
+_QUOTED_VALUE = re.compile(r""" with value ".*$| \(original value: .*$""")
+"""Where a duplicate-key error quotes values: a proxy config holds keys and passwords."""
+
+
+def _yaml_problem(exc: YAMLError, path: Path, publisher: Publisher) -> str:
+    """Why the file is not valid YAML, and where: never a copy of its text.
+
+    ruamel's message quotes the offending line, and a duplicate key's values: in a proxy
+    config that may be a master key, which would then reach logs, the database and alerts.
+    """
+    where = _via(path, publisher)
+    if not isinstance(exc, MarkedYAMLError) or exc.problem_mark is None:
+        return f"the file is not valid YAML{where}"
+    mark = exc.problem_mark
+    problem = _QUOTED_VALUE.sub("", exc.problem or "invalid syntax")
+    context = f" ({exc.context})" if exc.context else ""
+    return (
+        f"the file is not valid YAML{where}: line {mark.line + 1}, column {mark.column + 1}: "
+        f"{problem}{context}"
+    )
 
 
 def _write_chain(data: CommentedMap, publisher: Publisher, state: PolicyState, target: str) -> None:
@@ -211,7 +238,15 @@ def _write_chain(data: CommentedMap, publisher: Publisher, state: PolicyState, t
         with _gap_kept(fallbacks):
             for i in reversed(range(len(fallbacks))):
                 entry = fallbacks[i]
-                if isinstance(entry, Mapping) and any(key in order for key in entry):
+                if not isinstance(entry, Mapping):
+                    continue
+                chains = [key for key in entry if key in order]
+                if len(chains) < len(entry):
+                    # One entry mapping several models: only the chain's keys are ours.
+                    for key in chains:
+                        del entry[key]
+                    continue
+                if chains:
                     gap = _take_gap(entry)
                     del fallbacks[i]
                     _put_gap(fallbacks[i - 1] if i else ours, gap)
