@@ -13,7 +13,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -238,7 +238,7 @@ def _write_chain(data: CommentedMap, publisher: Publisher, state: PolicyState, t
         with _gap_kept(fallbacks):
             for i in reversed(range(len(fallbacks))):
                 entry = fallbacks[i]
-                if not isinstance(entry, Mapping):
+                if not isinstance(entry, MutableMapping):
                     continue
                 chains = [key for key in entry if key in order]
                 if len(chains) < len(entry):
