@@ -453,6 +453,18 @@ def test_litellm_api_posts_the_fallbacks_with_the_admin_key(proxy: Proxy) -> Non
     }
 
 
+def test_litellm_api_keeps_the_urls_query_and_sends_the_key_despite_user_info(
+    proxy: Proxy,
+) -> None:
+    url = proxy.url.replace("http://", "http://ops:pw@") + "admin/?team=chat"
+
+    publish(api(url), DEMOTED, env={"LITELLM_ADMIN_KEY": KEY})
+
+    [(path, headers, _)] = proxy.requests
+    assert path == "/admin/fallback?team=chat"
+    assert headers["Authorization"] == f"Bearer {KEY}"
+
+
 def test_litellm_api_error_status_raises_without_the_key(proxy: Proxy) -> None:
     proxy.status, proxy.body = 500, f"invalid key {KEY}".encode()
 

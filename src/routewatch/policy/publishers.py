@@ -362,9 +362,14 @@ def _post_fallbacks(
     group = publisher.group or state.models[state.configured_chain[0]]
     backups = [m for m in _active_models(state) if m != group]
     body = {"model": group, "fallback_models": backups, "fallback_type": "general"}
-    url = f"{publisher.url.rstrip('/')}/fallback"
     try:
         with httpx.Client(timeout=timeout_s, transport=transport) as client:
+            base = httpx.URL(publisher.url)
+            # Appended to the path, so a query stays a query; user info is dropped, or
+            # httpx would send it as Basic auth in place of the admin key.
+            url = base.copy_with(
+                path=base.path.rstrip("/") + "/fallback", username=None, password=None
+            )
             response = client.post(url, json=body, headers={"Authorization": f"Bearer {key}"})
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         # Not chained: the httpx exception holds the request, and its headers hold the key.
