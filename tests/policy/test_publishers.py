@@ -303,6 +303,41 @@ def test_litellm_writes_a_crlf_file_with_a_byte_order_mark_back_as_it_came(
     assert path.read_bytes().split(b"router_settings:")[0] == head
 
 
+FOUR_SPACES = """\
+model_list:
+  - model_name: chat-primary
+    litellm_params:
+        model: openai/gpt-4o
+        api_key: os.environ/OPENAI_API_KEY
+  - model_name: chat-backup
+    litellm_params:
+        model: anthropic/claude-3-5-sonnet-20241022
+  - model_name: chat-cheap
+    litellm_params:
+        model: groq/llama-3.1-70b-versatile
+general_settings:
+    master_key: os.environ/LITELLM_MASTER_KEY
+router_settings:
+    routing_strategy: simple-shuffle
+    fallbacks:
+      - chat-primary: [chat-backup, chat-cheap]
+    model_group_alias:
+        chat: chat-primary
+"""
+
+
+def test_litellm_keeps_a_files_own_indentation(tmp_path: Path) -> None:
+    path = litellm_file(tmp_path, FOUR_SPACES)
+    publish_litellm(path, DEMOTED)
+    demoted = path.read_text()
+
+    publish_litellm(path, state(version=3))
+
+    assert "general_settings:\n    master_key: os.environ/LITELLM_MASTER_KEY\n" in demoted
+    assert "    fallbacks:\n      - chat-backup: [chat-cheap]\n" in demoted
+    assert path.read_text() == FOUR_SPACES
+
+
 def test_litellm_keeps_the_comment_above_the_next_section_in_place(tmp_path: Path) -> None:
     """ruamel keeps such lines with the last value above them, where new keys would follow."""
     path = litellm_file(

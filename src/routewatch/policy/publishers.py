@@ -191,7 +191,9 @@ def _edit_litellm_config(path: Path, publisher: Publisher, state: PolicyState, t
     if not isinstance(data, CommentedMap):
         raise PublishError(target, "the file is not a mapping of LiteLLM proxy settings")
     offset = offset or 0
-    yaml.indent(mapping=2, sequence=max(indent or 2, offset + 2), offset=offset)
+    yaml.indent(
+        mapping=_mapping_indent(text), sequence=max(indent or 2, offset + 2), offset=offset
+    )
     yaml.explicit_start = text.lstrip().startswith("---")
 
     with _gap_kept(data):
@@ -201,6 +203,30 @@ def _edit_litellm_config(path: Path, publisher: Publisher, state: PolicyState, t
     yaml.dump(data, out)
     written = out.getvalue()
     return bom + (written.replace("\n", "\r\n") if crlf else written)
+
+
+_TOP_KEY = re.compile(r"[^\s#-][^#]*:\s*(#.*)?")
+"""A top-level key whose value is on the lines below it."""
+
+
+def _mapping_indent(text: str) -> int:
+    """How far the file indents a mapping under its key (ruamel guesses sequences only).
+
+    The first top-level key whose value is a mapping tells; 2 when none does.
+    """
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if not _TOP_KEY.fullmatch(line):
+            continue
+        for below in lines[i + 1 :]:
+            content = below.strip()
+            if not content or content.startswith("#"):
+                continue
+            indent = len(below) - len(below.lstrip(" "))
+            if indent and not content.startswith("-"):
+                return indent
+            break
+    return 2
 
 
 _QUOTED_VALUE = re.compile(r""" with value ".*$| \(original value: .*$""")
