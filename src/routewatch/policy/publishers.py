@@ -191,9 +191,7 @@ def _edit_litellm_config(path: Path, publisher: Publisher, state: PolicyState, t
     if not isinstance(data, CommentedMap):
         raise PublishError(target, "the file is not a mapping of LiteLLM proxy settings")
     offset = offset or 0
-    yaml.indent(
-        mapping=_mapping_indent(text), sequence=max(indent or 2, offset + 2), offset=offset
-    )
+    yaml.indent(mapping=_mapping_indent(text), sequence=max(indent or 2, offset + 2), offset=offset)
     yaml.explicit_start = text.lstrip().startswith("---")
 
     with _gap_kept(data):
