@@ -49,9 +49,9 @@ class DaemonProcess:
     def log(self) -> str:
         return "\n".join(self.lines)
 
-    def wait_for(self, text: str, timeout: float = 30) -> None:
+    def wait_for(self, text: str, timeout: float = 30, occurrences: int = 1) -> None:
         deadline = time.monotonic() + timeout
-        while not any(text in line for line in self.lines):
+        while sum(text in line for line in self.lines) < occurrences:
             if time.monotonic() > deadline or self.process.poll() is not None:
                 raise AssertionError(f"{text!r} not logged:\n{self.log()}")
             time.sleep(0.05)

@@ -368,12 +368,34 @@ def test_a_reload_reads_the_files_off_the_event_loop(tmp_path: Path, sim: str) -
         d.wait_for("config reloaded")
         loading = _seconds_between(d.lines, "SIGHUP: reloading", "config reloaded")
         wait_until(lambda: len(completed(db_url)) == 1, what="the run asked for")
+
+        # Signals while a reload is under way queue one more reload, not one each.
+        d.process.send_signal(signal.SIGHUP)
+        d.wait_for("SIGHUP: reloading", occurrences=2)
+        time.sleep(0.3)  # reading the files now
+        for _ in range(2):
+            d.process.send_signal(signal.SIGHUP)
+            time.sleep(0.05)
+        wait_until(lambda: count(d, "config reloaded") == 3, what="the queued reload")
+        time.sleep(loading / 2)
+        queued = (count(d, "SIGHUP: reloading"), count(d, "config reloaded"))
+        # A stop during a reload drops it: no jobs rebuilt after "stopping".
+        d.process.send_signal(signal.SIGHUP)
+        d.wait_for("SIGHUP: reloading", occurrences=4)
         assert d.terminate() == 0
 
     assert answer.status_code == 202, answer.text
     assert loading > 1.0, "the set loads for long enough to tell"
     assert not reloaded_meanwhile
     assert waited < loading / 2, d.log()
+    assert queued == (3, 3), d.log()
+    stopping = next(i for i, line in enumerate(d.lines) if "stopping:" in line)
+    assert not [line for line in d.lines[stopping:] if "config reloaded" in line], d.log()
+
+
+def count(d: Any, text: str) -> int:
+    """Log lines of daemon ``d`` holding ``text``."""
+    return sum(text in line for line in d.lines)
 
 
 def _seconds_between(lines: list[str], first: str, then: str) -> float:

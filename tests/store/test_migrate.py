@@ -410,3 +410,24 @@ def test_reading_an_up_to_date_database_does_not_import_alembic(db_url: str) -> 
     ).stdout
 
     assert out.strip() == "[]"
+
+
+def test_changing_a_database_of_another_program_adds_no_table(db_url: str) -> None:
+    engine = create_engine_for(db_url)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE customers (id INTEGER PRIMARY KEY)"))
+    engine.dispose()
+
+    with pytest.raises(DatabaseError, match=r"holds tables \(customers\) but no routewatch schema"):
+        open_for_changes(db_url)
+
+    assert table_names(db_url) == {"customers"}
+
+
+def test_changing_an_empty_sqlite_file_creates_the_schema(tmp_path: Path) -> None:
+    (tmp_path / "empty.db").write_bytes(b"")
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+
+    open_for_changes(url).dispose()
+
+    assert current_revision(url) == SCHEMA_HEAD

@@ -134,6 +134,8 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         """One reload at a time: a SIGHUP and an eval edit seen by a cycle may meet."""
         self._reloads: set[asyncio.Task[None]] = set()
+        self._sighup_queued = False
+        """A SIGHUP's reload waits for the lock: later signals need no reload of their own."""
         self.url: str | None = None
         self.state = DaemonState(
             config=self.project.config,
@@ -201,8 +203,15 @@ class Daemon:
             self._stop_now.set()
 
     def _on_sighup(self) -> None:
-        """SIGHUP: reload in a task of its own (the handler must not wait for it)."""
+        """SIGHUP: reload in a task of its own (the handler must not wait for it).
+
+        Signals while a reload waits to start make no second one: it will read the files
+        as they are then. One sent while a reload reads them queues one more.
+        """
+        if self._stopping.is_set() or self._sighup_queued:
+            return
         log.info("SIGHUP: reloading the config and eval sets")
+        self._sighup_queued = True
         task = asyncio.create_task(self.reload())
         self._reloads.add(task)
         task.add_done_callback(self._reloads.discard)
@@ -211,21 +220,27 @@ class Daemon:
         """Re-read the config and eval sets, then rebuild the jobs; a bad config keeps the old.
 
         The files are read and checked in a worker thread: a large eval set takes seconds
-        to load, and on the event loop that would stall the calls in flight (their
-        latencies measured long) and every POST.
+        to load, and on the event loop that would stall the calls in flight and every
+        POST (they still share the interpreter with it, so a little of it shows).
         """
         async with self._reload_lock:
+            self._sighup_queued = False
             await self._reload()
 
     async def _reload(self) -> None:
         seen = self._evals_fingerprint()
         try:
             project = await asyncio.to_thread(load_project, self.config_path, self.env)
-        except RoutewatchError as exc:
-            log.error("config not reloaded, keeping the running one: %s", exc)
+        except Exception as exc:  # the daemon outlives a reload
+            if isinstance(exc, RoutewatchError):
+                log.error("config not reloaded, keeping the running one: %s", exc)
+            else:
+                log.exception("config not reloaded, keeping the running one: %s", exc)
             # Tried again once the eval files or the config change (a fix to either).
             self._reload_failed_at = (seen, _stat(self.config_path))
             return
+        if self._stopping.is_set():
+            return  # no jobs to rebuild
         self._reload_failed_at = None
         before = self.project.config
         self.project = project
@@ -248,6 +263,8 @@ class Daemon:
             )
 
     async def _drain(self) -> None:
+        for reload in self._reloads:
+            reload.cancel()  # its thread reads on, and its result is dropped
         timeout = self.project.config.scheduler.stop_timeout_s
         if self._active:
             pending = await self._wait_for_runs(timeout)
@@ -493,6 +510,8 @@ class Daemon:
     async def _cycle(self, routes: list[str], at: datetime | None) -> None:
         """One cycle for ``routes`` at slot ``at`` (now when None): replay, detect, deliver."""
         await self._reload_if_evals_changed()
+        if self._stopping.is_set():
+            return  # a stop came while a reload held the cycle up: start no runs
         project = self.project
         now = self.clock.now()
         plans = plan_runs(project.config, routes=routes, at=at, now=now)

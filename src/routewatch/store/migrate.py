@@ -255,13 +255,15 @@ def open_for_reading(url: str) -> Engine:
 def open_for_changes(url: str) -> Engine:
     """An engine for a command that writes but does not own the schema (a pin, a resolve).
 
-    A new database is created at the newest schema, as ``open_database`` does; an existing
-    one must already be there: migrating it is for ``routewatch db upgrade`` (and ``run``
-    and the daemon, which do it at start), so that a newer command line pointed at a
-    shared database never upgrades it under a daemon of the older version.
+    A new database (no file yet, an empty file, or no tables) is created at the newest
+    schema, as ``open_database`` does; an existing one must already be there: migrating
+    it is for ``routewatch db upgrade`` (and ``run`` and the daemon, which do it at
+    start), so that a newer command line pointed at a shared database never upgrades it
+    under a daemon of the older version.
 
     Raises:
-        DatabaseError: the database cannot be reached, or is at an older or newer revision.
+        DatabaseError: the database cannot be reached, is at an older or newer revision,
+            or holds tables but no routewatch schema (another program's database).
     """
     engine = create_engine_for(url)
     if _at_head(engine, url):
@@ -272,8 +274,33 @@ def open_for_changes(url: str) -> Engine:
         if revision not in _known_revisions():
             raise _newer(url, revision)
         raise _older(url, revision)
+    others = _table_names(url)
+    if others:
+        raise DatabaseError(
+            f"database {masked(url)} holds tables ({', '.join(sorted(others)[:3])}"
+            f"{', ...' if len(others) > 3 else ''}) but no routewatch schema: check "
+            "database_url; `routewatch db upgrade` (or `routewatch run`) adds routewatch's "
+            "tables there"
+        )
     upgrade(url)
     return create_engine_for(url)
+
+
+def _table_names(url: str) -> list[str]:
+    """The tables of the database's default schema; none for a SQLite file not made yet."""
+    parsed = _parse(url)
+    if parsed.get_backend_name() == "sqlite" and not _sqlite_file_exists(parsed):
+        return []
+    engine = create_engine_for(url, read_only=True)
+    try:
+        with _connect(engine, url) as connection:
+            return list(inspect(connection).get_table_names())
+    except SQLAlchemyError as exc:
+        raise DatabaseError(
+            f"cannot read the tables of {masked(url)}: {_reason(exc, url)}"
+        ) from exc
+    finally:
+        engine.dispose()
 
 
 def empty_database() -> Engine:
