@@ -8,6 +8,12 @@ from routewatch.cli import run
 from routewatch.scaffold import write_project
 
 CONFIG = "routewatch.yaml"
+CHAIN_MODELS = [
+    ("chat-flash", "deepseek-ai/DeepSeek-V4-Flash"),
+    ("chat-pro", "qwen/Qwen3-Pro"),
+    ("chat-premium", "openai/gpt-4o"),
+]
+"""The routes of ``init``'s policy chain and their models."""
 EVALS = "evals/support-faq.yaml"
 
 
@@ -341,6 +347,23 @@ def test_validate_warns_of_unset_secrets_and_a_missing_litellm_file(
     ]
     monkeypatch.setenv("RW_TEST_GATEWAY_KEY", "set")
     (project / "gateway").mkdir()
-    (project / "gateway/litellm-config.yaml").write_text("model_list: []\n")
+    litellm = project / "gateway/litellm-config.yaml"
+    litellm.write_text("model_list: []\n")
+    assert run(["validate", "-c", str(config)]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: policy chat: litellm publisher {litellm}: `model_list` defines no model "
+        f"group {model!r} (route {route}); the fallbacks would name it all the same"
+        for route, model in CHAIN_MODELS
+    ]
+    entries = "".join(f"  - model_name: {model}\n" for _, model in CHAIN_MODELS)
+    litellm.write_text(f"model_list:\n{entries}")
     assert run(["validate", "-c", str(config)]) == 0
     assert capsys.readouterr().err == ""
+    litellm.write_text(f"model_list:\n{entries}general_settings:\n\tmaster_key: sk-9f8e7d\n")
+    assert run(["validate", "-c", str(config)]) == 0
+    (warning,) = capsys.readouterr().err.splitlines()
+    assert warning.endswith(
+        "the file is not valid YAML: line 6, column 1: found character '\\t' that cannot "
+        "start any token (while scanning for the next token)"
+    )
+    assert "sk-9f8e7d" not in warning

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -54,10 +55,30 @@ def validate(config_path: Path) -> None:
         click.echo(f"warning: {problem}", err=True)
     for name, policy in config.policies.items():
         for publisher in policy.publish:
-            if publisher.type == "litellm" and publisher.path and not Path(publisher.path).exists():
+            if publisher.type != "litellm" or not publisher.path:
+                continue
+            if not Path(publisher.path).exists():
                 click.echo(
                     f"warning: policy {name}: the litellm publisher's file {publisher.path} does "
                     "not exist; it edits an existing LiteLLM proxy config, so every publish "
                     "will fail until it does",
+                    err=True,
+                )
+                continue
+            # Imported here: ruamel.yaml and httpx only for a config that needs them.
+            from routewatch.policy.publishers import PolicyState, litellm_target_problems
+
+            state = PolicyState(
+                policy=name,
+                version=0,
+                updated_at=datetime.now(UTC),
+                chain=tuple(policy.chain),
+                configured_chain=tuple(policy.chain),
+                demoted=(),
+                models={r: config.routes[r].model for r in policy.chain},
+            )
+            for problem in litellm_target_problems(publisher, state):
+                click.echo(
+                    f"warning: policy {name}: litellm publisher {publisher.path}: {problem}",
                     err=True,
                 )

@@ -145,6 +145,34 @@ def publish(
         raise PublishError(target, reason) from exc
 
 
+def litellm_target_problems(publisher: Publisher, state: PolicyState) -> list[str]:
+    """What would make publishing ``state`` into an existing LiteLLM config fail or dangle.
+
+    The file is edited as a publish would, without writing it: what cannot be edited is
+    said as the publish would say it, and model groups of the chain that ``model_list``
+    does not define are named (the fallbacks and alias would point at nothing, unless the
+    proxy keeps its models in its database). Nothing for a file that does not exist.
+    """
+    if publisher.type != "litellm" or not publisher.path:
+        return []
+    path = Path(os.path.realpath(publisher.path))
+    if not path.exists():
+        return []
+    target = describe(publisher)
+    try:
+        text = _edit_litellm_config(path, publisher, state, target)
+    except PublishError as exc:
+        return [exc.reason]
+    entries = YAML(typ="safe").load(text).get("model_list") or []
+    defined = {e.get("model_name") for e in entries if isinstance(e, Mapping)}
+    return [
+        f"`model_list` defines no model group {state.models[route]!r} (route {route}); "
+        "the fallbacks would name it all the same"
+        for route in dict.fromkeys(state.configured_chain)
+        if state.models[route] not in defined
+    ]
+
+
 def _iso(moment: datetime) -> str:
     """UTC to the second, as every policy file's times read (a pin's clock has microseconds)."""
     return moment.astimezone(UTC).replace(microsecond=0).isoformat()
