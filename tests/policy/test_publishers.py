@@ -271,6 +271,35 @@ def test_litellm_restored_chain_gives_the_configured_file_back(tmp_path: Path) -
     assert path.read_text().split("router_settings:")[0] == head
 
 
+def test_litellm_keeps_a_hand_written_entry_of_another_chain_model(tmp_path: Path) -> None:
+    """Its entry is marked: another chain model's own fallbacks, written by hand, stay.
+
+    Only a file from before the marker loses them, once: then every chain model's entry
+    was taken as the policy's.
+    """
+    path = litellm_file(tmp_path)
+    publish_litellm(path, state(version=1))
+    text = path.read_text().replace(
+        "  model_group_alias:", "    - chat-cheap: [chat-backup]  # by hand\n  model_group_alias:"
+    )
+    path.write_text(text)
+
+    demoted = publish_litellm(path, DEMOTED)["router_settings"]["fallbacks"]
+    restored = publish_litellm(path, state(version=3))["router_settings"]["fallbacks"]
+
+    assert demoted == [
+        {"embed-small": ["embed-large"]},
+        {"chat-cheap": ["chat-backup"]},
+        {"chat-backup": ["chat-cheap"]},
+    ]
+    assert restored == [
+        {"embed-small": ["embed-large"]},
+        {"chat-cheap": ["chat-backup"]},
+        {"chat-primary": ["chat-backup", "chat-cheap"]},
+    ]
+    assert "- chat-cheap: [chat-backup]  # by hand\n" in path.read_text()
+
+
 def test_litellm_keeps_the_other_models_of_an_entry_that_maps_several(tmp_path: Path) -> None:
     text = LITELLM_CONFIG.replace(
         "    - embed-small: [embed-large]\n"
@@ -334,8 +363,12 @@ def test_litellm_keeps_a_files_own_indentation(tmp_path: Path) -> None:
     publish_litellm(path, state(version=3))
 
     assert "general_settings:\n    master_key: os.environ/LITELLM_MASTER_KEY\n" in demoted
-    assert "    fallbacks:\n      - chat-backup: [chat-cheap]\n" in demoted
-    assert path.read_text() == FOUR_SPACES
+    assert (
+        "    fallbacks:\n      - chat-backup: [chat-cheap]  # routewatch: policy chat\n" in demoted
+    )
+    assert path.read_text() == FOUR_SPACES.replace(
+        "[chat-backup, chat-cheap]\n", "[chat-backup, chat-cheap]  # routewatch: policy chat\n"
+    )
 
 
 def test_litellm_keeps_the_comment_above_the_next_section_in_place(tmp_path: Path) -> None:
@@ -349,7 +382,8 @@ def test_litellm_keeps_the_comment_above_the_next_section_in_place(tmp_path: Pat
     publish_litellm(path, DEMOTED)
 
     assert path.read_text() == (
-        "router_settings:\n  fallbacks:\n    - chat-backup: [chat-cheap]\n"
+        "router_settings:\n  fallbacks:\n"
+        "    - chat-backup: [chat-cheap]  # routewatch: policy chat\n"
         "  model_group_alias:\n    chat: chat-backup\n\n"
         "# who may call the proxy\ngeneral_settings:\n  master_key: x\n"
     )

@@ -287,12 +287,25 @@ def _write_chain(data: CommentedMap, publisher: Publisher, state: PolicyState, t
         backups = CommentedSeq(models[1:])
         backups.fa.set_flow_style()
         ours = CommentedMap([(models[0], backups)])
+        marker = f"routewatch: policy {state.policy}"
+        ours.yaml_add_eol_comment(marker, models[0])
+        # Before the first marked entry (a file written by an older routewatch), every
+        # entry of a chain model was taken as this policy's.
+        legacy = not any(_marked(entry, marker) for entry in fallbacks)
         with _gap_kept(fallbacks):
             for i in reversed(range(len(fallbacks))):
                 entry = fallbacks[i]
                 if not isinstance(entry, MutableMapping):
                     continue
-                chains = [key for key in entry if key in order]
+                # Ours: the entry this policy wrote, and any of the head it writes now.
+                # Another chain model's own entry, written by hand, is the user's.
+                chains = [
+                    key
+                    for key in entry
+                    if key == models[0]
+                    or _marked(entry, marker, key)
+                    or (legacy and key in order)
+                ]
                 if len(chains) < len(entry):
                     # One entry mapping several models: only the chain's keys are ours.
                     for key in chains:
@@ -314,6 +327,18 @@ def _write_chain(data: CommentedMap, publisher: Publisher, state: PolicyState, t
         _reorder_model_list(model_list, order)
     elif model_list is not None:
         raise PublishError(target, "`model_list` is not a list")
+
+
+def _marked(entry: Any, marker: str, key: Any = None) -> bool:
+    """Whether ``entry`` (or its ``key``) of the fallbacks carries this policy's marker."""
+    if not isinstance(entry, CommentedMap):
+        return False
+    for name in entry if key is None else [key]:
+        slots: list[Any] = entry.ca.items.get(name) or []
+        token = slots[2] if len(slots) > 2 else None
+        if token is not None and str(token.value).lstrip("# ").startswith(marker):
+            return True
+    return False
 
 
 def _section(parent: CommentedMap, key: str, kind: type[Any], target: str) -> Any:
