@@ -302,9 +302,7 @@ def _write_chain(data: CommentedMap, publisher: Publisher, state: PolicyState, t
                 chains = [
                     key
                     for key in entry
-                    if key == models[0]
-                    or _marked(entry, marker, key)
-                    or (legacy and key in order)
+                    if key == models[0] or _marked(entry, marker, key) or (legacy and key in order)
                 ]
                 if len(chains) < len(entry):
                     # One entry mapping several models: only the chain's keys are ours.
