@@ -3,6 +3,7 @@ from __future__ import annotations
 import secrets
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import insert, inspect, make_url, select, text
+from sqlalchemy import Engine, insert, inspect, make_url, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -206,15 +207,21 @@ def test_open_database_upgrades_a_database_at_an_older_revision(db_url: str) -> 
     assert "pairwise_preferences" in table_names(db_url)
 
 
-def test_open_database_creates_a_new_sqlite_file_at_head(tmp_path: Path) -> None:
+@pytest.mark.parametrize("opener", [open_database, open_for_changes])
+def test_a_new_sqlite_file_is_created_at_head(
+    tmp_path: Path, opener: Callable[[str], Engine]
+) -> None:
     url = f"sqlite:///{tmp_path / 'new' / 'routewatch.db'}"
 
-    open_database(url).dispose()
+    opener(url).dispose()
 
     assert current_revision(url) == SCHEMA_HEAD
 
 
-def test_open_database_refuses_a_database_from_a_newer_routewatch(db_url: str) -> None:
+@pytest.mark.parametrize("opener", [open_database, open_for_reading, open_for_changes])
+def test_a_database_from_a_newer_routewatch_is_refused(
+    db_url: str, opener: Callable[[str], Engine]
+) -> None:
     upgrade(db_url)
     engine = create_engine_for(db_url)
     with engine.begin() as connection:
@@ -224,17 +231,19 @@ def test_open_database_refuses_a_database_from_a_newer_routewatch(db_url: str) -
     with pytest.raises(
         DatabaseError, match=r"at schema revision 9999, .* a newer routewatch wrote it;"
     ):
-        open_database(db_url)
+        opener(db_url)
 
     assert current_revision(db_url) == "9999"
 
 
-def test_open_database_of_an_up_to_date_database_does_not_import_alembic(db_url: str) -> None:
+def test_opening_an_up_to_date_database_does_not_import_alembic(db_url: str) -> None:
     upgrade(db_url)
     probe = (
         "import sys\n"
-        "from routewatch.store.migrate import open_database\n"
+        "from routewatch.store.migrate import open_database, open_for_changes, open_for_reading\n"
         f"open_database({db_url!r}).dispose()\n"
+        f"open_for_reading({db_url!r}).dispose()\n"
+        f"open_for_changes({db_url!r}).dispose()\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))\n"
     )
 
@@ -371,45 +380,6 @@ def test_reading_an_older_schema_names_the_upgrade_and_migrates_nothing(db_url: 
         open_for_changes(db_url)
 
     assert current_revision(db_url) == "0008"
-
-
-def test_reading_or_changing_a_newer_schema_is_refused(db_url: str) -> None:
-    upgrade(db_url)
-    engine = create_engine_for(db_url)
-    with engine.begin() as connection:
-        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
-    engine.dispose()
-
-    for opener in (open_for_reading, open_for_changes):
-        with pytest.raises(DatabaseError, match="a newer routewatch wrote it"):
-            opener(db_url)
-
-    assert current_revision(db_url) == "9999"
-
-
-def test_changing_a_new_database_creates_it_at_head(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'new' / 'routewatch.db'}"
-
-    open_for_changes(url).dispose()
-
-    assert current_revision(url) == SCHEMA_HEAD
-
-
-def test_reading_an_up_to_date_database_does_not_import_alembic(db_url: str) -> None:
-    upgrade(db_url)
-    probe = (
-        "import sys\n"
-        "from routewatch.store.migrate import open_for_changes, open_for_reading\n"
-        f"open_for_reading({db_url!r}).dispose()\n"
-        f"open_for_changes({db_url!r}).dispose()\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))\n"
-    )
-
-    out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-    ).stdout
-
-    assert out.strip() == "[]"
 
 
 def test_changing_a_database_of_another_program_adds_no_table(db_url: str) -> None:
