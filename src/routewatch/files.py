@@ -105,22 +105,24 @@ def _keep_owner(tmp: str, existing: os.stat_result, path: Path) -> None:
         OutputError: the owner cannot be kept and the file is not readable by others.
     """
     owner = (existing.st_uid, existing.st_gid)
-    if owner == (os.getuid(), os.getgid()):
+    made = os.stat(tmp)  # a setgid folder gives its group, not this process's
+    if (made.st_uid, made.st_gid) == owner:
         return
     try:
         os.chown(tmp, *owner)
         return
-    except PermissionError:
+    except OSError:  # not permitted, or an id this user namespace does not map
         pass
     if existing.st_mode & stat.S_IROTH:
         # Readable by every user whoever owns it; keep at least the group if allowed.
-        with contextlib.suppress(PermissionError):
+        with contextlib.suppress(OSError):
             os.chown(tmp, -1, existing.st_gid)
         return
     raise OutputError(
-        f"cannot write {path}: it belongs to uid {existing.st_uid} (gid {existing.st_gid}), "
-        "and the new file would belong to this user, which its reader may not read; run "
-        "routewatch as that user or make the file readable by others"
+        f"cannot write {path}: it belongs to uid {existing.st_uid} and gid {existing.st_gid}, "
+        f"and the new file would be uid {made.st_uid} and gid {made.st_gid}, which may keep "
+        "its reader out; run routewatch as its owner (in its group) or as root, or make "
+        "the file readable by others"
     )
 
 

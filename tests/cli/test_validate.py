@@ -367,3 +367,8 @@ def test_validate_warns_of_unset_secrets_and_a_missing_litellm_file(
         "start any token (while scanning for the next token)"
     )
     assert "sk-9f8e7d" not in warning
+    litellm.write_text(
+        f"model_list:\n{entries}general_settings:\n  master_key: !secret sk-9f8e7d\n"
+    )
+    assert run(["validate", "-c", str(config)]) == 0, "a tag a publish accepts"
+    assert capsys.readouterr().err == ""

@@ -300,6 +300,40 @@ def test_litellm_keeps_a_hand_written_entry_of_another_chain_model(tmp_path: Pat
     assert "- chat-cheap: [chat-backup]  # by hand\n" in path.read_text()
 
 
+def test_litellm_keeps_a_comment_below_its_own_entry(tmp_path: Path) -> None:
+    path = litellm_file(
+        tmp_path,
+        "router_settings:\n  fallbacks:\n    - z: [y]\n\n  # aliases below, keep me\n"
+        "  model_group_alias:\n    x: y\n",
+    )
+
+    for policy in (state(version=1), DEMOTED, state(version=3)):
+        publish_litellm(path, policy)
+
+    text = path.read_text()
+    assert "  # routewatch: policy chat\n\n  # aliases below, keep me\n  model_group_alias:" in text
+
+
+def test_two_policies_in_one_litellm_file_keep_each_others_entries(tmp_path: Path) -> None:
+    path = litellm_file(tmp_path, "model_list: []\n")
+    other = dataclasses.replace(
+        state(version=1),
+        policy="chat-premium",
+        chain=("p1", "p2"),
+        configured_chain=("p1", "p2"),
+        models={"p1": "premium-1", "p2": "premium-2"},
+    )
+
+    publish_litellm(path, other)
+    publish_litellm(path, state(version=1))
+    written = publish_litellm(path, DEMOTED)
+
+    assert written["router_settings"]["fallbacks"] == [
+        {"premium-1": ["premium-2"]},
+        {"chat-backup": ["chat-cheap"]},
+    ]
+
+
 def test_litellm_keeps_the_other_models_of_an_entry_that_maps_several(tmp_path: Path) -> None:
     text = LITELLM_CONFIG.replace(
         "    - embed-small: [embed-large]\n"
@@ -443,11 +477,16 @@ def test_litellm_refuses_a_file_that_is_not_a_proxy_config(
         ("general_settings:\n\tmaster_key: sk-prod-9f8e7d6c5b4a\n", "line 2, column 1: found"),
         (
             "general_settings:\n  master_key: sk-live-1111\n  master_key: sk-prod-9f8e7d6c5b4a\n",
-            'line 3, column 3: found duplicate key "master_key" (while constructing a mapping)',
+            "line 3, column 3: found a duplicate key (while constructing a mapping)",
         ),
         ("general_settings: {master_key: 'sk-prod-9f8e7d6c5b4a\n", "line 2, column 1:"),
+        (
+            "general_settings:\n  creds: |\n    sk-prod-9f8e7d6c5b4a\n    sk-live-2\n  creds: x\n",
+            "line 5, column 3: found a duplicate key",
+        ),
+        ("keys:\n  sk-prod-9f8e7d6c5b4a: a\n  sk-prod-9f8e7d6c5b4a: b\n", "line 3, column 3:"),
     ],
-    ids=["tab", "duplicate-key", "unterminated"],
+    ids=["tab", "duplicate-key", "unterminated", "multi-line-value", "secret-key"],
 )
 def test_an_invalid_litellm_config_is_located_without_quoting_its_secrets(
     tmp_path: Path, text: str, where: str

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import warnings
 from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from typing import Any
 import httpx
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import CommentMark, MarkedYAMLError, YAMLError
 from ruamel.yaml.tokens import CommentToken
 from ruamel.yaml.util import load_yaml_guess_indent
@@ -132,7 +134,7 @@ def publish(
     path = Path(os.path.realpath(publisher.path))  # write through a symlink, keeping it
     try:
         if publisher.type == "litellm":
-            text = _edit_litellm_config(path, publisher, state, target)
+            text, _ = _edit_litellm_config(path, publisher, state, target)
         elif publisher.type == "openrouter":
             text = json.dumps({"models": _active_models(state)}, indent=2) + "\n"
         else:
@@ -156,15 +158,13 @@ def litellm_target_problems(publisher: Publisher, state: PolicyState) -> list[st
     if publisher.type != "litellm" or not publisher.path:
         return []
     path = Path(os.path.realpath(publisher.path))
-    if not path.exists():
-        return []
     target = describe(publisher)
     try:
-        text = _edit_litellm_config(path, publisher, state, target)
+        _, data = _edit_litellm_config(path, publisher, state, target)
     except PublishError as exc:
         return [exc.reason]
-    entries = YAML(typ="safe").load(text).get("model_list") or []
-    defined = {e.get("model_name") for e in entries if isinstance(e, Mapping)}
+    entries = data.get("model_list") or []
+    defined = {str(e.get("model_name")) for e in entries if isinstance(e, Mapping)}
     return [
         f"`model_list` defines no model group {state.models[route]!r} (route {route}); "
         "the fallbacks would name it all the same"
@@ -188,7 +188,9 @@ def _via(path: Path, publisher: Publisher) -> str:
     return "" if str(path) == publisher.path else f" ({path})"
 
 
-def _edit_litellm_config(path: Path, publisher: Publisher, state: PolicyState, target: str) -> str:
+def _edit_litellm_config(
+    path: Path, publisher: Publisher, state: PolicyState, target: str
+) -> tuple[str, CommentedMap]:
     """The LiteLLM proxy config at ``path`` with this policy's chain written into it.
 
     Round-trip YAML keeps comments, quoting, key order and every other setting.
@@ -207,13 +209,16 @@ def _edit_litellm_config(path: Path, publisher: Publisher, state: PolicyState, t
         ) from exc
     # Written back as it came: with a byte-order mark, and CRLF line ends, if it had them.
     bom = "\ufeff" if raw.startswith("\ufeff") else ""
-    crlf = "\r\n" in raw
-    text = raw.removeprefix(bom).replace("\r\n", "\n")
+    crlf = raw.count("\r\n") * 2 > raw.count("\n")  # most lines end so
+    text = re.sub(r"\r\n?", "\n", raw.removeprefix(bom))
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     yaml.width = 4096  # never re-wrap the user's long lines
     try:
-        data, indent, offset = load_yaml_guess_indent(text, yaml=yaml)
+        with warnings.catch_warnings():
+            # ruamel warns of some constructs by quoting the file's lines: keys, here.
+            warnings.simplefilter("ignore")
+            data, indent, offset = load_yaml_guess_indent(text, yaml=yaml)
     except YAMLError as exc:
         raise PublishError(target, _yaml_problem(exc, path, publisher)) from None
     if not isinstance(data, CommentedMap):
@@ -228,7 +233,7 @@ def _edit_litellm_config(path: Path, publisher: Publisher, state: PolicyState, t
     out = io.StringIO()
     yaml.dump(data, out)
     written = out.getvalue()
-    return bom + (written.replace("\n", "\r\n") if crlf else written)
+    return bom + (written.replace("\n", "\r\n") if crlf else written), data
 
 
 _TOP_KEY = re.compile(r"[^\s#-][^#]*:\s*(#.*)?")
@@ -255,10 +260,6 @@ def _mapping_indent(text: str) -> int:
     return 2
 
 
-_QUOTED_VALUE = re.compile(r""" with value ".*$| \(original value: .*$""")
-"""Where a duplicate-key error quotes values: a proxy config holds keys and passwords."""
-
-
 def _yaml_problem(exc: YAMLError, path: Path, publisher: Publisher) -> str:
     """Why the file is not valid YAML, and where: never a copy of its text.
 
@@ -269,7 +270,11 @@ def _yaml_problem(exc: YAMLError, path: Path, publisher: Publisher) -> str:
     if not isinstance(exc, MarkedYAMLError) or exc.problem_mark is None:
         return f"the file is not valid YAML{where}"
     mark = exc.problem_mark
-    problem = _QUOTED_VALUE.sub("", exc.problem or "invalid syntax")
+    if isinstance(exc, DuplicateKeyError):
+        # Its message quotes the key and both values: keys and passwords, in this file.
+        problem = "found a duplicate key"
+    else:
+        problem = (exc.problem or "invalid syntax").split(' with value "')[0]
     context = f" ({exc.context})" if exc.context else ""
     return (
         f"the file is not valid YAML{where}: line {mark.line + 1}, column {mark.column + 1}: "
@@ -302,7 +307,10 @@ def _write_chain(data: CommentedMap, publisher: Publisher, state: PolicyState, t
                 chains = [
                     key
                     for key in entry
-                    if key == models[0] or _marked(entry, marker, key) or (legacy and key in order)
+                    if key == models[0]
+                    or _marked(entry, marker, key)
+                    # another policy's marked entry is that policy's
+                    or (legacy and key in order and not _marked(entry, None, key))
                 ]
                 if len(chains) < len(entry):
                     # One entry mapping several models: only the chain's keys are ours.
@@ -327,14 +335,24 @@ def _write_chain(data: CommentedMap, publisher: Publisher, state: PolicyState, t
         raise PublishError(target, "`model_list` is not a list")
 
 
-def _marked(entry: Any, marker: str, key: Any = None) -> bool:
-    """Whether ``entry`` (or its ``key``) of the fallbacks carries this policy's marker."""
+_MARKER = re.compile(r"routewatch: policy (\S+)")
+
+
+def _marked(entry: Any, marker: str | None, key: Any = None) -> bool:
+    """Whether ``entry`` (or its ``key``) of the fallbacks carries ``marker``.
+
+    ``marker`` None: any policy's marker. Text the user added after it is allowed.
+    """
     if not isinstance(entry, CommentedMap):
         return False
     for name in entry if key is None else [key]:
         slots: list[Any] = entry.ca.items.get(name) or []
         token = slots[2] if len(slots) > 2 else None
-        if token is not None and str(token.value).lstrip("# ").startswith(marker):
+        if token is None:
+            continue
+        first = str(token.value).split("\n", 1)[0].lstrip("#").strip()
+        found = _MARKER.match(first)
+        if found and (marker is None or found.group(0) == marker):
             return True
     return False
 
@@ -416,7 +434,9 @@ def _put_gap(node: Any, gap: str) -> None:
     if slots[slot] is None:
         slots[slot] = CommentToken("\n" + gap, CommentMark(0), None)
     else:
-        slots[slot].value += gap
+        # An end-of-line comment without its line end (one just added) gets one first.
+        end = "" if slots[slot].value.endswith("\n") else "\n"
+        slots[slot].value += end + gap
 
 
 def _post_fallbacks(
