@@ -300,6 +300,18 @@ def test_litellm_keeps_a_hand_written_entry_of_another_chain_model(tmp_path: Pat
     assert "- chat-cheap: [chat-backup]  # by hand\n" in path.read_text()
 
 
+def test_litellm_indentation_is_told_by_a_mapping_not_a_long_scalar(tmp_path: Path) -> None:
+    text = "description:\n    the chat proxy\ngeneral_settings:\n  master_key: x\n"
+    path = litellm_file(tmp_path, text)
+
+    publish_litellm(path, DEMOTED)
+
+    # (ruamel joins the scalar's lines: a round trip keeps no line breaks of plain text)
+    assert "\ngeneral_settings:\n  master_key: x\nrouter_settings:\n  fallbacks:\n" in (
+        path.read_text()
+    )
+
+
 def test_litellm_keeps_a_comment_below_its_own_entry(tmp_path: Path) -> None:
     path = litellm_file(
         tmp_path,
@@ -564,12 +576,12 @@ def test_litellm_api_posts_the_fallbacks_with_the_admin_key(proxy: Proxy) -> Non
 def test_litellm_api_keeps_the_urls_query_and_sends_the_key_despite_user_info(
     proxy: Proxy,
 ) -> None:
-    url = proxy.url.replace("http://", "http://ops:pw@") + "admin/?team=chat"
+    url = proxy.url.replace("http://", "http://ops:pw@") + "admin%2Fv1/?team=chat"
 
     publish(api(url), DEMOTED, env={"LITELLM_ADMIN_KEY": KEY})
 
     [(path, headers, _)] = proxy.requests
-    assert path == "/admin/fallback?team=chat"
+    assert path == "/admin%2Fv1/fallback?team=chat"
     assert headers["Authorization"] == f"Bearer {KEY}"
 
 

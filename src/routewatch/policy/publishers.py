@@ -224,7 +224,7 @@ def _edit_litellm_config(
     if not isinstance(data, CommentedMap):
         raise PublishError(target, "the file is not a mapping of LiteLLM proxy settings")
     offset = offset or 0
-    yaml.indent(mapping=_mapping_indent(text), sequence=max(indent or 2, offset + 2), offset=offset)
+    yaml.indent(mapping=_mapping_indent(data), sequence=max(indent or 2, offset + 2), offset=offset)
     yaml.explicit_start = text.lstrip().startswith("---")
 
     with _gap_kept(data):
@@ -236,27 +236,15 @@ def _edit_litellm_config(
     return bom + (written.replace("\n", "\r\n") if crlf else written), data
 
 
-_TOP_KEY = re.compile(r"[^\s#-][^#]*:\s*(#.*)?")
-"""A top-level key whose value is on the lines below it."""
-
-
-def _mapping_indent(text: str) -> int:
+def _mapping_indent(data: CommentedMap) -> int:
     """How far the file indents a mapping under its key (ruamel guesses sequences only).
 
-    The first top-level key whose value is a mapping tells; 2 when none does.
+    The first top-level block mapping tells, by the column of its first key; 2 when
+    the file has none.
     """
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
-        if not _TOP_KEY.fullmatch(line):
-            continue
-        for below in lines[i + 1 :]:
-            content = below.strip()
-            if not content or content.startswith("#"):
-                continue
-            indent = len(below) - len(below.lstrip(" "))
-            if indent and not content.startswith("-"):
-                return indent
-            break
+    for value in data.values():
+        if isinstance(value, CommentedMap) and value and not value.fa.flow_style():
+            return int(value.lc.col or 2)
     return 2
 
 
@@ -462,9 +450,10 @@ def _post_fallbacks(
             base = httpx.URL(publisher.url)
             # Appended to the path, so a query stays a query; user info is dropped, or
             # httpx would send it as Basic auth in place of the admin key.
-            url = base.copy_with(
-                path=base.path.rstrip("/") + "/fallback", username=None, password=None
-            )
+            # The raw path: an escaped `/` (%2F) in it stays escaped.
+            path, _, query = base.raw_path.decode("ascii").partition("?")
+            raw = path.rstrip("/") + "/fallback" + (f"?{query}" if query else "")
+            url = base.copy_with(raw_path=raw.encode("ascii"), username=None, password=None)
             response = client.post(url, json=body, headers={"Authorization": f"Bearer {key}"})
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         # Not chained: the httpx exception holds the request, and its headers hold the key.
