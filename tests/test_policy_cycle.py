@@ -388,3 +388,22 @@ def test_resolving_the_incident_of_a_route_taken_out_of_the_chain_updates_the_po
         None,
         "cli",
     )
+
+
+def test_a_publisher_moved_between_runs_gets_the_stored_chain_at_the_next_run(
+    tmp_path: Path, sim: str, hook: Receiver
+) -> None:
+    """The chain stays the same, so no new version: the next run still writes the new file."""
+    db_url = f"sqlite:///{tmp_path / 'rw.db'}"
+    config = project(tmp_path, sim, hook, "auto", db_url)
+    assert day(config, 2) == 0
+    assert policy_file(tmp_path)["version"] == 1
+    data = yaml.safe_load(config.read_text())
+    data["policies"]["chat"]["publish"][0]["path"] = "policy/moved.json"
+    config.write_text(yaml.safe_dump(data))
+
+    assert day(config, 3) == 0
+
+    moved = json.loads((tmp_path / "policy" / "moved.json").read_text())
+    assert (moved["version"], moved["chain"]) == (1, list(ROUTES))
+    assert [v["version"] for v in rows(db_url, "policy_versions")] == [1]

@@ -321,6 +321,106 @@ def test_pinning_the_same_chain_again_changes_nothing(
     assert len(hook.requests) == 1
 
 
+def set_publishers(config: Path, publish: list[dict[str, str]]) -> None:
+    """Replace policy chat's publishers; deliveries are not waited for past a second."""
+    body = yaml.safe_load(config.read_text())
+    body["policies"]["chat"]["publish"] = publish
+    body["alerts"]["delivery"] = {"run_wait_s": 1}
+    config.write_text(yaml.safe_dump(body))
+
+
+def publishes(url: str) -> list[tuple[str, int, str, str | None]]:
+    """Each publish message: target, version, status, last error."""
+    return [
+        (m["target"], m["payload"]["version"], m["status"], m["last_error"])
+        for m in rows(url, "outbox")
+        if m["event"] == "policy.publish"
+    ]
+
+
+def test_a_pin_a_publisher_cannot_write_exits_2_and_pinning_again_writes_it(
+    config: Path, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = config.parent / "blocked"
+    blocker.write_text("a file where the publisher's folder should be")
+    set_publishers(config, [{"type": "json", "path": "blocked/chat.json"}])
+
+    assert policy(config, "pin", "chat", "b", "a") == 2
+
+    out = capsys.readouterr()
+    assert out.out == "policy chat: version 1, active chain b → a\n"
+    label = f"json {config.parent / 'blocked' / 'chat.json'}"
+    [error] = [line for line in out.err.splitlines() if line.startswith("error:")]
+    assert error.startswith(f"error: policy chat: {label} does not have the active chain yet (")
+    assert error.endswith(
+        "); the change is stored, and the daemon or the next `routewatch run` tries again"
+    )
+    assert [v["version"] for v in rows(db_url, "policy_versions")] == [1]
+
+    # Fixed: the same pin changes nothing, but tries the publisher again at once (its
+    # backoff would have it wait 15-30 s) and succeeds.
+    blocker.unlink()
+    assert policy(config, "pin", "chat", "b", "a") == 0
+
+    out = capsys.readouterr()
+    assert out.out == "policy chat: nothing changed; active chain b → a\n"
+    assert "error" not in out.err
+    written = json.loads((config.parent / "blocked" / "chat.json").read_text())
+    assert (written["version"], written["chain"]) == (1, ["b", "a"])
+    [(_, version, status, _)] = publishes(db_url)
+    assert (version, status) == (1, "delivered")
+
+
+def test_a_publisher_whose_path_changed_gets_the_stored_chain_and_the_old_one_is_given_up(
+    config: Path, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (config.parent / "blocked").write_text("a file where the publisher's folder should be")
+    set_publishers(config, [{"type": "json", "path": "blocked/chat.json"}])
+    assert policy(config, "pin", "chat", "b", "a") == 2
+    [(old_target, _, status, _)] = publishes(db_url)
+    assert status == "pending"
+
+    # The operator points the publisher elsewhere: the pending message can never be
+    # delivered (before, it failed for 72 hours and raised a publish_failed alert), and
+    # the new file would have waited for the policy's next change.
+    set_publishers(config, [{"type": "json", "path": "policy/moved.json"}])
+    capsys.readouterr()
+    assert policy(config, "unpin", "chat") == 0
+
+    assert capsys.readouterr().out == "policy chat: version 2, active chain a → b → c\n"
+    written = json.loads((config.parent / "policy" / "moved.json").read_text())
+    assert (written["version"], written["chain"]) == (2, ["a", "b", "c"])
+    found = publishes(db_url)
+    assert (old_target, 1, "dead") == found[0][:3]
+    assert (found[0][3] or "").startswith("superseded: ")
+    assert [(v, s) for t, v, s, _ in found if t != old_target] == [
+        (1, "delivered"),
+        (2, "delivered"),
+    ]
+    # Nobody is told a file nobody uses failed.
+    assert not [m for m in rows(db_url, "outbox") if m["event"] == "policy.publish_failed"]
+
+
+def test_a_publisher_added_gets_the_stored_chain_at_the_next_command(
+    config: Path, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert policy(config, "pin", "chat", "b", "a") == 0
+    body = yaml.safe_load(config.read_text())
+    body["policies"]["chat"]["publish"].append({"type": "json", "path": "policy/added.json"})
+    config.write_text(yaml.safe_dump(body))
+    before = len(publishes(db_url))
+    capsys.readouterr()
+
+    assert policy(config, "pin", "chat", "b", "a") == 0
+
+    assert capsys.readouterr().out == "policy chat: nothing changed; active chain b → a\n"
+    written = json.loads((config.parent / "policy" / "added.json").read_text())
+    assert (written["version"], written["chain"]) == (1, ["b", "a"])
+    # Only the new publisher got a message; the others already had version 1.
+    assert len(publishes(db_url)) == before + 1
+    assert {s for _, _, s, _ in publishes(db_url)} == {"delivered"}
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

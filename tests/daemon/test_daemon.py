@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from daemon_process import daemon
 from receivers import Receiver, receiver
+from routewatch.cli import run
 from routewatch.config import load_config
 from routewatch.daemon.service import Daemon
 from routewatch.store.migrate import create_engine_for, open_database
@@ -340,6 +341,49 @@ def test_sighup_reloads_the_config_and_its_schedules(tmp_path: Path, sim: str) -
         wait_until(lambda: len(completed(db_url)) > before, what="runs on the kept config")
         assert d.terminate() == 0
     assert not (tmp_path / "other.db").exists()
+
+
+def test_publishers_new_to_the_config_get_the_stored_chain_at_start_and_at_reload(
+    tmp_path: Path, sim: str
+) -> None:
+    """Without it, a publisher added or moved waits for the policy's next change."""
+    db_url = f"sqlite:///{tmp_path / 'rw.db'}"
+    config = project(tmp_path, sim, db_url, "0 0 1 1 *")  # once a year: nothing runs
+    assert run(["policy", "pin", "-c", str(config), "chat", "faq-bot"]) == 0  # version 1
+
+    def publish_to(path: str) -> None:
+        data = yaml.safe_load(config.read_text())
+        data["policies"]["chat"]["publish"] = [{"type": "json", "path": path}]
+        config.write_text(yaml.safe_dump(data))
+
+    publish_to("out/first.json")
+    with daemon(config, ENV) as d:
+        wait_until((tmp_path / "out" / "first.json").exists, what="the added publisher's file")
+        assert json.loads((tmp_path / "out" / "first.json").read_text())["version"] == 1
+
+        (tmp_path / "blocked").write_text("a file where the publisher's folder should be")
+        publish_to("blocked/second.json")
+        d.process.send_signal(signal.SIGHUP)
+        d.wait_for("config reloaded")
+        wait_until(
+            lambda: any(m["status"] == "pending" and m["attempts"] for m in publishes(db_url)),
+            what="a failed attempt at the blocked publisher",
+        )
+        publish_to("out/third.json")
+        d.process.send_signal(signal.SIGHUP)
+        d.wait_for("config reloaded", occurrences=2)
+        wait_until((tmp_path / "out" / "third.json").exists, what="the moved publisher's file")
+        assert d.terminate() == 0
+    assert json.loads((tmp_path / "out" / "third.json").read_text())["version"] == 1
+    states = {m["target"]: (m["status"], m["last_error"] or "") for m in publishes(db_url)}
+    assert len(states) == 3
+    assert sorted(status for status, _ in states.values()) == ["dead", "delivered", "delivered"]
+    [error] = [error for status, error in states.values() if status == "dead"]
+    assert error.startswith("superseded: the publisher is no longer configured")
+
+
+def publishes(db_url: str) -> list[dict[str, Any]]:
+    return [m for m in rows(db_url, "outbox") if m["event"] == "policy.publish"]
 
 
 def test_a_reload_reads_the_files_off_the_event_loop(tmp_path: Path, sim: str) -> None:

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 from sqlalchemy import Engine
 
 from routewatch.alerts.dispatch import Dispatcher
+from routewatch.cli.exit_codes import ExitCode
 from routewatch.cli.options import config_option
 from routewatch.cli.runs import delivery_lines
 from routewatch.cli.table import format_table
 from routewatch.config import Config, load_config
 from routewatch.policy import manage
+from routewatch.policy.publishers import describe
 from routewatch.store.migrate import open_for_changes, open_for_reading
-from routewatch.store.policies import Reconciled
+from routewatch.store.policies import (
+    Reconciled,
+    retry_publishers,
+    sync_publishers,
+    unpublished,
+)
 
 
 @click.group("policy")
@@ -63,30 +71,41 @@ def show_command(config_path: Path, names: tuple[str, ...]) -> None:
 @config_option
 @click.argument("name")
 @click.argument("routes", nargs=-1, required=True, metavar="ROUTE...")
-def pin_command(config_path: Path, name: str, routes: tuple[str, ...]) -> None:
-    """Pin policy NAME's active chain to ROUTE... until `unpin`."""
+def pin_command(config_path: Path, name: str, routes: tuple[str, ...]) -> int:
+    """Pin policy NAME's active chain to ROUTE... until `unpin`.
+
+    Exits 2 when the pin is stored but a publisher of NAME could not be written.
+    """
     config = load_config(config_path, dict(os.environ))
     engine = open_for_changes(config.database_url)
     try:
+        manage.check_pin(config, name, list(routes))
+        sync_publishers(engine, config.policies, datetime.now(UTC))
         done = manage.pin(engine, config, name, list(routes))
-        _report(engine, config, done)
+        code = _report(engine, config, done)
         # Pinned on purpose, maybe, but say it: a pin outranks the incident's demotion.
         for warning in manage.pin_warnings(engine, routes):
             click.echo(f"warning: {warning}", err=True)
     finally:
         engine.dispose()
+    return code
 
 
 @policy.command("unpin")
 @config_option
 @click.argument("name")
-def unpin_command(config_path: Path, name: str) -> None:
-    """Return policy NAME to its automatic chain."""
+def unpin_command(config_path: Path, name: str) -> int:
+    """Return policy NAME to its automatic chain.
+
+    Exits 2 when the change is stored but a publisher of NAME could not be written.
+    """
     config = load_config(config_path, dict(os.environ))
     engine = open_for_changes(config.database_url)
     try:
+        manage.policy_of(config, name)
+        sync_publishers(engine, config.policies, datetime.now(UTC))
         done = manage.unpin(engine, config, name)
-        _report(engine, config, done)
+        return _report(engine, config, done)
     finally:
         engine.dispose()
 
@@ -112,14 +131,33 @@ def export_command(config_path: Path, name: str, fmt: str) -> None:
         engine.dispose()
 
 
-def _report(engine: Engine, config: Config, done: Reconciled) -> None:
+def _report(engine: Engine, config: Config, done: Reconciled) -> int:
+    """Say what changed, deliver, and fail when a publisher of the policy is not written."""
+    name = done.policy
     if done.version is None:
-        click.echo(f"policy {done.policy}: nothing changed; active chain {_chain(done)}")
-        return
-    click.echo(f"policy {done.policy}: version {done.version}, active chain {_chain(done)}")
-    delivery = Dispatcher(engine, config, dict(os.environ)).drain(config.alerts.delivery.run_wait_s)
-    for line in delivery_lines(delivery):
-        click.echo(line, err=True)
+        click.echo(f"policy {name}: nothing changed; active chain {_chain(done)}")
+    else:
+        click.echo(f"policy {name}: version {done.version}, active chain {_chain(done)}")
+    policy = config.policies[name]
+    # Also when nothing changed: a publisher that failed before is tried again, now.
+    if retry_publishers(engine, name, policy, datetime.now(UTC)) or done.version is not None:
+        delivery = Dispatcher(engine, config, dict(os.environ)).drain(
+            config.alerts.delivery.run_wait_s
+        )
+        for line in delivery_lines(delivery):
+            click.echo(line, err=True)
+    failing = unpublished(engine, name, policy)
+    for target, error in failing.items():
+        key = target.rpartition(":")[2]
+        publisher = next((p for p in policy.publish if p.key == key), None)
+        label = describe(publisher) if publisher is not None else target
+        click.echo(
+            f"error: policy {name}: {label} does not have the active chain yet "
+            f"({error or 'not tried yet'}); the change is stored, and the daemon or the "
+            "next `routewatch run` tries again",
+            err=True,
+        )
+    return ExitCode.failure if failing else ExitCode.ok
 
 
 def _chain(done: Reconciled) -> str:

@@ -34,6 +34,7 @@ from routewatch.runner import RunPlan, RunReport, execute, plan_runs, replay_gc
 from routewatch.status import ERRORING_RATE, RouteState
 from routewatch.store.migrate import SCHEMA_HEAD, open_database, open_read_only
 from routewatch.store.pairwise import PreferenceRecord
+from routewatch.store.policies import sync_publishers
 from routewatch.store.preview import SlotPreview, preview_slot
 from routewatch.store.queries import RunFacts, failed_runs, runs_by_id
 from routewatch.store.runs import ClaimOutcome
@@ -102,6 +103,8 @@ def run_command(
     selected = list(routes) or list(project.config.routes)
     started = clock.now()
     try:
+        # Publishers new to the config get the current chain; gone ones are given up.
+        sync_publishers(engine, project.config.policies, clock.now())
         # Runs an earlier process completed but never detected come first, in time order.
         verdicts = detect_left_over(engine, project.config, selected, now=clock.now())
         try:

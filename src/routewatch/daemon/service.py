@@ -53,6 +53,7 @@ from routewatch.project import Project, load_project
 from routewatch.runner import execute, plan_runs
 from routewatch.store.migrate import open_database
 from routewatch.store.nodata import check_no_data
+from routewatch.store.policies import sync_publishers
 from routewatch.store.runs import (
     ClaimOutcome,
     abandon_runs,
@@ -111,6 +112,8 @@ class Daemon:
         self.project: Project = load_project(config_path, self.env)
         self._evals_seen = self._evals_fingerprint()
         self._reload_failed_at: tuple[Any, ...] | None = None
+        self._publishers_synced: Config | None = None
+        """The config whose publishers the outbox was last brought in line with."""
         """Eval files and config as they were when a reload for an eval change failed."""
         self.host = host or self.project.config.server.host
         self.port = self.project.config.server.port if port is None else port
@@ -251,6 +254,11 @@ class Daemon:
         self._build_jobs()
         log.info("config reloaded: %d scheduled route(s)", len(self._route_jobs()))
         self._warn_unset_secrets()
+        if self.leader.held:
+            try:
+                await asyncio.to_thread(self._sync_publishers, project.config)
+            except Exception as exc:  # the next catch-up tries again
+                log.warning("publishers not brought in line with the config: %s", first_line(exc))
         pending = [
             f"`{name}`"
             for name in restart_only_changes(before, project.config)
@@ -385,6 +393,8 @@ class Daemon:
 
     async def _catch_up_slots(self) -> None:
         config = self.project.config
+        if self._publishers_synced is not config:
+            await asyncio.to_thread(self._sync_publishers, config)
         left_over = await asyncio.to_thread(
             detect_left_over, self.engine, config, list(config.routes), now=self.clock.now()
         )
@@ -679,6 +689,18 @@ class Daemon:
             raise UnavailableError("the daemon is not running")
         future = asyncio.run_coroutine_threadsafe(self.trigger(routes), self._loop)
         return await asyncio.wrap_future(future)
+
+    def _sync_publishers(self, config: Config) -> None:
+        """Publish to publishers new to this config; give up on those no longer in it."""
+        done = sync_publishers(self.engine, config.policies, datetime.now(UTC))
+        for target in done.queued:
+            log.info("queued the current policy version for %s, which has not had it", target)
+        if done.superseded:
+            log.info(
+                "gave up %d pending publish message(s) of publishers no longer configured",
+                done.superseded,
+            )
+        self._publishers_synced = config
 
     def _dispatcher(self) -> Dispatcher:
         return Dispatcher(self.engine, self.project.config, self.env)

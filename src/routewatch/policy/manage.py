@@ -44,7 +44,8 @@ class PolicyView:
     history: tuple[StoredVersion, ...]
 
 
-def _policy(config: Config, name: str) -> Policy:
+def policy_of(config: Config, name: str) -> Policy:
+    """The configured policy ``name``; a usage error naming the known ones otherwise."""
     if name not in config.policies:
         known = ", ".join(sorted(config.policies)) or "none configured"
         raise UsageError(f"unknown policy {name!r}; known: {known}")
@@ -54,7 +55,7 @@ def _policy(config: Config, name: str) -> Policy:
 def show(engine: Engine, config: Config, names: Sequence[str] = ()) -> list[PolicyView]:
     """Configured and active chain, pins, version and recent history of each policy."""
     for name in names:
-        _policy(config, name)
+        policy_of(config, name)
     views = []
     for name, policy in config.policies.items():
         if names and name not in names:
@@ -85,17 +86,7 @@ def pin(
     now: datetime | None = None,
 ) -> Reconciled:
     """Pin ``name``'s active chain to ``routes`` (configured routes, in order, no repeats)."""
-    policy = _policy(config, name)
-    if not routes:
-        raise UsageError("pin needs at least one route")
-    unknown = [r for r in routes if r not in config.routes]
-    if unknown:
-        raise UsageError(
-            f"unknown route(s) {', '.join(unknown)}; known: {', '.join(sorted(config.routes))}"
-        )
-    twice = sorted({r for r in routes if routes.count(r) > 1})
-    if twice:
-        raise UsageError(f"{', '.join(twice)} appears twice in the pinned chain")
+    policy = check_pin(config, name, routes)
 
     def write() -> Reconciled:
         with engine.begin() as conn:
@@ -111,6 +102,22 @@ def pin(
             )
 
     return _retrying(write)
+
+
+def check_pin(config: Config, name: str, routes: Sequence[str]) -> Policy:
+    """The policy ``name``, if ``routes`` can be its pinned chain; a usage error otherwise."""
+    policy = policy_of(config, name)
+    if not routes:
+        raise UsageError("pin needs at least one route")
+    unknown = [r for r in routes if r not in config.routes]
+    if unknown:
+        raise UsageError(
+            f"unknown route(s) {', '.join(unknown)}; known: {', '.join(sorted(config.routes))}"
+        )
+    twice = sorted({r for r in routes if routes.count(r) > 1})
+    if twice:
+        raise UsageError(f"{', '.join(twice)} appears twice in the pinned chain")
+    return policy
 
 
 def pin_warnings(engine: Engine, routes: Sequence[str]) -> list[str]:
@@ -148,7 +155,7 @@ def unpin(
     engine: Engine, config: Config, name: str, *, actor: str = "cli", now: datetime | None = None
 ) -> Reconciled:
     """Return ``name`` to its automatic chain; nothing happens when it is not pinned."""
-    policy = _policy(config, name)
+    policy = policy_of(config, name)
 
     def write() -> Reconciled:
         with engine.begin() as conn:
@@ -176,7 +183,7 @@ def unpin(
 
 def state(engine: Engine, config: Config, name: str) -> PolicyState:
     """The policy's active chain as publishers see it (the configured chain at version 0)."""
-    policy = _policy(config, name)
+    policy = policy_of(config, name)
     with engine.connect() as conn:
         latest = latest_version(conn, name)
     return PolicyState(

@@ -16,12 +16,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, text
+from sqlalchemy import Connection, Engine, func, insert, select, text, update
 
 from routewatch.config import Policy
 from routewatch.policy.engine import Demotion, PolicyDecision, Trouble, decide_chain, moves_traffic
 from routewatch.store.outbox import enqueue
-from routewatch.store.tables import IncidentRow, IncidentStatus, PolicyVersionRow
+from routewatch.store.tables import (
+    IncidentRow,
+    IncidentStatus,
+    OutboxRow,
+    OutboxStatus,
+    PolicyVersionRow,
+)
 
 PUBLISH_EVENT = "policy.publish"
 """The outbox event of a publisher target; it carries the policy and version only."""
@@ -62,6 +68,134 @@ def publish_targets(name: str, policy: Policy) -> list[str]:
     editing the list while writes are queued sends none to the wrong place.
     """
     return [f"publish:{name}:{p.key}" for p in policy.publish]
+
+
+SUPERSEDED = (
+    "superseded: the publisher is no longer configured (removed, or its path, url or group changed)"
+)
+"""``last_error`` of a publish message that ``sync_publishers`` gave up on."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PublishSync:
+    """What ``sync_publishers`` did."""
+
+    queued: tuple[str, ...] = ()
+    """Targets given the newest version: publishers that never had it."""
+    superseded: int = 0
+    """Pending messages of publishers no longer configured, given up."""
+
+
+def sync_publishers(engine: Engine, policies: Mapping[str, Policy], now: datetime) -> PublishSync:
+    """Bring the outbox in line with the configured publishers, for a process starting.
+
+    A publisher added to a policy, or whose path, URL or group changed (a new ``key``),
+    has no message for the policy's stored version: without one it would be written only
+    at the policy's next change. A message still pending for a publisher that is no longer
+    configured could never be delivered: it would fail for ``give_up_hours`` and raise a
+    ``policy.publish_failed`` alert about a file nobody uses. Only this configuration's
+    policies are touched (another project may share the database).
+    """
+    wanted = {t: name for name, p in policies.items() for t in publish_targets(name, p)}
+    queued: list[str] = []
+    with engine.begin() as conn:
+        newest = dict(
+            conn.execute(
+                select(OutboxRow.target, func.max(OutboxRow.id))
+                .where(OutboxRow.event == PUBLISH_EVENT, OutboxRow.target.in_(list(wanted)))
+                .group_by(OutboxRow.target)
+            ).all()
+        )
+        sent = {
+            target: payload.get("version")
+            for target, payload in conn.execute(
+                select(OutboxRow.target, OutboxRow.payload).where(
+                    OutboxRow.id.in_(list(newest.values()))
+                )
+            ).all()
+        }
+        for name, policy in policies.items():
+            latest = latest_version(conn, name)
+            if latest is None:
+                continue  # published with its first version
+            for target in publish_targets(name, policy):
+                version = sent.get(target)
+                if not isinstance(version, int) or version < latest.version:
+                    body = {"event": PUBLISH_EVENT, "policy": name, "version": latest.version}
+                    enqueue(conn, body, [target], now)
+                    queued.append(target)
+        stale = [
+            row.id
+            for row in conn.execute(
+                select(OutboxRow.id, OutboxRow.target).where(
+                    OutboxRow.event == PUBLISH_EVENT, OutboxRow.status == OutboxStatus.pending
+                )
+            ).all()
+            if row.target not in wanted
+            and row.target.removeprefix("publish:").rpartition(":")[0] in policies
+        ]
+        if stale:
+            conn.execute(
+                update(OutboxRow)
+                .where(OutboxRow.id.in_(stale), OutboxRow.status == OutboxStatus.pending)
+                .values(status=OutboxStatus.dead, last_error=SUPERSEDED, next_attempt_at=now)
+            )
+    return PublishSync(queued=tuple(queued), superseded=len(stale))
+
+
+def unpublished(engine: Engine, name: str, policy: Policy) -> dict[str, str | None]:
+    """``policy``'s publish targets whose newest message is not delivered, with its last error.
+
+    A target that never had a message is left out: ``sync_publishers`` queues one.
+    """
+    targets = publish_targets(name, policy)
+    with engine.connect() as conn:
+        newest = (
+            select(func.max(OutboxRow.id))
+            .where(OutboxRow.event == PUBLISH_EVENT, OutboxRow.target.in_(targets))
+            .group_by(OutboxRow.target)
+        )
+        rows = conn.execute(
+            select(OutboxRow.target, OutboxRow.status, OutboxRow.last_error).where(
+                OutboxRow.id.in_(newest)
+            )
+        ).all()
+    return {
+        row.target: row.last_error for row in rows if row.status != OutboxStatus.delivered.value
+    }
+
+
+def retry_publishers(engine: Engine, name: str, policy: Policy, now: datetime) -> int:
+    """Make ``policy``'s undelivered publishes due now, for a change by hand; how many.
+
+    A pending message is due at once instead of after its backoff; one given up on gets a
+    new message for the newest version. A message another dispatcher holds may then be
+    sent twice, which writes the same file twice: a publisher writes the newest version.
+    """
+    failing = unpublished(engine, name, policy)
+    if not failing:
+        return 0
+    with engine.begin() as conn:
+        latest = latest_version(conn, name)
+        newest = (
+            select(func.max(OutboxRow.id))
+            .where(OutboxRow.event == PUBLISH_EVENT, OutboxRow.target.in_(list(failing)))
+            .group_by(OutboxRow.target)
+        )
+        rows = conn.execute(
+            select(OutboxRow.id, OutboxRow.target, OutboxRow.status).where(OutboxRow.id.in_(newest))
+        ).all()
+        for row in rows:
+            if row.status == OutboxStatus.pending.value:
+                conn.execute(
+                    update(OutboxRow)
+                    .where(OutboxRow.id == row.id, OutboxRow.status == OutboxStatus.pending)
+                    .values(next_attempt_at=now)
+                )
+            elif latest is not None:
+                body = {"event": PUBLISH_EVENT, "policy": name, "version": latest.version}
+                enqueue(conn, body, [row.target], now)
+    return len(rows)
 
 
 def _version(row: Any) -> StoredVersion:
