@@ -177,3 +177,25 @@ def test_a_file_another_user_owns_is_replaced_only_if_its_reader_keeps_it(
         assert said == ""
         assert path.read_text() == "new\n"
         assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+@pytest.mark.skipif(not (ROOT and SETPRIV), reason="needs root and setpriv to act as a user")
+def test_a_writable_file_in_a_folder_that_is_not_says_the_folder_must_be_writable(
+    request: pytest.FixtureRequest,
+) -> None:
+    """The file is never opened: its own write permission is not what is missing."""
+    folder = Path(tempfile.mkdtemp(prefix="routewatch-locked-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(folder, ignore_errors=True))
+    folder.chmod(0o755)  # root's: others may not create files in it
+    path = folder / "config.yaml"
+    path.write_text("old\n")
+    os.chown(path, 1000, 1000)
+
+    said = _as_another_user(path).stdout
+
+    assert said == (
+        f"cannot write {path}: cannot create a file in its folder {folder} (Permission "
+        "denied); the file is replaced through a temporary file beside it, so the folder "
+        "must be writable\n"
+    )
+    assert path.read_text() == "old\n"

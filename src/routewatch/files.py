@@ -8,6 +8,7 @@ command ends with that line instead of a traceback.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -72,7 +73,17 @@ def write_atomic(path: Path, text: str) -> Path:
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {_reason(exc)}") from None
+        hint = ""
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            # Writable or not, the file itself is never opened: say what must change.
+            hint = (
+                "; the file is replaced through a temporary file beside it, so the folder "
+                "must be writable"
+            )
+        raise OutputError(
+            f"cannot write {path}: cannot create a file in its folder {target.parent} "
+            f"({_reason(exc)}){hint}"
+        ) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)

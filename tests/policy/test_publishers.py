@@ -463,7 +463,7 @@ def test_litellm_creates_router_settings_and_keeps_permissions(tmp_path: Path) -
     [
         (None, "does not exist"),
         ("- model_name: chat-primary\n", "not a mapping"),
-        ("", "not a mapping"),
+        ("", "the file is empty; a litellm publisher edits an existing LiteLLM proxy config"),
         ("model_list: [\n", "not valid YAML"),
         ("router_settings: [fallbacks]\n", "`router_settings` in the LiteLLM config"),
     ],

@@ -221,6 +221,9 @@ def _edit_litellm_config(
             data, indent, offset = load_yaml_guess_indent(text, yaml=yaml)
     except YAMLError as exc:
         raise PublishError(target, _yaml_problem(exc, path, publisher)) from None
+    if data is None:
+        hint = "a litellm publisher edits an existing LiteLLM proxy config: point `path` at it"
+        raise PublishError(target, f"the file is empty{_via(path, publisher)}; {hint}")
     if not isinstance(data, CommentedMap):
         raise PublishError(target, "the file is not a mapping of LiteLLM proxy settings")
     offset = offset or 0
