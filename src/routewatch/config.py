@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -467,6 +468,75 @@ def unset_secrets(config: Config, env: Mapping[str, str], *, daemon: bool = True
     if daemon:
         check(config.server.token_env, "every POST to the daemon is refused with 403")
     return found
+
+
+def publisher_clashes(config: Config) -> list[str]:
+    """Publishers of different policies that would undo each other's writes, in words.
+
+    Two policies writing one JSON file replace each other's file; two editing one LiteLLM
+    config whose chains share a model group each replace the other's ``fallbacks`` entry
+    once both chains are headed by it (and reorder its ``model_list`` entries), and one
+    ``model_group_alias`` serves one of them; two posting fallbacks for one model to one
+    proxy replace each other's.
+    """
+    files: dict[str, list[tuple[str, Publisher]]] = {}
+    apis: dict[tuple[str, str], list[str]] = {}
+    for name, policy in config.policies.items():
+        for p in policy.publish:
+            if p.path:
+                files.setdefault(os.path.realpath(p.path), []).append((name, p))
+            elif p.url:
+                model = p.group or config.routes[policy.chain[0]].model
+                apis.setdefault((p.url, model), []).append(name)
+    said: list[str] = []
+    for path, users in files.items():
+        for i, (a, pa) in enumerate(users):
+            for b, pb in users[i + 1 :]:
+                if a == b:
+                    continue
+                if pa.type != "litellm" or pb.type != "litellm":
+                    said.append(
+                        f"policies {a} and {b} both write {path} ({pa.type} and {pb.type}): "
+                        "each publish replaces the other's"
+                    )
+                    continue
+                models_a = {config.routes[r].model for r in config.policies[a].chain}
+                shared = [
+                    config.routes[r].model
+                    for r in config.policies[b].chain
+                    if config.routes[r].model in models_a
+                ]
+                if shared:
+                    said.append(
+                        f"policies {a} and {b} edit the LiteLLM config {path} and share model "
+                        f"group(s) {', '.join(dict.fromkeys(shared))}: whenever both chains "
+                        "are headed by one, each publish replaces the other's fallbacks entry"
+                    )
+                if (pa.group or a) == (pb.group or b):
+                    said.append(
+                        f"policies {a} and {b} edit the LiteLLM config {path} with one group "
+                        f"{pa.group or a!r}: its model_group_alias follows whichever published last"
+                    )
+    for (url, model), names in apis.items():
+        others = list(dict.fromkeys(names))
+        if len(others) > 1:
+            said.append(
+                f"policies {', '.join(others[:-1])} and {others[-1]} set the fallbacks of "
+                f"model {model!r} on the proxy {_without_secrets(url)}: each publish replaces "
+                "the other's"
+            )
+    return said
+
+
+def _without_secrets(url: str) -> str:
+    """``url`` without user info, query or fragment, where a key may be written."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(an invalid url)"
+    return f"{parts.scheme}://{host}{port}{parts.path.rstrip('/')}"
 
 
 def load_config(path: Path, env: Mapping[str, str]) -> Config:

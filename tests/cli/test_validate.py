@@ -372,3 +372,51 @@ def test_validate_warns_of_unset_secrets_and_a_missing_litellm_file(
     )
     assert run(["validate", "-c", str(config)]) == 0, "a tag a publish accepts"
     assert capsys.readouterr().err == ""
+
+
+def test_validate_warns_of_policies_whose_publishers_undo_each_other(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each publish of one would silently replace what the other wrote."""
+    monkeypatch.setenv("RW_TEST_LITELLM_KEY", "set")
+    config = project / CONFIG
+    (project / "gateway").mkdir()
+    entries = "".join(f"  - model_name: {model}\n" for _, model in CHAIN_MODELS)
+    (project / "gateway/litellm-config.yaml").write_text(f"model_list:\n{entries}")
+    proxy = "http://admin:pw-7f3a@127.0.0.1:4000/?key=q-9e2b"
+    edit(
+        config,
+        "# - {type: litellm, path: gateway/litellm-config.yaml, group: chat}",
+        "- {type: litellm, path: gateway/litellm-config.yaml, group: chat}\n"
+        f'      - {{type: litellm-api, url: "{proxy}", api_key_env: RW_TEST_LITELLM_KEY}}',
+    )
+    edit(
+        config,
+        "      # - {type: openrouter, path: policy/chat-openrouter.json}\n",
+        "  premium:\n"
+        "    chain: [chat-pro, chat-premium]\n"
+        "    publish:\n"
+        "      - {type: openrouter, path: policy/chat.json}\n"
+        "      - {type: litellm, path: gateway/litellm-config.yaml, group: chat}\n"
+        f'      - {{type: litellm-api, url: "{proxy}", api_key_env: RW_TEST_LITELLM_KEY,'
+        " group: deepseek-ai/DeepSeek-V4-Flash}\n"
+        "  other:\n"
+        "    chain: [chat-flash]\n"
+        "    publish: [{type: json, path: policy/other.json}]\n",
+    )
+
+    assert run(["validate", "-c", str(config)]) == 0
+
+    litellm = project / "gateway/litellm-config.yaml"
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: policies chat and premium both write {project / 'policy/chat.json'} "
+        "(json and openrouter): each publish replaces the other's",
+        f"warning: policies chat and premium edit the LiteLLM config {litellm} and share "
+        "model group(s) qwen/Qwen3-Pro, openai/gpt-4o: whenever both chains are headed by "
+        "one, each publish replaces the other's fallbacks entry",
+        f"warning: policies chat and premium edit the LiteLLM config {litellm} with one "
+        "group 'chat': its model_group_alias follows whichever published last",
+        "warning: policies chat and premium set the fallbacks of model "
+        "'deepseek-ai/DeepSeek-V4-Flash' on the proxy http://127.0.0.1:4000: each publish "
+        "replaces the other's",
+    ]

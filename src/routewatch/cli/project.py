@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from routewatch.cli.options import config_option
-from routewatch.config import unset_secrets
+from routewatch.config import publisher_clashes, unset_secrets
 from routewatch.project import load_project
 from routewatch.scaffold import write_project
 
@@ -53,6 +53,8 @@ def validate(config_path: Path) -> None:
         )
     for problem in unset_secrets(config, os.environ, daemon=False):
         click.echo(f"warning: {problem}", err=True)
+    for clash in publisher_clashes(config):
+        click.echo(f"warning: {clash}", err=True)
     for name, policy in config.policies.items():
         for publisher in policy.publish:
             if publisher.type != "litellm" or not publisher.path:

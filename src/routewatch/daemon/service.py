@@ -35,7 +35,7 @@ from sqlalchemy import Engine
 
 from routewatch.alerts.dispatch import Dispatcher
 from routewatch.clock import SystemClock
-from routewatch.config import Config, unset_secrets
+from routewatch.config import Config, publisher_clashes, unset_secrets
 from routewatch.cron import last_fire_at_or_before, parse_cron
 from routewatch.cycle import (
     RunVerdict,
@@ -191,6 +191,8 @@ class Daemon:
         config = self.project.config
         for problem in unset_secrets(config, self.env):
             log.warning("%s", problem)
+        for clash in publisher_clashes(config):
+            log.warning("%s", clash)
         if config.server.token_env is None:
             log.info("server.token_env is not configured: every POST is refused with 403")
 
