@@ -274,6 +274,28 @@ def test_export_litellm_is_a_router_settings_block_for_the_pinned_chain(
     }
 
 
+def test_export_litellm_gives_no_alias_where_the_group_is_the_heads_own_name(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As the publisher writes the file: clients sending the head's name need no alias."""
+    body = yaml.safe_load(config.read_text())
+    (config.parent / "litellm.yaml").write_text("model_list: []\n")
+    body["policies"]["chat"]["publish"] = [
+        {"type": "litellm", "path": "litellm.yaml", "group": "model-b"}
+    ]
+    config.write_text(yaml.safe_dump(body))
+    policy(config, "pin", "chat", "b", "a")
+    capsys.readouterr()
+
+    assert policy(config, "export", "chat", "--format", "litellm") == 0
+
+    exported = yaml.safe_load(capsys.readouterr().out)
+    assert exported == {"router_settings": {"fallbacks": [{"model-b": ["model-a"]}]}}
+    written = yaml.safe_load((config.parent / "litellm.yaml").read_text())
+    assert written["router_settings"]["fallbacks"] == exported["router_settings"]["fallbacks"]
+    assert not written["router_settings"]["model_group_alias"]
+
+
 def test_unpin_returns_to_the_configured_chain_and_republishes(
     config: Path, hook: Hook, capsys: pytest.CaptureFixture[str]
 ) -> None:

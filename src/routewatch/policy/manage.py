@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import yaml
 from sqlalchemy import Engine
@@ -206,11 +207,9 @@ def export(engine: Engine, config: Config, name: str, fmt: str) -> str:
         models = list(dict.fromkeys(current.models[r] for r in current.chain))
         publishers = [p for p in config.policies[name].publish if p.type == "litellm"]
         group = (publishers[0].group if publishers else None) or name
-        block = {
-            "router_settings": {
-                "fallbacks": [{models[0]: models[1:]}],
-                "model_group_alias": {group: models[0]},
-            }
-        }
+        router: dict[str, Any] = {"fallbacks": [{models[0]: models[1:]}]}
+        if group != models[0]:  # as the publisher: the head's own name needs no alias
+            router["model_group_alias"] = {group: models[0]}
+        block = {"router_settings": router}
         return yaml.safe_dump(block, sort_keys=False, allow_unicode=True).rstrip()
     raise UsageError(f"unknown format {fmt!r}; use json or litellm")
