@@ -149,6 +149,8 @@ class PolicyStatus(_Body):
     """The chain in force now."""
     version: int
     """Policy version; 0 until the first change is recorded."""
+    pins: list[str] | None = None
+    """The chain pinned by hand (``policy pin``), which holds until ``unpin``; null if none."""
 
 
 class StatusBody(_Body):
@@ -233,6 +235,7 @@ def read_status(engine: Engine, config: Config) -> tuple[StatusBody, dict[str, i
             configured_chain=list(policy.chain),
             active_chain=versions[name].chain if name in versions else list(policy.chain),
             version=versions[name].version if name in versions else 0,
+            pins=versions[name].pins if name in versions else None,
         )
         for name, policy in config.policies.items()
     ]

@@ -514,8 +514,15 @@ def test_status_json_shows_the_pinned_chain(
             "configured_chain": ["a", "b", "c"],
             "active_chain": ["b", "a"],
             "version": 1,
+            "pins": ["b", "a"],
         }
     ]
+    assert run(["status", "-c", str(config)]) == 0
+    assert "b → a (pinned)" in capsys.readouterr().out
+    policy(config, "unpin", "chat")
+    capsys.readouterr()
+    assert run(["status", "-c", str(config), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["policies"][0]["pins"] is None
 
 
 def test_concurrent_pins_each_get_their_own_version(config: Path, db_url: str) -> None:

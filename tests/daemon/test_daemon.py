@@ -140,10 +140,15 @@ def test_runs_happen_on_schedule_and_the_http_surface_answers(
     assert policy.json()["chain"] == ["faq-bot"]
     assert anonymous.status_code == 401
     assert wrong.status_code == 401
-    assert bad.status_code == 422
+    assert (bad.status_code, bad.json()) == (
+        422,
+        {"error": "unknown route(s) nope; known: faq-bot"},
+    )
     assert pin_anonymous.status_code == 401
     assert (pinned.status_code, pinned.json()["changed"]) == (200, True)
+    assert pinned.json()["pins"] == ["faq-bot"]
     assert (unpinned.status_code, unpinned.json()["changed"]) == (200, True)
+    assert unpinned.json()["pins"] is None
     versions = rows(db_url, "policy_versions")
     assert [(v["pins"], v["actor"]) for v in versions][-2:] == [(["faq-bot"], "api"), (None, "api")]
     assert TOKEN not in d.log()

@@ -6,11 +6,13 @@ that read the store run on SQLite and PostgreSQL; the HTTP-only ones on SQLite.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import http.client
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import field
@@ -40,6 +42,7 @@ from routewatch.store.tables import (
     AlertStateRow,
     RunStatus,
 )
+from runner_project import rows
 from store_rows import add_run, open_incident
 
 TOKEN = "rw-api-token-5c1e9d0a77f2"
@@ -103,7 +106,8 @@ def serve(root: Path, db_url: str) -> Iterator[Daemon]:
     async def trigger_runs(routes: list[str]) -> list[str]:
         unknown = [r for r in routes if r not in config.routes]
         if unknown:
-            raise UsageError(f"unknown route(s) {', '.join(unknown)}")
+            known = ", ".join(sorted(config.routes))
+            raise UsageError(f"unknown route(s) {', '.join(unknown)}; known: {known}")
         triggered.append(routes)
         return routes or list(config.routes)
 
@@ -408,6 +412,7 @@ def test_status_is_the_status_json_document(daemon: Daemon) -> None:
             "configured_chain": ["a", "b", "c"],
             "active_chain": ["a", "b", "c"],
             "version": 0,
+            "pins": None,
         }
     ]
 
@@ -574,7 +579,7 @@ def test_runs_of_an_unknown_route_are_422(web: Daemon) -> None:
     response = web.post("/runs", {"routes": ["a", "zz"]})
 
     assert response.status_code == 422
-    assert response.json() == {"error": "unknown route(s) zz"}
+    assert response.json() == {"error": "unknown route(s) zz; known: a, b, c"}
 
 
 @pytest.mark.parametrize(
@@ -642,6 +647,40 @@ def test_a_body_over_the_limit_is_413_and_read_no_further(web: Daemon, declared:
     assert web.triggered == []
 
 
+def test_json_nested_past_pythons_limit_is_422_not_a_500(
+    web: Daemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    deep = "[" * 30_000 + "]" * 30_000
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+
+    response = httpx.post(f"{web.url}/runs", content=deep, headers=headers)
+
+    assert response.status_code == 422
+    assert response.json()["error"].startswith("invalid request body: body: ")
+    assert web.triggered == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_client_that_leaves_mid_body_is_no_server_error(
+    web: Daemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    host, port = web.url.removeprefix("http://").split(":")
+    caplog.set_level(logging.INFO, logger="routewatch")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            b"POST /runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {TOKEN}\r\n".encode()
+            + b'Content-Length: 1000\r\n\r\n{"routes": ['
+        )
+    deadline = time.monotonic() + 10
+    while "the client left before sending its body" not in caplog.text:
+        assert time.monotonic() < deadline, caplog.text
+        time.sleep(0.05)
+
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert web.triggered == []
+
+
 def test_runs_asked_for_while_the_daemon_stops_get_503(web: Daemon) -> None:
     async def stopping(routes: list[str]) -> list[str]:
         raise UnavailableError("the daemon is stopping; no new runs")
@@ -681,6 +720,7 @@ def test_pin_then_unpin_changes_the_policy_and_its_published_file(daemon: Daemon
         "updated_at": None,
         "chain": ["b", "a"],
         "demoted": [],
+        "pins": ["b", "a"],
         "changed": True,
         "warnings": [],
     }
@@ -690,9 +730,32 @@ def test_pin_then_unpin_changes_the_policy_and_its_published_file(daemon: Daemon
     unpinned = daemon.post("/policy/chat/unpin")
 
     assert (unpinned.json()["version"], unpinned.json()["changed"]) == (2, True)
+    assert unpinned.json()["pins"] is None
     assert daemon.get("/policy/chat").json()["chain"] == ["a", "b", "c"]
     assert published(daemon, 2)["chain"] == ["a", "b", "c"]
     assert daemon.post("/policy/chat/unpin").json()["changed"] is False
+
+
+def test_concurrent_pins_are_each_answered_with_their_own_version(daemon: Daemon) -> None:
+    """Not the newest version when the answer is written: another pin may follow it."""
+    chains = [["a"], ["b"], ["c"], ["a", "b"], ["b", "c"], ["c", "a"], ["b", "a"], ["c", "b"]]
+
+    async def pin_all() -> list[httpx.Response]:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient(base_url=daemon.url, headers=headers, timeout=30) as c:
+            return await asyncio.gather(
+                *(c.post("/policy/chat/pin", json={"routes": chain}) for chain in chains)
+            )
+
+    answers = [r.json() for r in asyncio.run(pin_all())]
+
+    assert [(a["chain"], a["pins"]) for a in answers] == [(c, c) for c in chains]
+    assert sorted(a["version"] for a in answers) == list(range(1, len(chains) + 1))
+    history = {
+        v["version"]: v["chain"]
+        for v in rows(daemon.engine.url.render_as_string(hide_password=False), "policy_versions")
+    }
+    assert all(history[a["version"]] == a["chain"] for a in answers)
 
 
 def test_pinning_a_route_with_an_open_incident_warns_in_the_answer(daemon: Daemon) -> None:

@@ -96,7 +96,15 @@ def status_table(body: StatusBody, learning: Learning | None = None) -> str:
     if body.policies:
         text += "\n\n" + format_table(
             ["policy", "mode", "active chain", "version"],
-            [[p.name, p.mode, " → ".join(p.active_chain), str(p.version)] for p in body.policies],
+            [
+                [
+                    p.name,
+                    p.mode,
+                    " → ".join(p.active_chain) + (" (pinned)" if p.pins is not None else ""),
+                    str(p.version),
+                ]
+                for p in body.policies
+            ],
         )
     return text
 

@@ -29,7 +29,7 @@ from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
@@ -269,7 +269,9 @@ class _Api:
         except UsageError as exc:
             return _error(422, _usage_message(exc))
         changed = result.version is not None
-        current = await run_in_threadpool(manage.state, self.state.engine, config, name)
+        # The version this request wrote, not the newest: a concurrent change may follow it.
+        stored = await run_in_threadpool(manage.stored, self.state.engine, name, result.version)
+        current = manage.state_of(config, name, stored)
         if changed:
             log.info(
                 "policy %s changed through the API: version %d, chain %s",
@@ -279,7 +281,12 @@ class _Api:
             )
         # Delivery may wait on a slow receiver, so it runs after the answer is sent.
         task = BackgroundTask(self._deliver, config) if changed else None
-        answer = {**policy_json(current), "changed": changed}
+        pins = stored.pins if stored is not None else None
+        answer = {
+            **policy_json(current),
+            "pins": None if pins is None else list(pins),
+            "changed": changed,
+        }
         if warnings is not None:
             answer["warnings"] = await run_in_threadpool(warnings, body)
         return JSONResponse(answer, background=task)
@@ -389,11 +396,16 @@ async def _parse(request: Request, model: type[B]) -> B | JSONResponse:
         return too_large
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return too_large
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                return too_large
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Not a server error: nobody is left to answer, and nothing was done.
+        log.info("%s %s: the client left before sending its body", request.method, request.url.path)
+        return _error(400, "the client disconnected before sending its body")
     raw = b"".join(chunks)
     duplicate = _duplicate_key(raw)
     if duplicate is not None:
@@ -418,7 +430,7 @@ def _duplicate_key(raw: bytes) -> str | None:
         jsonstrict.loads(raw or b"{}")
     except jsonstrict.DuplicateKeyError as found:
         return found.key
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past Python's limit: pydantic's is lower
         return None
     return None
 

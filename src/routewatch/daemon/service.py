@@ -667,7 +667,8 @@ class Daemon:
             raise UnavailableError("the daemon is stopping; no new runs")
         unknown = [r for r in routes if r not in self.project.config.routes]
         if unknown:
-            raise UsageError(f"unknown route(s): {', '.join(unknown)}")
+            known = ", ".join(sorted(self.project.config.routes))
+            raise UsageError(f"unknown route(s) {', '.join(unknown)}; known: {known}")
         busy = self._busy_routes()
         accepted = [r for r in routes or list(self.project.config.routes) if r not in busy]
         if accepted:

@@ -184,9 +184,19 @@ def unpin(
 
 def state(engine: Engine, config: Config, name: str) -> PolicyState:
     """The policy's active chain as publishers see it (the configured chain at version 0)."""
-    policy = policy_of(config, name)
+    policy_of(config, name)
+    return state_of(config, name, stored(engine, name))
+
+
+def stored(engine: Engine, name: str, version: int | None = None) -> StoredVersion | None:
+    """The newest stored version of policy ``name`` (or its ``version``), if any."""
     with engine.connect() as conn:
-        latest = latest_version(conn, name)
+        return latest_version(conn, name, version=version)
+
+
+def state_of(config: Config, name: str, latest: StoredVersion | None) -> PolicyState:
+    """``latest`` as publishers see it; the configured chain when it is None."""
+    policy = policy_of(config, name)
     return PolicyState(
         policy=name,
         version=latest.version if latest else 0,

@@ -221,14 +221,14 @@ def _version(row: Any) -> StoredVersion:
     )
 
 
-def latest_version(conn: Connection, policy: str) -> StoredVersion | None:
-    """The newest version of ``policy``, if any."""
-    row = conn.execute(
-        select(PolicyVersionRow.__table__)
-        .where(PolicyVersionRow.policy == policy)
-        .order_by(PolicyVersionRow.version.desc())
-        .limit(1)
-    ).one_or_none()
+def latest_version(
+    conn: Connection, policy: str, *, version: int | None = None
+) -> StoredVersion | None:
+    """The newest version of ``policy`` (or its ``version``), if any."""
+    query = select(PolicyVersionRow.__table__).where(PolicyVersionRow.policy == policy)
+    if version is not None:
+        query = query.where(PolicyVersionRow.version == version)
+    row = conn.execute(query.order_by(PolicyVersionRow.version.desc()).limit(1)).one_or_none()
     return None if row is None else _version(row)
 
 

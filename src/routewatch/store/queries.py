@@ -54,6 +54,8 @@ class PolicyVersion:
     policy: str
     version: int
     chain: list[str]
+    pins: list[str] | None = None
+    """The pinned chain, while one is pinned."""
 
 
 _FINISHED = (RunStatus.completed, RunStatus.failed)
@@ -186,14 +188,24 @@ def latest_policy_versions(engine: Engine) -> dict[str, PolicyVersion]:
         .group_by(PolicyVersionRow.policy)
         .subquery()
     )
-    query = select(PolicyVersionRow.policy, PolicyVersionRow.version, PolicyVersionRow.chain).join(
+    query = select(
+        PolicyVersionRow.policy,
+        PolicyVersionRow.version,
+        PolicyVersionRow.chain,
+        PolicyVersionRow.pins,
+    ).join(
         newest,
         (PolicyVersionRow.policy == newest.c.policy)
         & (PolicyVersionRow.version == newest.c.version),
     )
     with engine.connect() as conn:
         return {
-            r.policy: PolicyVersion(policy=r.policy, version=r.version, chain=list(r.chain))
+            r.policy: PolicyVersion(
+                policy=r.policy,
+                version=r.version,
+                chain=list(r.chain),
+                pins=None if r.pins is None else list(r.pins),
+            )
             for r in conn.execute(query)
         }
 
