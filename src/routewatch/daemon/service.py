@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from routewatch.alerts.dispatch import Dispatcher
 from routewatch.clock import SystemClock
@@ -126,8 +126,6 @@ class Daemon:
         self.clock = SystemClock()
         self._active: set[asyncio.Task[Any]] = set()
         self._running_routes: dict[asyncio.Task[Any], list[str]] = {}
-        self._running_slots: dict[asyncio.Task[Any], datetime | None] = {}
-        """The slot each task's cycle runs (None: a run asked for now)."""
         self._stopping = asyncio.Event()
         self._stop_now = asyncio.Event()
         """A second SIGTERM or SIGINT: cut the runs in flight short without waiting."""
@@ -368,8 +366,17 @@ class Daemon:
         slot = last_fire_at_or_before(parse_cron(schedule, self.project.config.timezone), now)
         if slot is None:
             return
+        if route in self._busy_routes():
+            # One run of a route at a time here: two at once pay twice and slow each other.
+            log.info(
+                "%s's slot %s waits for the run of it in flight; a catch-up runs it "
+                "after, within scheduler.misfire_grace_s",
+                route,
+                slot.isoformat(),
+            )
+            return
         try:
-            await self._tracked(self._cycle([route], slot), [route], slot)
+            await self._tracked(self._cycle([route], slot), [route])
         except asyncio.CancelledError:
             if not self._stopping.is_set():
                 raise
@@ -412,16 +419,18 @@ class Daemon:
         for route, at in orphaned_runs(self.engine, list(config.routes), datetime.now(UTC)):
             if self._stopping.is_set():
                 return
+            if route in self._busy_routes():
+                continue  # the next catch-up, once this process's run of it ends
             log.info("resuming %s's run of %s, left by a process that is gone", route, at)
-            await self._tracked(self._cycle([route], at), [route], at)
+            await self._tracked(self._cycle([route], at), [route])
         now = datetime.now(UTC)
         grace = timedelta(seconds=config.scheduler.misfire_grace_s)
         for route, schedule in self._route_jobs().items():
             slot = last_fire_at_or_before(parse_cron(schedule, config.timezone), now)
             if slot is None or now - slot > grace or self._stopping.is_set():
                 continue
-            if self._running_slot(route, slot):
-                continue  # in flight here: a catch-up would only find it busy
+            if route in self._busy_routes():
+                continue  # in flight here (this slot or another): the next catch-up
             plans = plan_runs(config, routes=[route], at=slot, now=now)
             if all(
                 slot_completed(
@@ -431,7 +440,7 @@ class Daemon:
             ):
                 continue
             log.info("catching up %s's slot %s", route, slot.isoformat())
-            await self._tracked(self._cycle([route], slot), [route], slot)
+            await self._tracked(self._cycle([route], slot), [route])
 
     async def _report_job(self, *, only_if_missing: bool = False) -> None:
         """The weekly report of last week (leader only), into ``reports.dir``."""
@@ -534,10 +543,12 @@ class Daemon:
             if database_down(exc):
                 # Nothing more can be stored or detected until it is back.
                 log.warning(
-                    "run of %s stopped: the database is unavailable: %s; "
-                    "the next catch-up resumes it",
+                    "run of %s stopped: the database is unavailable: %s; %s",
                     names,
                     first_line(exc),
+                    "ask for it again once it is back"
+                    if at is None
+                    else "the next catch-up resumes it (within scheduler.misfire_grace_s)",
                 )
                 return
             if isinstance(exc, RoutewatchError):
@@ -622,11 +633,11 @@ class Daemon:
             env=self.env,
         )
 
-    async def _tracked(self, coro: Any, routes: list[str], at: datetime | None = None) -> None:
+    async def _tracked(self, coro: Any, routes: list[str]) -> None:
         task = asyncio.current_task()
         if task is None:  # pragma: no cover - always inside a task
             raise RuntimeError("not in a task")
-        self._track(task, routes, at)
+        self._track(task, routes)
         try:
             await coro
         except Exception as exc:  # a background task's failure is logged; the daemon goes on
@@ -642,18 +653,16 @@ class Daemon:
         finally:
             self._active.discard(task)
             self._running_routes.pop(task, None)
-            self._running_slots.pop(task, None)
 
-    def _track(self, task: asyncio.Task[Any], routes: list[str], at: datetime | None) -> None:
+    def _track(self, task: asyncio.Task[Any], routes: list[str]) -> None:
         self._active.add(task)
         self._running_routes[task] = routes
-        self._running_slots[task] = at
 
-    def _spawn(self, coro: Any, routes: list[str], at: datetime | None = None) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(self._tracked(coro, routes, at))
+    def _spawn(self, coro: Any, routes: list[str]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(self._tracked(coro, routes))
         # Recorded before the task first runs: a second request handled in the same pass
         # of the loop must already see the route busy.
-        self._track(task, routes, at)
+        self._track(task, routes)
         return task
 
     async def trigger(self, routes: list[str]) -> list[str]:
@@ -669,18 +678,15 @@ class Daemon:
         if unknown:
             known = ", ".join(sorted(self.project.config.routes))
             raise UsageError(f"unknown route(s) {', '.join(unknown)}; known: {known}")
+        # Asked for while the database is down, a run would be accepted and lost: it is
+        # never claimed, so no catch-up resumes it. The HTTP answer is 503 instead.
+        await asyncio.to_thread(_ping, self.engine)
+        # No await from here to the spawn: a second request must see these routes busy.
         busy = self._busy_routes()
         accepted = [r for r in routes or list(self.project.config.routes) if r not in busy]
         if accepted:
             self._spawn(self._cycle(accepted, None), accepted)
         return accepted
-
-    def _running_slot(self, route: str, slot: datetime) -> bool:
-        """Whether this process is running ``route``'s run of ``slot``."""
-        return any(
-            route in routes and self._running_slots.get(task) == slot
-            for task, routes in self._running_routes.items()
-        )
 
     def _busy_routes(self) -> set[str]:
         """Routes with a run in flight in this process."""
@@ -707,6 +713,12 @@ class Daemon:
 
     def _dispatcher(self) -> Dispatcher:
         return Dispatcher(self.engine, self.project.config, self.env)
+
+
+def _ping(engine: Engine) -> None:
+    """One round trip to the database; raises its driver's error when it is down."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
 
 
 def _stat(path: Path) -> tuple[int, int]:
