@@ -250,3 +250,42 @@ def test_a_backfilled_bad_run_is_recorded_but_moves_no_incident(
     last = capsys.readouterr().out.splitlines()[-1].split()
     assert last[-2:] == ["already", "completed"]
     assert last[6:9] == ["1.000", "100.0%", "0.0%"], last
+
+
+def test_runs_whose_every_call_failed_neither_recover_nor_attach_to_quality_incidents(
+    tmp_path: Path, sim: str
+) -> None:
+    """They measured nothing: counted as healthy, an outage told people the route had
+    recovered, with `incident.resolved` and a policy restoring it."""
+    config = project(tmp_path, sim)
+    db = f"sqlite:///{tmp_path / 'rw.db'}"
+    for n in range(1, 7):
+        day(config, n)
+    httpx.patch(f"{sim}/admin/models/perfect", json={"quality": 0.0}).raise_for_status()
+    for n in (7, 8, 9):
+        day(config, n)
+    httpx.patch(
+        f"{sim}/admin/models/perfect", json={"quality": 1.0, "faults": {"bad_json": 1.0}}
+    ).raise_for_status()
+
+    for n in (10, 11, 12):  # recover_runs (3) runs that answered nothing
+        day(config, n)
+
+    incidents = {i["metric"]: i for i in rows(db, "incidents")}
+    assert {m: (i["status"], i["healthy_streak"]) for m, i in incidents.items()} == {
+        "score": ("open", 0),
+        "critical:refund-window": ("open", 0),
+        "error_rate": ("open", 0),
+    }
+    assert incidents["score"]["last_run_id"] == 9, "not attached to runs that measured nothing"
+    assert "incident.resolved" not in {o["event"] for o in rows(db, "outbox")}
+
+    healed = {"faults": {"bad_json": 0.0}}
+    httpx.patch(f"{sim}/admin/models/perfect", json=healed).raise_for_status()
+    for n in (13, 14, 15):
+        day(config, n)
+    assert {i["metric"]: i["status"] for i in rows(db, "incidents")} == {
+        "score": "resolved",
+        "critical:refund-window": "resolved",
+        "error_rate": "resolved",
+    }

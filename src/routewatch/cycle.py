@@ -21,7 +21,7 @@ from routewatch.detect.baseline import history_depth
 from routewatch.detect.budget import cycle_alpha
 from routewatch.detect.findings import Candidate, Evaluation, decide, evaluate, route_alpha
 from routewatch.evalset import EvalSet
-from routewatch.incidents import advance, backfilled
+from routewatch.incidents import advance, backfilled, unmeasured
 from routewatch.judge.pairwise import PairwiseTarget, compare_runs
 from routewatch.runner import RunReport
 from routewatch.store.detection import (
@@ -212,6 +212,7 @@ def detect_cycle(
                         recover_runs=settings.recover_runs,
                         known=ev.known,
                         hold_quality=record.judge_suspect,
+                        held=unmeasured(record, [i.metric for i in still_open]),
                     )
                 try:
                     recorded = record_detection(

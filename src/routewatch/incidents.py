@@ -8,10 +8,11 @@ store persists the result, with the alert events, in the run's detection transac
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
-from routewatch.detect.findings import Candidate
+from routewatch.detect.baseline import RunRecord
+from routewatch.detect.findings import CRITICAL_PREFIX, Candidate, Metric
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,6 +61,37 @@ def is_quality(metric: str) -> bool:
     return metric == "score" or metric.startswith("critical:")
 
 
+def unmeasured(run: RunRecord, metrics: Iterable[str]) -> frozenset[str]:
+    """Those of ``metrics`` that ``run`` measured nothing of.
+
+    A run whose every call failed has no score, latency or cost: it must neither recover
+    an incident on them (its errors would count as healthy runs, and people would be
+    told the route recovered while it answered nothing) nor attach to one. Likewise a
+    critical item whose every sample failed says nothing of that item. ``error_rate`` is
+    always measured. A critical item no longer in the eval set is not held: its incident
+    recovers as before.
+    """
+    items = {item.item_id: item for item in run.items.values()}
+    scored = any(item.samples_scored > 0 for item in items.values())
+    answered = run.results_total > run.errors_total
+    held = set()
+    for metric in metrics:
+        if metric == Metric.score:
+            quiet = not scored
+        elif metric.startswith(CRITICAL_PREFIX):
+            item = items.get(metric.removeprefix(CRITICAL_PREFIX))
+            quiet = item is not None and item.samples_scored == 0
+        elif metric == Metric.latency:
+            quiet = run.p95_latency_ms is None or not answered
+        elif metric == Metric.cost:
+            quiet = run.cost_per_call is None or not answered
+        else:
+            quiet = False
+        if quiet:
+            held.add(metric)
+    return frozenset(held)
+
+
 def advance(
     open_incidents: Sequence[OpenIncident],
     findings: Iterable[Candidate],
@@ -68,6 +100,7 @@ def advance(
     recover_runs: int,
     known: bool = True,
     hold_quality: bool = False,
+    held: Collection[str] = frozenset(),
 ) -> Transition:
     """The transition a run causes.
 
@@ -79,6 +112,8 @@ def advance(
         known: False while the baseline is unknown: open incidents are left as they are.
         hold_quality: The run cannot speak for quality (``judge_suspect``): its open
             quality incidents (``score``, ``critical:``) neither recover nor attach.
+        held: Metrics the run measured nothing of (``unmeasured``): their open incidents
+            neither recover nor attach.
     """
     by_metric = {i.metric: i for i in open_incidents}
     bad = set(bad_metrics)
@@ -90,6 +125,8 @@ def advance(
     attached, recovering, resolved = [], [], []
     for incident in open_incidents:
         if not known or (hold_quality and is_quality(incident.metric)):
+            continue
+        if incident.metric in held and incident.metric not in bad:
             continue
         if incident.metric in bad:
             attached.append(incident.id)
