@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +35,14 @@ class Receiver:
     """Answer this many requests with 503 first."""
     echo: bool = False
     """Quote the request's path and query in a failure's body, as some servers do."""
+    delay_s: float = 0.0
+    """Wait this long before answering."""
+    drip_s: float = 0.0
+    """Send the answer's body a byte at a time, this long apart."""
+    body: bytes | None = None
+    """A failure's body, instead of the usual one."""
+    answer_headers: dict[str, str] = field(default_factory=dict)
+    """Headers added to every answer (``Retry-After``, say)."""
     requests: list[Received] = field(default_factory=list)
     refused: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -65,11 +74,25 @@ def receiver(status: int = 200, fail_next: int = 0, echo: bool = False) -> Itera
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 headers["x-test-answered"] = str(code)
                 state.requests.append(Received(path=self.path, headers=headers, body=body))
+            time.sleep(state.delay_s)
+            failure = f"no such hook: {self.path}" if state.echo else "unavailable"
+            answer = b"ok" if code < 300 else (state.body or failure.encode())
             self.send_response(code)
             self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(answer)))
+            for name, value in state.answer_headers.items():
+                self.send_header(name, value)
             self.end_headers()
-            failure = f"no such hook: {self.path}" if state.echo else "unavailable"
-            self.wfile.write(b"ok" if code < 300 else failure.encode())
+            if not state.drip_s:
+                self.wfile.write(answer)
+                return
+            for i in range(len(answer)):
+                try:
+                    self.wfile.write(answer[i : i + 1])
+                    self.wfile.flush()
+                except OSError:  # the client gave up
+                    return
+                time.sleep(state.drip_s)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

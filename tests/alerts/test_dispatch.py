@@ -9,9 +9,11 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -387,3 +389,96 @@ def test_secrets_never_reach_the_database_or_the_logs(
         assert secret not in caplog.text
         assert all(secret not in e for e in first.errors)
     engine.dispose()
+
+
+def test_a_send_that_outlasts_the_lease_is_not_sent_again_by_another_dispatcher(
+    tmp_path: Path, db_url: str, hook: Receiver, env: dict[str, str]
+) -> None:
+    """The lease is renewed while the send lasts: a receiver answering slowly got the
+    same message from a second dispatcher, a duplicate page on Slack."""
+    config, engine = load(write_config(tmp_path, db_url, hook.url), env)
+    raise_events(engine, config, 1)
+    hook.delay_s = 1.5
+    slow = Dispatcher(engine, config, env)
+    slow.lease_s = 0.3  # runs out five times over while the receiver waits
+    sending = threading.Thread(target=slow.deliver_due)
+
+    sending.start()
+    other = Dispatcher(engine, config, env)
+    while sending.is_alive():
+        other.deliver_due()
+    sending.join()
+
+    assert len(hook.requests) == 1
+    assert [r["status"] for r in rows(db_url, "outbox")] == ["delivered"]
+    engine.dispose()
+
+
+def test_a_body_sent_byte_by_byte_does_not_hold_the_attempt_past_its_timeout(
+    tmp_path: Path, db_url: str, hook: Receiver, env: dict[str, str]
+) -> None:
+    config, engine = load(write_config(tmp_path, db_url, hook.url), env)
+    raise_events(engine, config, 1)
+    hook.status = 500
+    hook.body = b"x" * 40
+    hook.drip_s = 0.25  # 10 s for the whole body, against a timeout of 2 s
+
+    started = time.monotonic()
+    report = Dispatcher(engine, config, env).deliver_due()
+    took = time.monotonic() - started
+
+    assert report.failed == 1
+    assert took < 4, took
+    (row,) = rows(db_url, "outbox")
+    assert row["last_error"].startswith("HTTP 500: x")
+    engine.dispose()
+
+
+@pytest.mark.parametrize("retry_after", ["120", "HTTP-DATE"])
+def test_retry_after_on_a_429_is_honoured_over_a_shorter_backoff(
+    tmp_path: Path, db_url: str, hook: Receiver, env: dict[str, str], retry_after: str
+) -> None:
+    config, engine = load(write_config(tmp_path, db_url, hook.url), env)
+    raise_events(engine, config, 1)
+    now = datetime.now(UTC)
+    if retry_after == "HTTP-DATE":
+        retry_after = format_datetime(now + timedelta(seconds=121), usegmt=True)
+    hook.status = 429
+    hook.answer_headers = {"Retry-After": retry_after}
+
+    Dispatcher(engine, config, env).deliver_due()
+
+    (row,) = rows(db_url, "outbox")
+    assert row["status"] == "pending"
+    wait = (row["next_attempt_at"] - now).total_seconds()
+    assert 115 <= wait <= 125, wait  # the backoff alone would be 0.05 s
+    engine.dispose()
+
+
+def test_a_receivers_answer_reaches_no_terminal_or_log_line_as_control_characters(
+    tmp_path: Path, db_url: str, hook: Receiver, env: dict[str, str]
+) -> None:
+    config, engine = load(write_config(tmp_path, db_url, hook.url), env)
+    raise_events(engine, config, 1)
+    hook.status = 500
+    hook.body = "\x1b]0;pwned-title\x07 oops\nFAKE LOG LINE \u202egnp.exe".encode()
+
+    Dispatcher(engine, config, env).deliver_due()
+
+    (row,) = rows(db_url, "outbox")
+    error = row["last_error"]
+    assert error.startswith("HTTP 500: ")
+    assert "oops" in error
+    assert error.isprintable(), repr(error)
+    assert "\u202e" not in error
+    engine.dispose()
+
+
+def test_verify_says_false_for_a_missing_or_non_ascii_signature() -> None:
+    body = b'{"event":"x"}'
+
+    assert verify(body, None, SECRET) is False
+    assert verify(body, "sha256=\u00e9", SECRET) is False
+    assert verify(
+        body, "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest(), SECRET
+    )

@@ -561,6 +561,7 @@ def test_send_leaves_a_long_rate_limit_to_the_outbox(receiver: Receiver) -> None
     assert (result.ok, result.status_code) == (False, 429)
     assert len(receiver.requests) == 1
     assert time.monotonic() - started < 1
+    assert result.retry_after_s == 120, "for the outbox to wait that long"
 
 
 def test_send_reports_a_client_error_with_slacks_reason(receiver: Receiver) -> None:
@@ -580,6 +581,16 @@ def test_send_redacts_the_url_from_an_echoing_error_body(receiver: Receiver) -> 
     assert result.error is not None
     assert "XXXXSECRET" not in result.error
     assert "<slack webhook url>" in result.error
+
+
+def test_send_redacts_a_part_of_the_token_an_error_body_quotes(receiver: Receiver) -> None:
+    tail = SECRET_PATH.removeprefix("/services/")
+    receiver.script = [(403, f"invalid_token {tail}; team {tail.split('/')[-1]}", {})]
+
+    result = send(receiver.url)
+
+    assert result.error is not None
+    assert result.error == "HTTP 403: invalid_token <slack webhook url>; team <slack webhook url>"
 
 
 def closed_port_url() -> str:

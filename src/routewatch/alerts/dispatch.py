@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -28,7 +29,15 @@ from routewatch.alerts.webhook import SendResult, send_webhook
 from routewatch.config import Config, Publisher, secret
 from routewatch.errors import RoutewatchError
 from routewatch.policy.publishers import PolicyState, PublishError, describe, publish
-from routewatch.store.outbox import Backlog, Message, backlog, backoff_s, claim_due, enqueue
+from routewatch.store.outbox import (
+    Backlog,
+    Message,
+    backlog,
+    backoff_s,
+    claim_due,
+    enqueue,
+    extend_lease,
+)
 from routewatch.store.outbox import record_attempt as _record
 from routewatch.store.policies import PUBLISH_EVENT, latest_version
 
@@ -127,7 +136,7 @@ class Dispatcher:
     def _deliver(self, message: Message, report: DispatchReport) -> None:
         started = time.monotonic()
         try:
-            result = self._send(message)
+            result = self._send_holding_lease(message)
         except RoutewatchError as exc:
             result = SendResult(ok=False, error=str(exc))
         except Exception as exc:  # one bad message must not stop the others
@@ -145,6 +154,9 @@ class Dispatcher:
                 max_s=settings.backoff_max_s,
                 rng=self.rng,
             )
+            if result.retry_after_s is not None:
+                # The receiver's own wait, when longer (Slack requires it be honoured).
+                wait = max(wait, result.retry_after_s)
             if now + timedelta(seconds=wait) <= give_up:
                 retry_at = now + timedelta(seconds=wait)
         status = _record(
@@ -185,6 +197,32 @@ class Dispatcher:
             message.attempts == PUBLISH_ALERT_AFTER or status == "dead"
         ):
             self._publish_failed(message, result.error or "failed")
+
+    def _send_holding_lease(self, message: Message) -> SendResult:
+        """``_send``, renewing the message's lease while it lasts.
+
+        A receiver that answers slowly (a body sent byte by byte, a Slack attempt and its
+        retry) may hold an attempt past the lease: another dispatcher would then claim the
+        message and send it a second time while the first send is still going.
+        """
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(self.lease_s / 3):
+                try:
+                    until = self.now() + timedelta(seconds=self.lease_s)
+                    if not extend_lease(self.engine, message, until):
+                        return  # settled, or taken over after all
+                except Exception:  # the send goes on; the lease may then run out
+                    log.warning("renewing the lease of outbox message %d failed", message.id)
+
+        keeper = threading.Thread(target=renew, name="routewatch-lease", daemon=True)
+        keeper.start()
+        try:
+            return self._send(message)
+        finally:
+            done.set()
+            keeper.join()
 
     def _send(self, message: Message) -> SendResult:
         kind, _, rest = message.target.partition(":")
@@ -280,7 +318,12 @@ def send_alert(
         sent = send_slack(
             url, slack_message(payload), timeout_s=settings.timeout_s, delivery_id=delivery_id
         )
-        return SendResult(ok=sent.ok, status_code=sent.status_code, error=sent.error)
+        return SendResult(
+            ok=sent.ok,
+            status_code=sent.status_code,
+            error=sent.error,
+            retry_after_s=sent.retry_after_s,
+        )
     if kind == "webhook":
         hook = next((h for h in config.alerts.webhooks if h.key == rest), None)
         if hook is None:

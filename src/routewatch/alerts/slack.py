@@ -20,6 +20,8 @@ from slack_sdk.errors import SlackClientError
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 from slack_sdk.webhook import WebhookClient
 
+from routewatch.alerts.webhook import printable, retry_after_s
+
 DELIVERY_HEADER = "X-Routewatch-Delivery"
 URL_PLACEHOLDER = "<slack webhook url>"
 
@@ -41,6 +43,8 @@ class SlackResult:
     """The status of Slack's last answer; None when no answer came."""
     error: str | None = None
     """A short reason for a failure; it never contains the webhook URL."""
+    retry_after_s: float | None = None
+    """The wait Slack asked for on a 429 (``Retry-After``), if any."""
 
 
 class _ShortRateLimitRetryHandler(http_retry.RateLimitErrorRetryHandler):
@@ -91,9 +95,12 @@ def _retry_after_s(response: http_retry.HttpResponse | None) -> float:
 
 
 def _redact(text: str, url: str) -> str:
-    # The path alone holds the token: redact it too, in case a message quotes only that.
-    path = url.partition("://")[2].partition("/")[2]
-    for secret in sorted({s for s in (url, path) if len(s) >= 8}, key=len, reverse=True):
+    # The path holds the token: redact it too, and each tail of it (`T0/B0/token`, the
+    # token alone), in case a message quotes only part of it.
+    path = url.partition("://")[2].partition("/")[2].partition("?")[0]
+    parts = path.split("/")
+    secrets = {url, path} | {"/".join(parts[i:]) for i in range(len(parts))}
+    for secret in sorted({s for s in secrets if len(s) >= 8}, key=len, reverse=True):
         text = text.replace(secret, URL_PLACEHOLDER)
     return text
 
@@ -139,10 +146,20 @@ def send_slack(
     try:
         response = client.send_dict(dict(message), headers={DELIVERY_HEADER: delivery_id})
     except (OSError, HTTPException, SlackClientError, ValueError) as exc:
-        return SlackResult(ok=False, error=_redact(f"{type(exc).__name__}: {exc}", url)[:300])
+        error = printable(_redact(f"{type(exc).__name__}: {exc}", url))
+        return SlackResult(ok=False, error=error[:300])
     if 200 <= response.status_code < 300:
         return SlackResult(ok=True, status_code=response.status_code)
-    body = " ".join(_redact(str(response.body), url).split())[:200]
+    body = " ".join(printable(_redact(str(response.body), url)).split())[:200]
+    wait = None
+    if response.status_code in (429, 503):
+        value = next(
+            (v for k, v in (response.headers or {}).items() if k.lower() == "retry-after"), None
+        )
+        wait = retry_after_s(str(value) if value is not None else None)
     return SlackResult(
-        ok=False, status_code=response.status_code, error=f"HTTP {response.status_code}: {body}"
+        ok=False,
+        status_code=response.status_code,
+        error=f"HTTP {response.status_code}: {body}",
+        retry_after_s=wait,
     )

@@ -8,11 +8,16 @@ message always carries the same delivery id.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
+import time
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -26,6 +31,43 @@ class SendResult:
     ok: bool
     status_code: int | None = None
     error: str | None = None
+    retry_after_s: float | None = None
+    """The wait the receiver asked for (``Retry-After`` on a 429 or 503), if any."""
+
+
+ERROR_BODY_BYTES = 4096
+"""Of a failed answer's body, what is read: the error quotes its start."""
+
+
+def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header: a number, or an HTTP date; None if unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def printable(text: str) -> str:
+    """``text`` on one line, without control or bidi characters.
+
+    A receiver's words reach a terminal and a log line, where an escape sequence or a
+    newline would act.
+    """
+    return "".join(c if c.isprintable() and not _bidi(c) else " " for c in text)
+
+
+def _bidi(c: str) -> bool:
+    return unicodedata.category(c) == "Cf"
 
 
 def body_bytes(event: Mapping[str, Any]) -> bytes:
@@ -38,8 +80,13 @@ def signature(body: bytes, secret: str) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def verify(body: bytes, header: str, secret: str) -> bool:
-    """Whether ``header`` is the signature of ``body`` (what a receiver runs)."""
+def verify(body: bytes, header: str | None, secret: str) -> bool:
+    """Whether ``header`` is the signature of ``body`` (what a receiver runs).
+
+    False, never an error, for a missing header or one that is not ASCII.
+    """
+    if not isinstance(header, str) or not header.isascii():
+        return False
     return hmac.compare_digest(signature(body, secret), header)
 
 
@@ -52,7 +99,12 @@ def send_webhook(
     timeout_s: float,
     transport: httpx.BaseTransport | None = None,
 ) -> SendResult:
-    """POST ``event`` to ``url``; any 2xx answer is a delivery."""
+    """POST ``event`` to ``url``; any 2xx answer is a delivery.
+
+    ``timeout_s`` bounds each step, and the answer's body is read only until ``timeout_s``
+    after the start (a receiver sending it byte by byte would otherwise hold the attempt
+    for as long as it likes), and only its first ``ERROR_BODY_BYTES``.
+    """
     body = body_bytes(event)
     headers = {
         "Content-Type": "application/json",
@@ -62,19 +114,33 @@ def send_webhook(
     }
     if secret:
         headers["X-Routewatch-Signature"] = signature(body, secret)
+    deadline = time.monotonic() + timeout_s
     try:
-        with httpx.Client(timeout=timeout_s, transport=transport) as client:
-            response = client.post(url, content=body, headers=headers)
+        with (
+            httpx.Client(timeout=timeout_s, transport=transport) as client,
+            client.stream("POST", url, content=body, headers=headers) as response,
+        ):
+            if 200 <= response.status_code < 300:
+                return SendResult(ok=True, status_code=response.status_code)
+            start = bytearray()
+            with contextlib.suppress(httpx.HTTPError):  # the status says enough
+                for chunk in response.iter_bytes():
+                    start += chunk
+                    if len(start) >= ERROR_BODY_BYTES or time.monotonic() > deadline:
+                        break
     except httpx.HTTPError as exc:
-        message = redact_url(f"{type(exc).__name__}: {exc}", url)
+        message = printable(redact_url(f"{type(exc).__name__}: {exc}", url))
         return SendResult(ok=False, error=message[:300])
-    if 200 <= response.status_code < 300:
-        return SendResult(ok=True, status_code=response.status_code)
+    text = start[:ERROR_BODY_BYTES].decode(response.encoding or "utf-8", errors="replace")
+    wait = None
+    if response.status_code in (429, 503):
+        wait = retry_after_s(response.headers.get("retry-after"))
     # The receiver may quote the request (`no such hook: /in?token=...`).
     return SendResult(
         ok=False,
         status_code=response.status_code,
-        error=f"HTTP {response.status_code}: {redact_url(response.text, url)[:200]}",
+        error=f"HTTP {response.status_code}: {printable(redact_url(text, url))[:200]}",
+        retry_after_s=wait,
     )
 
 

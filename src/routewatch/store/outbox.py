@@ -118,6 +118,21 @@ def claim_due(
     return claimed
 
 
+def extend_lease(engine: Engine, message: Message, until: datetime) -> bool:
+    """Hold ``message``'s lease until ``until``, while its attempt is still the holder's."""
+    with engine.begin() as conn:
+        done = conn.execute(
+            update(OutboxRow)
+            .where(
+                OutboxRow.id == message.id,
+                OutboxRow.attempts == message.attempts,
+                OutboxRow.status == OutboxStatus.pending,
+            )
+            .values(next_attempt_at=until)
+        )
+    return done.rowcount == 1
+
+
 def backoff_s(attempts: int, *, initial_s: float, max_s: float, rng: random.Random) -> float:
     """Wait after ``attempts`` failed attempts.
 
