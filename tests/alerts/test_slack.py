@@ -457,6 +457,9 @@ def test_excerpt_flattens_cuts_and_escapes() -> None:
     assert excerpt("x" * 300, limit=10) == "x" * 9 + "…"
     assert "`" not in excerpt("```code```")
     assert excerpt(None) == ""
+    # A bidi override would make "gnp.exe" read "exe.png"; a control character is shown.
+    assert excerpt("\u202egnp.exe\x07") == "\\u202egnp.exe\\u0007"
+    assert escape_mrkdwn("by hand: \u202etxt") == "by hand: \\u202etxt"
 
 
 # -- sending to a real receiver on a loopback port ------------------------------------------

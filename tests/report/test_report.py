@@ -347,6 +347,22 @@ def test_every_field_of_the_report_is_escaped(
     assert payload.split("<")[0] in checked.text
 
 
+def test_bidi_overrides_and_control_characters_are_shown_not_obeyed(
+    tmp_path: Path, chromium: ChromiumSession
+) -> None:
+    """U+202E makes "gnp.exe" read "exe.png": the evidence must read as the bytes were."""
+    page = tmp_path / "bidi.html"
+    payload = "\u202egnp.exe\u202c and \x1b[31mred\x07"
+
+    page.write_text(render_report(synthetic(payload)))
+
+    html = page.read_text()
+    assert not {"\u202e", "\u202c", "\x1b", "\x07"} & set(html)
+    assert "\\u202egnp.exe\\u202c and \\u001b[31mred\\u0007" in html
+    checked = check_in_chromium(page, screenshot=ARTIFACTS / "bidi.png", session=chromium)
+    assert "\\u202egnp.exe" in checked.text
+
+
 @pytest.mark.parametrize(
     ("value", "shown"),
     [

@@ -11,6 +11,8 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from routewatch.visible import visible
+
 Block = dict[str, Any]
 
 MAX_BLOCKS = 50
@@ -40,9 +42,11 @@ def escape_mrkdwn(text: str) -> str:
         text: Any text, trusted or not.
 
     Returns:
-        ``text`` with ``&``, ``<`` and ``>`` replaced by ``&amp;``, ``&lt;`` and ``&gt;``.
+        ``text`` with ``&``, ``<`` and ``>`` replaced by ``&amp;``, ``&lt;`` and ``&gt;``,
+        and its control and bidi characters written as escapes (``visible``), so an
+        output reads in Slack as the model wrote it.
     """
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return visible(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def excerpt(text: str | None, limit: int = 200) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from itertools import groupby
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -47,6 +48,7 @@ from routewatch.report.svg import (
     timeline,
 )
 from routewatch.store.agreement import AgreementTrend
+from routewatch.visible import visible
 
 NONE = "\u2013"
 """Shown for a missing figure (an en dash)."""
@@ -81,6 +83,7 @@ def _environment(timezone: str = "UTC") -> Environment:
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_displayed,
     )
     env.filters["num"] = _num
     env.filters["pct"] = _pct
@@ -88,6 +91,16 @@ def _environment(timezone: str = "UTC") -> Environment:
     zone = ZoneInfo(timezone)
     env.filters["when"] = lambda value: _when(value, zone)
     return env
+
+
+def _displayed(value: Any) -> Any:
+    """Every text the report shows, its control and bidi characters made visible.
+
+    Markup is the report's own (charts): already built from shown text.
+    """
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return visible(value)
+    return value
 
 
 def _num(value: float | None, digits: int = 3) -> str:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import groupby
 
+from routewatch.visible import visible
+
 STATE_COLOURS: dict[str, str] = {
     "healthy": "#1a9641",
     "degraded": "#d7191c",
@@ -101,8 +103,8 @@ class TimelineEvent:
 
 
 def _clean(text: str, limit: int | None = None) -> str:
-    """``text`` on one line, without XML-forbidden characters, cut to ``limit``."""
-    clean = " ".join(_INVALID_XML.sub("", text).split())
+    """``text`` on one line, controls and bidi shown (``visible``), cut to ``limit``."""
+    clean = " ".join(_INVALID_XML.sub("", visible(text)).split())
     if limit is not None and len(clean) > limit:
         clean = clean[: max(limit - 1, 0)] + "…"
     return clean
