@@ -191,6 +191,29 @@ def test_an_empty_week_and_a_bad_week_are_handled(
     assert "No run completed in this period." in empty.read_text()
 
 
+@pytest.mark.parametrize(
+    "period",
+    [
+        ["--week", "0001-W01"],
+        ["--week", "9999-W52"],
+        ["--since", "0001-01-01", "--until", "0001-01-03"],
+        ["--until", "0001-01-03"],
+        ["--week", "1970-W10"],
+    ],
+)
+def test_a_period_out_of_range_is_a_usage_error_not_a_traceback(
+    history: tuple[Path, str], capsys: pytest.CaptureFixture[str], period: list[str]
+) -> None:
+    config, _ = history
+
+    assert run(["report", "-c", str(config), *period]) == 1
+
+    err = capsys.readouterr().err
+    assert err.startswith("error: the period ")
+    assert "is out of range: give a date from 1971 on" in err
+    assert "Traceback" not in err
+
+
 def test_the_default_report_goes_to_reports_dir_named_by_week(
     history: tuple[Path, str], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -18,6 +18,8 @@ from routewatch.store.migrate import open_for_reading
 
 WEEK_DAYS = 7
 """Days in a report given only its last day."""
+EARLIEST_YEAR = 1971
+"""The earliest year a report may cover; before it, the period before would not exist."""
 
 
 @click.command("report")
@@ -54,15 +56,25 @@ def report_command(
     if week and (since or until):
         raise UsageError("give either --week or --since/--until, not both")
     now = datetime.now(UTC)
-    if since or until:
-        today = now.astimezone(ZoneInfo(config.timezone)).date()
-        last: date = until.date() if until else today
-        first: date = since.date() if since else last - timedelta(days=WEEK_DAYS - 1)
-        if since and not until and first > today:
-            raise UsageError(f"--since {first} is after today ({today})")
-        window = days_window(first, last, config.timezone)
-    else:
-        window = week_window(week or last_full_week(now, config.timezone), config.timezone)
+    try:
+        if since or until:
+            today = now.astimezone(ZoneInfo(config.timezone)).date()
+            last: date = until.date() if until else today
+            first: date = since.date() if since else last - timedelta(days=WEEK_DAYS - 1)
+            if since and not until and first > today:
+                raise UsageError(f"--since {first} is after today ({today})")
+            window = days_window(first, last, config.timezone)
+        else:
+            window = week_window(week or last_full_week(now, config.timezone), config.timezone)
+    except OverflowError:  # the year 1 or 9999: its edges, or the period before, overflow
+        raise UsageError(
+            f"the period is out of range: give a date from {EARLIEST_YEAR} on, before 9999"
+        ) from None
+    if window.start.year < EARLIEST_YEAR:
+        # Its change columns compare with the period before, which may not exist.
+        raise UsageError(
+            f"the period {window.label} is out of range: give a date from {EARLIEST_YEAR} on"
+        )
     if window.start > now:
         # Nothing can have run there: an empty report would only look like an outage.
         raise UsageError(f"the period {window.label} has not begun yet")
