@@ -21,9 +21,12 @@ import pytest
 import yaml
 from sqlalchemy import update
 
+from routewatch.alerts.slack_blocks import slack_message
 from routewatch.alerts.webhook import verify
 from routewatch.cli import run
+from routewatch.config import load_config
 from routewatch.store.migrate import current_revision, open_database
+from routewatch.store.policies import reconcile
 from routewatch.store.tables import IncidentRow
 from runner_project import rows, write_project
 from store_rows import add_run, open_incident
@@ -341,6 +344,41 @@ def test_pinning_the_same_chain_again_changes_nothing(
 
     assert capsys.readouterr().out == "policy chat: nothing changed; active chain b → a\n"
     assert len(hook.requests) == 1
+
+
+def test_a_change_that_keeps_the_active_chain_says_so(
+    config: Path, db_url: str, hook: Hook, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every route degraded, the least bad kept; it recovers: a new version, same chain.
+    The event said "chain changed" and Slack "changed its active chain"."""
+    engine = open_database(db_url)
+    at = datetime(2026, 11, 9, 6, tzinfo=UTC)
+    incidents = {}
+    for route in ("a", "b", "c"):
+        add_run(engine, route, at)
+        incidents[route] = open_incident(engine, route, at)
+    loaded = load_config(config, {SECRET_VAR: SECRET})
+    with engine.begin() as conn:
+        first = reconcile(
+            conn,
+            name="chat",
+            policy=loaded.policies["chat"],
+            alert_targets=[],
+            now=at,
+            actor="routewatch",
+        )
+    engine.dispose()
+    assert (first.decision.chain, first.decision.all_degraded) == (("a",), True)
+
+    assert run(["incidents", "resolve", "-c", str(config), str(incidents["a"])]) == 0
+
+    [changed] = [e for e in hook.events() if e["event"] == "policy.changed"]
+    assert changed["chain"] == changed["previous_chain"] == ["a"]
+    assert (
+        changed["reason"] == "a recovered: not every route is degraded now; active chain unchanged"
+    )
+    title = slack_message(changed)["text"]
+    assert "kept its active chain" in title, title
 
 
 def set_publishers(config: Path, publish: list[dict[str, str]]) -> None:

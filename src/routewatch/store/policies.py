@@ -340,7 +340,13 @@ def reconcile(
         fresh = [d for d in decision.demoted if d.route in before]
         incident_id = fresh[0].incident_id if fresh else None
     outbox: list[tuple[dict[str, Any], list[str]]] = []
-    why = reason or _reason(before, decision, first=latest is None)
+    why = reason or _reason(
+        before,
+        decision,
+        first=latest is None,
+        was_demoted=[d.route for d in latest.demoted] if latest else [],
+        was_all_degraded=latest.all_degraded if latest else False,
+    )
     conn.execute(
         insert(PolicyVersionRow).values(
             policy=name,
@@ -406,7 +412,14 @@ def demotion_json(d: Demotion) -> dict[str, Any]:
     }
 
 
-def _reason(before: Sequence[str], decision: PolicyDecision, *, first: bool) -> str:
+def _reason(
+    before: Sequence[str],
+    decision: PolicyDecision,
+    *,
+    first: bool,
+    was_demoted: Sequence[str] = (),
+    was_all_degraded: bool = False,
+) -> str:
     if first:
         return "first version, from the configured chain"
     if decision.pins is not None:
@@ -420,7 +433,21 @@ def _reason(before: Sequence[str], decision: PolicyDecision, *, first: bool) -> 
         parts.append("restored " + ", ".join(back))
     if decision.all_degraded:
         parts.append(f"every route is degraded; kept {decision.kept}")
-    return "; ".join(parts) or "chain changed"
+    if parts:
+        return "; ".join(parts)
+    # The chain is the same: only which routes count as demoted changed.
+    now_demoted = [d.route for d in decision.demoted]
+    newly = [r for r in now_demoted if r not in was_demoted]
+    cleared = [r for r in was_demoted if r not in now_demoted]
+    if newly:
+        parts.append("degraded " + ", ".join(newly))
+    if cleared:
+        parts.append("no longer degraded " + ", ".join(cleared))
+    if was_all_degraded and not decision.all_degraded:
+        parts.append(f"{decision.chain[0]} recovered: not every route is degraded now")
+    if parts:
+        return "; ".join(parts) + "; active chain unchanged"
+    return "active chain unchanged"
 
 
 def policies_of(route: str, policies: Mapping[str, Policy]) -> list[str]:
