@@ -8,7 +8,7 @@ import re
 import statistics
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from html import escape as html_escape
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,13 @@ from routewatch.report.data import (
     previous_window,
     week_window,
 )
-from routewatch.report.render import change, detection_text, observed_text, render_report
+from routewatch.report.render import (
+    at_a_glance,
+    change,
+    detection_text,
+    observed_text,
+    render_report,
+)
 from routewatch.report.render import dollars as render_usd
 from routewatch.sim.app import create_app
 from routewatch.sim.scenario import parse_scenario
@@ -384,6 +390,44 @@ def test_bidi_overrides_and_control_characters_are_shown_not_obeyed(
     assert "\\u202egnp.exe\\u202c and \\u001b[31mred\\u0007" in html
     checked = check_in_chromium(page, screenshot=ARTIFACTS / "bidi.png", session=chromium)
     assert "\\u202egnp.exe" in checked.text
+
+
+def test_a_last_run_whose_calls_mostly_failed_is_erroring_and_names_its_error_rate_incident(
+    tmp_path: Path,
+) -> None:
+    """As `status` says it; the report called it degraded (or healthy) and named the
+    route's oldest open incident, not the one paging now."""
+    from types import SimpleNamespace
+
+    from routewatch.report import data as report_data
+
+    failing = SimpleNamespace(status="completed", error_rate=0.9, judge_suspect=False)
+    detection = SimpleNamespace(known=True, in_incident=False)
+    assert report_data._state(failing, detection) == "erroring"
+    assert (
+        report_data._state(SimpleNamespace(**{**vars(failing), "error_rate": 0.1}), detection)
+        == "healthy"
+    )
+
+    base = synthetic("r")
+    [section] = base.sections
+    [point] = section.points
+    erroring = dataclasses.replace(
+        section, points=(dataclasses.replace(point, state="erroring", error_rate=1.0),)
+    )
+    score, _ = base.incidents
+    later = dataclasses.replace(
+        score, id=4, metric="error_rate", opened_at=score.opened_at + timedelta(days=1)
+    )
+    data = dataclasses.replace(base, sections=(erroring,), incidents=(score, later))
+
+    [line, *_] = at_a_glance(data)
+    html = render_report(data)
+
+    assert line.text.startswith("r · r: erroring; ")
+    assert "open incident on error_rate since" in line.text
+    assert line.incident_id == 4
+    assert '<td class="text state erroring">erroring <a href="#incident-4">#4</a></td>' in html
 
 
 @pytest.mark.parametrize(

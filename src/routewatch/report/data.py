@@ -26,6 +26,7 @@ from routewatch.config import Config
 from routewatch.errors import UsageError
 from routewatch.evalset import EvalSet
 from routewatch.report.agreement import AgreementSection, load_agreement
+from routewatch.status import ERRORING_RATE
 from routewatch.store.detection import clip, input_text
 from routewatch.store.pairwise import PreferenceCount, last_good_runs, preference_counts
 from routewatch.store.queries import incident_facts
@@ -372,6 +373,9 @@ def _chunks(values: list[int], size: int) -> Iterable[list[int]]:
 def _state(run: Any, detection: Any) -> str:
     if run.status == RunStatus.failed:
         return "failed"
+    if (run.error_rate or 0.0) >= ERRORING_RATE:
+        # As `status` says: most calls failed, so its score says little.
+        return "erroring"
     if run.judge_suspect:
         return "judge_suspect"
     if detection is None or not detection.known:

@@ -313,14 +313,7 @@ def at_a_glance(data: ReportData) -> list[GlanceLine]:
             continue
         if last.state == "unknown":
             continue  # still learning its baseline: nothing to say yet
-        incident = next(
-            (
-                i
-                for i in data.incidents
-                if (i.route, i.eval_set) == (s.route, s.eval_set) and i.status != "resolved"
-            ),
-            None,
-        )
+        incident = shown_incident(data, s)
         text = f"{s.route} · {s.eval_set}: {last.state}; last run {_num(last.score)}"
         if s.summary.baseline_mean is not None:
             text += f" against a baseline of {_num(s.summary.baseline_mean)}"
@@ -340,6 +333,22 @@ def at_a_glance(data: ReportData) -> list[GlanceLine]:
         summary = f"{healthy} of {with_runs} route · eval set pairs healthy at their last run"
         lines.append(GlanceLine(text=summary))
     return lines
+
+
+def shown_incident(data: ReportData, section: Section) -> IncidentView | None:
+    """The open incident to name beside a section's state, as ``status`` names one.
+
+    Its ``error_rate`` incident when its last run is erroring, else the newest open one.
+    """
+    open_ = [
+        i
+        for i in data.incidents
+        if (i.route, i.eval_set) == (section.route, section.eval_set) and i.status != "resolved"
+    ]
+    if not open_:
+        return None
+    erroring = _last_state(section) == "erroring"
+    return max(open_, key=lambda i: (erroring and i.metric == "error_rate", i.opened_at, i.id))
 
 
 def _last_state(section: Section) -> str:
@@ -408,6 +417,7 @@ def render_report(data: ReportData) -> str:
         change=change,
         agreement_groups=_agreement_groups(data.agreement),
         glance=at_a_glance(data),
+        state_incidents={(s.route, s.eval_set): shown_incident(data, s) for s in data.sections},
     )
 
 

@@ -21,6 +21,7 @@ from routewatch.visible import visible
 STATE_COLOURS: dict[str, str] = {
     "healthy": "#1a9641",
     "degraded": "#d7191c",
+    "erroring": "#7b3294",
     "unknown": "#888888",
     "judge_suspect": "#f28e2b",
     "failed": "#000000",
