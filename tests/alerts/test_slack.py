@@ -218,6 +218,24 @@ EVENTS: dict[str, dict[str, Any]] = {
         ]
         * 30,
     },
+    "route.no_data": {
+        **COMMON,
+        "event": "route.no_data",
+        "route": "chat-flash",
+        "eval_set": "support-faq",
+        "slot": "2026-11-23T06:00:00+00:00",
+        "missing_eval_sets": ["support-faq", "refunds"],
+        "grace_hours": 6.0,
+    },
+    "route.data_resumed": {
+        **COMMON,
+        "event": "route.data_resumed",
+        "route": "chat-flash",
+        "eval_set": None,
+        "slot": "2026-11-24T06:00:00+00:00",
+        "missing_eval_sets": [],
+        "grace_hours": 6.0,
+    },
     "judge.budget": {
         **COMMON,
         "event": "judge.budget",
@@ -404,6 +422,20 @@ def drift_lines(event: dict[str, Any]) -> list[str]:
     (section,) = [b for b in slack_message(event)["blocks"] if b["type"] == "section"]
     lines: list[str] = section["text"]["text"].split("\n")
     return lines
+
+
+def test_no_data_names_every_late_eval_set_and_its_slot() -> None:
+    """It was a raw field dump that left out the late sets and named only one."""
+    message = slack_message(EVENTS["route.no_data"])
+    text = json.dumps(message)
+
+    assert message["text"] == "No data from chat-flash"
+    assert "support-faq, refunds" in text
+    assert "2026-11-23T06:00:00+00:00" in text
+    assert "6 h after it" in text
+    assert "not shown" not in text
+    resumed = slack_message(EVENTS["route.data_resumed"])
+    assert resumed["text"] == "Runs of chat-flash arrive again"
 
 
 def test_judge_drift_shows_why_a_canary_got_no_verdict() -> None:

@@ -395,6 +395,26 @@ def _publish_failed(event: Mapping[str, Any]) -> Built:
     return f"Policy {policy} was not published", blocks
 
 
+def _no_data(event: Mapping[str, Any]) -> Built:
+    route = _e(event.get("route"), 100) or "a route"
+    names = event.get("missing_eval_sets")
+    missing = [_e(n, 100) for n in names] if isinstance(names, list) else []
+    slot = _e(event.get("slot"), 40) or "?"
+    grace = f"{_g(event.get('grace_hours'), '?')} h"
+    if event.get("event") == "route.data_resumed":
+        title = f":white_check_mark: Runs of {route} arrive again"
+        text = f"A completed run of {route}'s slot {slot} arrived; it is no longer late."
+        return f"Runs of {route} arrive again", [_header(title), _section(text), _footer(event)]
+    sets = ", ".join(missing) or "its eval sets"
+    title = f":hourglass: No data from {route}"
+    text = (
+        f"{route}'s slot {slot} has no completed run of {sets} {grace} after it. "
+        "The daemon or its schedule may be stopped, or every call failing; "
+        "its state is unknown until a run arrives."
+    )
+    return f"No data from {route}", [_header(title), _section(text), _footer(event)]
+
+
 def _alert_test(event: Mapping[str, Any]) -> Built:
     title = ":white_check_mark: routewatch test alert"
     text = _e(event.get("message"), 300) or "A test of routewatch's alert delivery."
@@ -426,4 +446,6 @@ _BUILDERS: dict[str, Callable[[Mapping[str, Any]], Built]] = {
     "judge.drift": _judge_drift,
     "judge.budget": _judge_budget,
     "policy.publish_failed": _publish_failed,
+    "route.no_data": _no_data,
+    "route.data_resumed": _no_data,
 }
