@@ -162,6 +162,24 @@ def test_pinning_a_route_with_an_open_incident_warns(
     assert "warning: a " not in err
 
 
+def test_pinning_a_route_outside_the_policys_chain_warns(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Perhaps meant, perhaps a typo naming another policy's route: said either way."""
+    body = yaml.safe_load(config.read_text())
+    body["routes"]["d"] = {**body["routes"]["a"], "model": "model-d"}
+    config.write_text(yaml.safe_dump(body))
+
+    assert policy(config, "pin", "chat", "d", "a") == 0
+
+    out = capsys.readouterr()
+    assert out.out.startswith("policy chat: version 1, active chain d → a")
+    assert out.err.splitlines()[-1] == (
+        "warning: d is not in policy chat's configured chain (a → b → c); pinned all the same"
+    )
+    assert "warning: a " not in out.err
+
+
 def test_a_latency_incident_gives_no_pin_warning(
     config: Path, db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

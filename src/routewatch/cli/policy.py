@@ -84,7 +84,8 @@ def pin_command(config_path: Path, name: str, routes: tuple[str, ...]) -> int:
         done = manage.pin(engine, config, name, list(routes))
         code = _report(engine, config, done)
         # Pinned on purpose, maybe, but say it: a pin outranks the incident's demotion.
-        for warning in manage.pin_warnings(engine, routes):
+        chain = config.policies[name].chain
+        for warning in manage.pin_warnings(engine, routes, policy=name, chain=chain):
             click.echo(f"warning: {warning}", err=True)
     finally:
         engine.dispose()

@@ -205,8 +205,12 @@ class _Api:
         def apply(config: Config, name: str, body: PinRequest) -> Reconciled:
             return manage.pin(self.state.engine, config, name, body.routes, actor="api")
 
+        name = request.path_params["name"]
+        policy = self.state.config.policies.get(name)
+        chain = policy.chain if policy is not None else []
+
         def warnings(body: PinRequest) -> list[str]:
-            return manage.pin_warnings(self.state.engine, body.routes)
+            return manage.pin_warnings(self.state.engine, body.routes, policy=name, chain=chain)
 
         return await self._change(request, PinRequest, apply, warnings)
 

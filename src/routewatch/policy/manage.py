@@ -121,15 +121,26 @@ def check_pin(config: Config, name: str, routes: Sequence[str]) -> Policy:
     return policy
 
 
-def pin_warnings(engine: Engine, routes: Sequence[str]) -> list[str]:
-    """A warning for each pinned route with open incidents: the pin outranks a demotion."""
+def pin_warnings(
+    engine: Engine, routes: Sequence[str], *, policy: str = "", chain: Sequence[str] = ()
+) -> list[str]:
+    """A warning for each pinned route with open incidents: the pin outranks a demotion.
+
+    And, given the policy's configured ``chain``, one for each pinned route outside it: a
+    typo may pin another policy's route, sending this policy's traffic to its model.
+    """
     pinned = list(dict.fromkeys(routes))
+    outside = [r for r in pinned if chain and r not in chain]
     # Latency and cost incidents never take a route out of the chain: no news in a pin.
     found = {
         route: [i for i in incidents if moves_traffic(i.metric)]
         for route, incidents in open_incidents_by_route(engine, pinned).items()
     }
     return [
+        f"{route} is not in policy {policy}'s configured chain ({' → '.join(chain)}); "
+        "pinned all the same"
+        for route in outside
+    ] + [
         f"{route} has open incident(s) ({', '.join(f'#{i.id} {i.metric}' for i in found[route])}); "
         "the pin keeps it in the chain until `unpin`"
         for route in pinned  # in the pin's order
