@@ -751,11 +751,13 @@ def test_concurrent_pins_are_each_answered_with_their_own_version(daemon: Daemon
 
     assert [(a["chain"], a["pins"]) for a in answers] == [(c, c) for c in chains]
     assert sorted(a["version"] for a in answers) == list(range(1, len(chains) + 1))
-    history = {
-        v["version"]: v["chain"]
-        for v in rows(daemon.engine.url.render_as_string(hide_password=False), "policy_versions")
-    }
+    url = daemon.engine.url.render_as_string(hide_password=False)
+    versions = sorted(rows(url, "policy_versions"), key=lambda v: v["version"])
+    history = {v["version"]: v["chain"] for v in versions}
     assert all(history[a["version"]] == a["chain"] for a in answers)
+    # Each stamped no earlier than the one before: the published updated_at never goes back.
+    stamps = [v["created_at"] for v in versions]
+    assert stamps == sorted(stamps)
 
 
 def test_pinning_a_route_with_an_open_incident_warns_in_the_answer(daemon: Daemon) -> None:

@@ -319,6 +319,10 @@ def reconcile(
         # A write statement takes SQLite's write lock now, before the version is read.
         conn.execute(text("UPDATE policy_versions SET version = version WHERE 0"))
     latest = latest_version(conn, name)
+    if latest is not None and actor != "routewatch" and now < latest.created_at:
+        # A change by hand reads its clock before it waits for the lock above: a
+        # concurrent one may have been stamped later. Versions keep their order in time.
+        now = latest.created_at
     stored_pins = latest.pins if latest else None
     new_pins = stored_pins if pins is _UNCHANGED else (tuple(pins) if pins else None)
     decision = decide_chain(
