@@ -24,8 +24,9 @@ import httpx
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, update
 
+from routewatch.cli import run
 from routewatch.config import Config, Server, load_config
 from routewatch.daemon.server import MAX_BODY_BYTES, create_app
 from routewatch.daemon.state import DaemonState
@@ -40,6 +41,7 @@ from routewatch.store.outbox import enqueue
 from routewatch.store.tables import (
     AlertState,
     AlertStateRow,
+    IncidentRow,
     RunStatus,
 )
 from runner_project import rows
@@ -758,6 +760,41 @@ def test_concurrent_pins_are_each_answered_with_their_own_version(daemon: Daemon
     # Each stamped no earlier than the one before: the published updated_at never goes back.
     stamps = [v["created_at"] for v in versions]
     assert stamps == sorted(stamps)
+
+
+def test_incidents_lists_them_as_the_command_does(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`status` shows one per route; resolving over HTTP needs the ids of them all."""
+    add_run(daemon.engine, "a", STARTED)
+    add_run(daemon.engine, "b", STARTED)
+    first = open_incident(daemon.engine, "a", STARTED)
+    with daemon.engine.begin() as conn:  # one open incident per metric
+        conn.execute(update(IncidentRow).where(IncidentRow.id == first).values(metric="error_rate"))
+    second = open_incident(daemon.engine, "a", STARTED + timedelta(hours=1))
+    other = open_incident(daemon.engine, "b", STARTED)
+    daemon.post(f"/incidents/{other}/resolve", {"reason": "fixed upstream"})
+
+    listed = daemon.get("/incidents")
+    of_a = daemon.get("/incidents?route=a")
+    every = daemon.get("/incidents?all=true&limit=2")
+    config = daemon.root / "routewatch.yaml"
+    assert run(["incidents", "-c", str(config), "--json"]) == 0
+
+    assert listed.status_code == 200
+    assert listed.json() == json.loads(capsys.readouterr().out)
+    assert [i["id"] for i in listed.json()] == [second, first]
+    assert [i["id"] for i in of_a.json()] == [second, first]
+    assert len(every.json()) == 2
+    assert {i["configured"] for i in listed.json()} == {True}
+    for query, error in [
+        ("?route=nope", "unknown route(s) nope; known: a, b, c"),
+        ("?all=maybe", "all: give true or false"),
+        ("?all=true&limit=0", "limit: give a whole number of at least 1"),
+        ("?routes=a", "unknown query parameter(s) routes"),
+    ]:
+        bad = daemon.get(f"/incidents{query}")
+        assert (bad.status_code, bad.json()) == (422, {"error": error}), query
 
 
 def test_pinning_a_route_with_an_open_incident_warns_in_the_answer(daemon: Daemon) -> None:

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, NamedTuple, TypeVar
+from typing import Annotated, Any, NamedTuple, TypeVar
 from urllib.parse import quote
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -45,7 +45,7 @@ from routewatch.report.render import CSP
 from routewatch.status import build_status
 from routewatch.store.incidents import MAX_REASON_CHARS, resolve_by_hand
 from routewatch.store.policies import Reconciled
-from routewatch.store.queries import incident_json, last_successful_runs
+from routewatch.store.queries import incident_json, last_successful_runs, list_incidents
 
 log = logging.getLogger("routewatch.daemon")
 
@@ -111,8 +111,8 @@ class ReportFile(NamedTuple):
 def create_app(state: DaemonState) -> Starlette:
     """Build the daemon's HTTP app on ``state``.
 
-    Routes: ``GET /healthz``, ``/metrics``, ``/status``, ``/policy/{name}``, ``/reports/``
-    and ``/reports/{file}``; ``POST /runs``, ``/policy/{name}/pin``,
+    Routes: ``GET /healthz``, ``/metrics``, ``/status``, ``/incidents``, ``/policy/{name}``,
+    ``/reports/`` and ``/reports/{file}``; ``POST /runs``, ``/policy/{name}/pin``,
     ``/policy/{name}/unpin`` and ``/incidents/{id}/resolve`` (bearer token).
     """
     api = _Api(state)
@@ -120,6 +120,7 @@ def create_app(state: DaemonState) -> Starlette:
         Route("/healthz", _guarded(api.healthz), methods=["GET"]),
         Route("/metrics", _guarded(api.metrics), methods=["GET"]),
         Route("/status", _guarded(api.status), methods=["GET"]),
+        Route("/incidents", _guarded(api.incidents), methods=["GET"]),
         Route("/policy/{name}", _guarded(api.policy), methods=["GET"]),
         Route("/policy/{name}/pin", _guarded(api.pin), methods=["POST"]),
         Route("/policy/{name}/unpin", _guarded(api.unpin), methods=["POST"]),
@@ -165,6 +166,49 @@ class _Api:
     async def status(self, request: Request) -> Response:
         body = await run_in_threadpool(build_status, self.state.engine, self.state.config)
         return JSONResponse(body.model_dump(mode="json"))
+
+    async def incidents(self, request: Request) -> Response:
+        """What ``incidents --json`` prints: open incidents, newest first.
+
+        ``?all=true``: resolved ones too (the newest ``limit``, default 50);
+        ``?route=NAME`` (repeatable): only those routes'.
+        """
+        query = request.query_params
+        unknown_keys = sorted(set(query) - {"route", "all", "limit"})
+        if unknown_keys:
+            return _error(422, f"unknown query parameter(s) {', '.join(unknown_keys)}")
+        show_all = query.get("all", "false").lower()
+        if show_all not in ("true", "false", "1", "0"):
+            return _error(422, "all: give true or false")
+        every = show_all in ("true", "1")
+        limit_text = query.get("limit", str(INCIDENTS_LIMIT))
+        if not limit_text.isdigit() or int(limit_text) < 1:
+            return _error(422, "limit: give a whole number of at least 1")
+        config = self.state.config
+        routes = list(dict.fromkeys(query.getlist("route")))
+
+        def read() -> list[dict[str, Any]] | str:
+            found = list_incidents(
+                self.state.engine,
+                routes or None,
+                open_only=not every,
+                limit=int(limit_text) if every else None,
+            )
+            others = [r for r in routes if r not in config.routes]
+            stored = {
+                i.route
+                for i in list_incidents(self.state.engine, others, open_only=False, limit=None)
+            }
+            unknown = [r for r in others if r not in stored]
+            if unknown:
+                known = ", ".join(config.routes) or "none"
+                return f"unknown route(s) {', '.join(unknown)}; known: {known}"
+            return [{**incident_json(i), "configured": i.route in config.routes} for i in found]
+
+        listed = await run_in_threadpool(read)
+        if isinstance(listed, str):
+            return _error(422, listed)
+        return JSONResponse(listed)
 
     async def policy(self, request: Request) -> Response:
         config = self.state.config
@@ -386,6 +430,8 @@ def _usage_message(exc: UsageError) -> str:
 
 MAX_BODY_BYTES = 64 * 1024
 """The largest request body read: the bodies here are a few route names."""
+INCIDENTS_LIMIT = 50
+"""`GET /incidents?all=true` lists at most this many, unless `limit` says otherwise."""
 
 
 async def _parse(request: Request, model: type[B]) -> B | JSONResponse:
