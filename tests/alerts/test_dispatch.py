@@ -482,3 +482,25 @@ def test_verify_says_false_for_a_missing_or_non_ascii_signature() -> None:
     assert verify(
         body, "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest(), SECRET
     )
+
+
+def test_a_hanging_receiver_does_not_hold_up_the_other_targets(
+    tmp_path: Path, db_url: str, env: dict[str, str]
+) -> None:
+    """Its first timeout in a pass sets it aside for the pass: Slack's pages (here another
+    webhook's) waited behind every message of a hanging webhook, timeout_s each."""
+    with receiver() as slow, receiver() as fast:
+        slow.delay_s = 3  # past the 2 s timeout
+        path = write_config(tmp_path, db_url, slow.url)
+        config_body = yaml.safe_load(path.read_text())
+        config_body["alerts"]["webhooks"].append({"url": f"{fast.url}/hook", "name": "fast"})
+        path.write_text(yaml.safe_dump(config_body))
+        config, engine = load(path, env)
+        raise_events(engine, config, 3)  # the slow one's messages first, then alternating
+
+        report = Dispatcher(engine, config, env).deliver_due(deadline=time.monotonic() + 3)
+
+        assert len(fast.delivered()) == 3
+        assert len(slow.requests) == 1, "tried once in the pass"
+        assert (report.delivered, report.failed) == (3, 1)
+        engine.dispose()

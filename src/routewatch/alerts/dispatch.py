@@ -106,15 +106,25 @@ class Dispatcher:
         """
         report = report or DispatchReport()
         started = self.now()
+        # A target that failed in this pass is not tried again in it: a receiver timing
+        # out would otherwise cost timeout_s per message it has queued, and the other
+        # targets' messages (Slack's, behind a hanging webhook's) would wait behind them.
+        failing: set[str] = set()
         while deadline is None or time.monotonic() < deadline:
             # One at a time: a lease covers one send, never a queue behind slow ones.
             messages = claim_due(
-                self.engine, now=self.now(), due_by=started, lease_s=self.lease_s, limit=1
+                self.engine,
+                now=self.now(),
+                due_by=started,
+                lease_s=self.lease_s,
+                limit=1,
+                skip_targets=failing,
             )
             if not messages:
                 break
             for message in messages:
-                self._deliver(message, report)
+                if not self._deliver(message, report):
+                    failing.add(message.target)
         report.backlog = backlog(self.engine)
         return report
 
@@ -133,7 +143,8 @@ class Dispatcher:
                 return report
             time.sleep(max(0.0, min(wait, left)) + 0.01)
 
-    def _deliver(self, message: Message, report: DispatchReport) -> None:
+    def _deliver(self, message: Message, report: DispatchReport) -> bool:
+        """Send ``message`` once and record the attempt; whether it was delivered."""
         started = time.monotonic()
         try:
             result = self._send_holding_lease(message)
@@ -172,7 +183,7 @@ class Dispatcher:
         if result.ok:
             report.delivered += 1
             log.info("delivered %s to %s (%s)", message.event, message.target, message.delivery_id)
-            return
+            return True
         report.errors.append(f"{message.target}: {result.error}")
         if status == "dead":
             report.dead += 1
@@ -197,6 +208,7 @@ class Dispatcher:
             message.attempts == PUBLISH_ALERT_AFTER or status == "dead"
         ):
             self._publish_failed(message, result.error or "failed")
+        return False
 
     def _send_holding_lease(self, message: Message) -> SendResult:
         """``_send``, renewing the message's lease while it lasts.

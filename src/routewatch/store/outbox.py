@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -75,8 +75,13 @@ def claim_due(
     lease_s: float,
     limit: int = 50,
     due_by: datetime | None = None,
+    skip_targets: Collection[str] = (),
 ) -> list[Message]:
-    """Lease up to ``limit`` messages due by ``due_by`` (default: now) for ``lease_s`` s."""
+    """Lease up to ``limit`` messages due by ``due_by`` (default: now) for ``lease_s`` s.
+
+    ``skip_targets``: targets to leave alone (one that just failed, so that its other
+    messages do not hold up every other target's).
+    """
     claimed: list[Message] = []
     with engine.begin() as conn:
         query = (
@@ -88,6 +93,8 @@ def claim_due(
             .order_by(OutboxRow.id)
             .limit(limit)
         )
+        if skip_targets:
+            query = query.where(OutboxRow.target.not_in(list(skip_targets)))
         if conn.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         for row in conn.execute(query).all():
