@@ -434,6 +434,27 @@ def test_a_body_sent_byte_by_byte_does_not_hold_the_attempt_past_its_timeout(
     engine.dispose()
 
 
+def test_a_retry_after_past_any_date_is_one_last_try_at_the_give_up_time(
+    tmp_path: Path, db_url: str, hook: Receiver, env: dict[str, str]
+) -> None:
+    """`inf` or `1e12` overflowed the date: the attempt went unrecorded, `run` crashed,
+    and the message was sent again every lease, forever."""
+    config, engine = load(write_config(tmp_path, db_url, hook.url), env)
+    raise_events(engine, config, 1)
+    hook.status = 429
+    hook.answer_headers = {"Retry-After": "inf"}
+
+    report = Dispatcher(engine, config, env).deliver_due()
+    engine.dispose()
+
+    assert report.failed == 1
+    (row,) = rows(db_url, "outbox")
+    assert row["status"] == "pending"
+    assert row["last_error"].startswith("HTTP 429")
+    give_up = row["created_at"] + timedelta(hours=config.alerts.delivery.give_up_hours)
+    assert abs(row["next_attempt_at"] - give_up) < timedelta(seconds=5)
+
+
 @pytest.mark.parametrize("retry_after", ["120", "HTTP-DATE"])
 def test_retry_after_on_a_429_is_honoured_over_a_shorter_backoff(
     tmp_path: Path, db_url: str, hook: Receiver, env: dict[str, str], retry_after: str

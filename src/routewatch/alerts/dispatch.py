@@ -165,10 +165,12 @@ class Dispatcher:
                 max_s=settings.backoff_max_s,
                 rng=self.rng,
             )
+            left = (give_up - now).total_seconds()
             if result.retry_after_s is not None:
-                # The receiver's own wait, when longer (Slack requires it be honoured).
-                wait = max(wait, result.retry_after_s)
-            if now + timedelta(seconds=wait) <= give_up:
+                # The receiver's own wait, when longer (Slack requires it be honoured);
+                # past the give-up time, one last try then.
+                wait = max(wait, min(result.retry_after_s, left))
+            if wait <= left:
                 retry_at = now + timedelta(seconds=wait)
         status = _record(
             self.engine,

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import math
 import time
 import unicodedata
 from collections.abc import Mapping
@@ -39,22 +40,32 @@ ERROR_BODY_BYTES = 4096
 """Of a failed answer's body, what is read: the error quotes its start."""
 
 
+RETRY_AFTER_MAX_S = 7 * 24 * 3600.0
+"""The longest ``Retry-After`` taken at its word; a longer one (or ``inf``) is cut to it."""
+
+
 def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header: a number, or an HTTP date; None if unreadable."""
+    """Seconds from a ``Retry-After`` header: a number, or an HTTP date; None if unreadable.
+
+    At most ``RETRY_AFTER_MAX_S``: a receiver's ``1e12`` or ``inf`` must not push a
+    message past any date the outbox can write (the give-up time decides its fate).
+    """
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if math.isnan(seconds):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return min(max(0.0, seconds), RETRY_AFTER_MAX_S)
 
 
 def printable(text: str) -> str:
