@@ -638,11 +638,21 @@ def test_a_slot_that_fires_while_its_route_runs_waits_for_it(tmp_path: Path, sim
     sluggish(sim, 1000)
     db_url = f"sqlite:///{tmp_path / 'rw.db'}"
     # 3 items one at a time: about 3 s a run, against a slot every 2 s.
-    config = project(tmp_path, sim, db_url, "*/2 * * * * *", model="sluggish", items=questions(3))
+    # A grace shorter than a run: the catch-up could not run a slot that waited.
+    config = project(
+        tmp_path,
+        sim,
+        db_url,
+        "*/2 * * * * *",
+        model="sluggish",
+        items=questions(3),
+        misfire_grace_s=1,
+    )
 
     with daemon(config, ENV) as d:
+        d.wait_for("waits for the run of it in flight; it runs once that is stored")
+        d.wait_for("which waited for the run before")
         wait_until(lambda: len(completed(db_url)) >= 2, timeout=40, what="two runs")
-        d.wait_for("waits for the run of it in flight")
         assert d.terminate() == 0
 
     runs = sorted(rows(db_url, "runs"), key=lambda r: r["started_at"])

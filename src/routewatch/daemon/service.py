@@ -113,6 +113,8 @@ class Daemon:
         self._evals_seen = self._evals_fingerprint()
         self._reload_failed_at: tuple[Any, ...] | None = None
         self._publishers_synced: Config | None = None
+        self._waiting_slots: dict[str, datetime] = {}
+        """Per route, the newest scheduled slot that fired while a run of it was in flight."""
         """The config whose publishers the outbox was last brought in line with."""
         """Eval files and config as they were when a reload for an eval change failed."""
         self.host = host or self.project.config.server.host
@@ -368,20 +370,17 @@ class Daemon:
             return
         if route in self._busy_routes():
             # One run of a route at a time here: two at once pay twice and slow each other.
+            # The newest slot that waited runs as soon as the route's runs are stored.
+            self._waiting_slots[route] = slot
             log.info(
-                "%s's slot %s waits for the run of it in flight; a catch-up runs it "
-                "after, within scheduler.misfire_grace_s",
+                "%s's slot %s waits for the run of it in flight; it runs once that is stored",
                 route,
                 slot.isoformat(),
             )
             return
-        try:
-            await self._tracked(self._cycle([route], slot), [route])
-        except asyncio.CancelledError:
-            if not self._stopping.is_set():
-                raise
-            # The stop's drain cancelled it and said so; the next start resumes the run.
-            # Raised on, APScheduler would log it as a failed job with a traceback.
+        # A task of its own, not awaited here: APScheduler would skip (and lose) every
+        # fire while this job still ran, before the check above could keep the slot.
+        self._spawn(self._cycle([route], slot), [route])
 
     async def _catch_up(self) -> None:
         """Run, once, each route's newest slot within the grace that has no completed run."""
@@ -430,7 +429,10 @@ class Daemon:
             if slot is None or now - slot > grace or self._stopping.is_set():
                 continue
             if route in self._busy_routes():
-                continue  # in flight here (this slot or another): the next catch-up
+                # In flight here (this slot or another): it runs once that is stored.
+                waiting = self._waiting_slots.get(route)
+                self._waiting_slots[route] = max(slot, waiting) if waiting else slot
+                continue
             plans = plan_runs(config, routes=[route], at=slot, now=now)
             if all(
                 slot_completed(
@@ -618,6 +620,9 @@ class Daemon:
         for v in verdicts:
             for note in v.policy_notes:
                 log.info("%s x %s: %s", v.route, v.eval_set, note)
+        # Its runs are stored and detected: delivering and comparing need not keep the
+        # routes busy (a slow receiver would hold their next slots back).
+        self._release(asyncio.current_task())
         await self._dispatch_job()
         await self._compare(verdicts)
 
@@ -652,7 +657,27 @@ class Daemon:
                 log.exception("background task for %s failed", what)
         finally:
             self._active.discard(task)
+            self._release(task)
             self._running_routes.pop(task, None)
+
+    def _release(self, task: asyncio.Task[Any] | None) -> None:
+        """Free ``task``'s routes, and start the slots that waited for them."""
+        if task is None:  # pragma: no cover - always inside a task
+            return
+        routes = self._running_routes.get(task) or []
+        self._running_routes[task] = []
+        if self._stopping.is_set() or not self.leader.held:
+            return
+        busy = self._busy_routes()
+        for route in routes:
+            slot = self._waiting_slots.pop(route, None)
+            if slot is not None and route not in busy:
+                log.info(
+                    "running %s's slot %s, which waited for the run before",
+                    route,
+                    slot.isoformat(),
+                )
+                self._spawn(self._cycle([route], slot), [route])
 
     def _track(self, task: asyncio.Task[Any], routes: list[str]) -> None:
         self._active.add(task)
@@ -678,14 +703,29 @@ class Daemon:
         if unknown:
             known = ", ".join(sorted(self.project.config.routes))
             raise UsageError(f"unknown route(s) {', '.join(unknown)}; known: {known}")
-        # Asked for while the database is down, a run would be accepted and lost: it is
-        # never claimed, so no catch-up resumes it. The HTTP answer is 503 instead.
-        await asyncio.to_thread(_ping, self.engine)
         # No await from here to the spawn: a second request must see these routes busy.
         busy = self._busy_routes()
         accepted = [r for r in routes or list(self.project.config.routes) if r not in busy]
-        if accepted:
-            self._spawn(self._cycle(accepted, None), accepted)
+        if not accepted:
+            return accepted
+        # Asked for while the database is down, a run would be accepted and lost: it is
+        # never claimed, so no catch-up resumes it. The HTTP answer is 503 instead. The
+        # routes are held from now on, while the database is asked.
+        reachable: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def cycle_if_reachable() -> None:
+            try:
+                await asyncio.to_thread(_ping, self.engine)
+            except Exception as exc:
+                reachable.set_exception(exc)
+                return
+            reachable.set_result(None)
+            await self._cycle(accepted, None)
+
+        self._spawn(cycle_if_reachable(), accepted)
+        await reachable
+        if self._stopping.is_set():  # a stop while the database was asked: nothing runs
+            raise UnavailableError("the daemon is stopping; no new runs")
         return accepted
 
     def _busy_routes(self) -> set[str]:
