@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import logging
+import socket
 import subprocess
 import sys
 import threading
@@ -23,7 +24,7 @@ from sqlalchemy import Engine
 
 from receivers import Receiver, receiver
 from routewatch.alerts.dispatch import Dispatcher
-from routewatch.alerts.webhook import verify
+from routewatch.alerts.webhook import send_webhook, verify
 from routewatch.config import Config, load_config
 from routewatch.errors import ConfigError
 from routewatch.store.migrate import open_database
@@ -525,3 +526,35 @@ def test_a_hanging_receiver_does_not_hold_up_the_other_targets(
         assert len(slow.requests) == 1, "tried once in the pass"
         assert (report.delivered, report.failed) == (3, 1)
         engine.dispose()
+
+
+def test_a_status_line_sent_byte_by_byte_does_not_hold_a_webhook_past_its_timeout() -> None:
+    """httpx's timeouts bound each read: a receiver dripping its answer reset them."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def drip() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 2\r\n\r\nno":
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+                time.sleep(0.1)
+
+    thread = threading.Thread(target=drip)
+    thread.start()
+    started = time.monotonic()
+    try:
+        result = send_webhook(
+            f"http://127.0.0.1:{port}/hook", event(0), delivery_id="d", secret=None, timeout_s=1
+        )
+    finally:
+        took = time.monotonic() - started
+        thread.join()
+        server.close()
+
+    assert (result.ok, result.error) == (False, "no answer within 1 s")
+    assert took < 2, took

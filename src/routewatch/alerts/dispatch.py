@@ -220,9 +220,13 @@ class Dispatcher:
         message and send it a second time while the first send is still going.
         """
         done = threading.Event()
+        # A webhook's attempt ends within timeout_s; Slack's (urllib, a retry) and a
+        # publisher's file write have no hard end. A send stuck past twice the lease is
+        # let go, so another dispatcher can take the message over.
+        give_up = time.monotonic() + 2 * self.lease_s
 
         def renew() -> None:
-            while not done.wait(self.lease_s / 3):
+            while not done.wait(self.lease_s / 3) and time.monotonic() < give_up:
                 try:
                     until = self.now() + timedelta(seconds=self.lease_s)
                     if not extend_lease(self.engine, message, until):

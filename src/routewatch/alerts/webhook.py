@@ -8,12 +8,12 @@ message always carries the same delivery id.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import concurrent.futures
 import hashlib
 import hmac
 import json
 import math
-import time
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -108,14 +108,33 @@ def send_webhook(
     delivery_id: str,
     secret: str | None,
     timeout_s: float,
-    transport: httpx.BaseTransport | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> SendResult:
     """POST ``event`` to ``url``; any 2xx answer is a delivery.
 
-    ``timeout_s`` bounds each step, and the answer's body is read only until ``timeout_s``
-    after the start (a receiver sending it byte by byte would otherwise hold the attempt
-    for as long as it likes), and only its first ``ERROR_BODY_BYTES``.
+    The whole attempt, from connecting to the last byte read, takes at most ``timeout_s``:
+    a receiver sending its status line or body a byte at a time would otherwise hold it
+    as long as it liked (httpx's timeouts bound each read, not their sum). Of a failed
+    answer, only the first ``ERROR_BODY_BYTES`` are read. Blocks: it runs its own event
+    loop (in a thread of its own when the caller's thread has one running).
     """
+    attempt = _post(url, event, delivery_id, secret, timeout_s, transport)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(attempt)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, attempt).result()
+
+
+async def _post(
+    url: str,
+    event: Mapping[str, Any],
+    delivery_id: str,
+    secret: str | None,
+    timeout_s: float,
+    transport: httpx.AsyncBaseTransport | None,
+) -> SendResult:
     body = body_bytes(event)
     headers = {
         "Content-Type": "application/json",
@@ -125,34 +144,52 @@ def send_webhook(
     }
     if secret:
         headers["X-Routewatch-Signature"] = signature(body, secret)
-    deadline = time.monotonic() + timeout_s
+    status = 0
+    answer = ""
+    wait = None
     try:
-        with (
-            httpx.Client(timeout=timeout_s, transport=transport) as client,
+        async with (
+            asyncio.timeout(timeout_s),
+            httpx.AsyncClient(timeout=timeout_s, transport=transport) as client,
             client.stream("POST", url, content=body, headers=headers) as response,
         ):
-            if 200 <= response.status_code < 300:
-                return SendResult(ok=True, status_code=response.status_code)
+            status = response.status_code
+            if 200 <= status < 300:
+                return SendResult(ok=True, status_code=status)
+            if status in (429, 503):
+                wait = retry_after_s(response.headers.get("retry-after"))
             start = bytearray()
-            with contextlib.suppress(httpx.HTTPError):  # the status says enough
-                for chunk in response.iter_bytes():
+            try:
+                async for chunk in response.aiter_bytes():
                     start += chunk
-                    if len(start) >= ERROR_BODY_BYTES or time.monotonic() > deadline:
+                    if len(start) >= ERROR_BODY_BYTES:
                         break
-    except httpx.HTTPError as exc:
-        message = printable(redact_url(f"{type(exc).__name__}: {exc}", url))
-        return SendResult(ok=False, error=message[:300])
-    text = start[:ERROR_BODY_BYTES].decode(response.encoding or "utf-8", errors="replace")
-    wait = None
-    if response.status_code in (429, 503):
-        wait = retry_after_s(response.headers.get("retry-after"))
+            finally:  # what arrived before the time ran out, or the body broke off
+                answer = start[:ERROR_BODY_BYTES].decode(
+                    response.encoding or "utf-8", errors="replace"
+                )
+    except TimeoutError:
+        if not status:
+            return SendResult(ok=False, error=f"no answer within {timeout_s:g} s")
+    except Exception as exc:  # httpx's errors, and what anyio raises (a bad port, say)
+        if not status:
+            cause = _leaf(exc)
+            message = printable(redact_url(f"{type(cause).__name__}: {cause}", url))
+            return SendResult(ok=False, error=message[:300])
     # The receiver may quote the request (`no such hook: /in?token=...`).
     return SendResult(
         ok=False,
-        status_code=response.status_code,
-        error=f"HTTP {response.status_code}: {printable(redact_url(text, url))[:200]}",
+        status_code=status,
+        error=f"HTTP {status}: {printable(redact_url(answer, url))[:200]}",
         retry_after_s=wait,
     )
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The first error inside an exception group (anyio's connect raises one)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def redact_url(text: str, url: str) -> str:
