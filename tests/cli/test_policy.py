@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +43,7 @@ class Hook:
 
     url: str = ""
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    delay_s: float = 0.0
 
     def events(self) -> list[dict[str, Any]]:
         return [json.loads(body) for _, body in self.requests]
@@ -55,6 +57,7 @@ def hook() -> Iterator[Hook]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             record.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            time.sleep(record.delay_s)
             self.send_response(204)
             self.end_headers()
 
@@ -447,6 +450,23 @@ def test_a_pin_a_publisher_cannot_write_exits_2_and_pinning_again_writes_it(
     assert (written["version"], written["chain"]) == (1, ["b", "a"])
     [(_, version, status, _)] = publishes(db_url)
     assert (version, status) == (1, "delivered")
+
+
+def test_a_slow_alert_receiver_does_not_keep_the_publishers_from_being_written(
+    config: Path, db_url: str, hook: Hook, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The policy.changed alert is queued first; its receiver used up run_wait_s, and the
+    pin exited 2 blaming publishers that were never tried."""
+    body = yaml.safe_load(config.read_text())
+    body["alerts"]["delivery"] = {"run_wait_s": 1}
+    config.write_text(yaml.safe_dump(body))
+    hook.delay_s = 2
+
+    assert policy(config, "pin", "chat", "b", "a") == 0
+
+    assert "error" not in capsys.readouterr().err
+    assert published(config, "chat.json")["chain"] == ["b", "a"]
+    assert published(config, "or.json") == {"models": ["model-b", "model-a"]}
 
 
 def test_a_publisher_whose_path_changed_gets_the_stored_chain_and_the_old_one_is_given_up(

@@ -16,7 +16,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -95,7 +95,11 @@ class Dispatcher:
         self.lease_s = max(60.0, 3 * settings.timeout_s + 30)
 
     def deliver_due(
-        self, report: DispatchReport | None = None, *, deadline: float | None = None
+        self,
+        report: DispatchReport | None = None,
+        *,
+        deadline: float | None = None,
+        targets: Collection[str] | None = None,
     ) -> DispatchReport:
         """One pass: deliver the messages due now, one claim at a time.
 
@@ -103,6 +107,7 @@ class Dispatcher:
             report: Counts to add to.
             deadline: ``time.monotonic()`` after which no further message is claimed (the
                 one being sent finishes: its own time limit bounds the overrun).
+            targets: Only these targets' messages (all when None).
         """
         report = report or DispatchReport()
         started = self.now()
@@ -119,6 +124,7 @@ class Dispatcher:
                 lease_s=self.lease_s,
                 limit=1,
                 skip_targets=failing,
+                only_targets=targets,
             )
             if not messages:
                 break
@@ -128,10 +134,18 @@ class Dispatcher:
         report.backlog = backlog(self.engine)
         return report
 
-    def drain(self, wait_s: float) -> DispatchReport:
-        """Deliver until nothing is due within ``wait_s`` seconds from now, or that time ends."""
+    def drain(
+        self, wait_s: float, *, first: Collection[str] = (), report: DispatchReport | None = None
+    ) -> DispatchReport:
+        """Deliver until nothing is due within ``wait_s`` seconds from now, or that time ends.
+
+        ``first``: targets delivered before any other (a policy's publishers after a
+        change by hand, whose outcome decides the command's exit code).
+        """
         deadline = time.monotonic() + wait_s
-        report = DispatchReport()
+        report = report or DispatchReport()
+        if first:
+            self.deliver_due(report, deadline=deadline, targets=first)
         while True:
             self.deliver_due(report, deadline=deadline)
             pending = report.backlog

@@ -20,6 +20,7 @@ from routewatch.policy.publishers import describe
 from routewatch.store.migrate import open_for_changes, open_for_reading
 from routewatch.store.policies import (
     Reconciled,
+    publish_targets,
     retry_publishers,
     sync_publishers,
     unpublished,
@@ -142,23 +143,33 @@ def _report(engine: Engine, config: Config, done: Reconciled) -> int:
     policy = config.policies[name]
     # Also when nothing changed: a publisher that failed before is tried again, now.
     if retry_publishers(engine, name, policy, datetime.now(UTC)) or done.version is not None:
+        # The policy's publishers first: alerts to a slow receiver must not use up the
+        # time before they are tried.
         delivery = Dispatcher(engine, config, dict(os.environ)).drain(
-            config.alerts.delivery.run_wait_s
+            config.alerts.delivery.run_wait_s, first=publish_targets(name, policy)
         )
         for line in delivery_lines(delivery):
             click.echo(line, err=True)
-    failing = unpublished(engine, name, policy)
-    for target, error in failing.items():
+    failed = False
+    for target, error in unpublished(engine, name, policy).items():
         key = target.rpartition(":")[2]
         publisher = next((p for p in policy.publish if p.key == key), None)
         label = describe(publisher) if publisher is not None else target
+        if error is None:  # not tried here
+            click.echo(
+                f"warning: policy {name}: {label} was not written by this command (another "
+                "process may be writing it, or alerts.delivery.run_wait_s ran out); the "
+                "change is stored, and the daemon or the next `routewatch run` writes it",
+                err=True,
+            )
+            continue
+        failed = True
         click.echo(
-            f"error: policy {name}: {label} does not have the active chain yet "
-            f"({error or 'not tried yet'}); the change is stored, and the daemon or the "
-            "next `routewatch run` tries again",
+            f"error: policy {name}: {label} does not have the active chain yet ({error}); "
+            "the change is stored, and the daemon or the next `routewatch run` tries again",
             err=True,
         )
-    return ExitCode.failure if failing else ExitCode.ok
+    return ExitCode.failure if failed else ExitCode.ok
 
 
 def _chain(done: Reconciled) -> str:

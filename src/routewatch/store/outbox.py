@@ -76,11 +76,12 @@ def claim_due(
     limit: int = 50,
     due_by: datetime | None = None,
     skip_targets: Collection[str] = (),
+    only_targets: Collection[str] | None = None,
 ) -> list[Message]:
     """Lease up to ``limit`` messages due by ``due_by`` (default: now) for ``lease_s`` s.
 
     ``skip_targets``: targets to leave alone (one that just failed, so that its other
-    messages do not hold up every other target's).
+    messages do not hold up every other target's); ``only_targets``: these alone.
     """
     claimed: list[Message] = []
     with engine.begin() as conn:
@@ -95,6 +96,8 @@ def claim_due(
         )
         if skip_targets:
             query = query.where(OutboxRow.target.not_in(list(skip_targets)))
+        if only_targets is not None:
+            query = query.where(OutboxRow.target.in_(list(only_targets)))
         if conn.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         for row in conn.execute(query).all():
