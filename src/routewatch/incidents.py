@@ -66,21 +66,18 @@ def unmeasured(run: RunRecord, metrics: Iterable[str]) -> frozenset[str]:
 
     A run whose every call failed has no score, latency or cost: it must neither recover
     an incident on them (its errors would count as healthy runs, and people would be
-    told the route recovered while it answered nothing) nor attach to one. Likewise a
-    critical item whose every sample failed says nothing of that item. ``error_rate`` is
-    always measured. A critical item no longer in the eval set is not held: its incident
-    recovers as before.
+    told the route recovered while it answered nothing) nor attach to one; nor one on a
+    critical item. ``error_rate`` is always measured. A critical item that errored in a
+    run that answered others counts as before (not failing): held, an item that always
+    errors (too long for the model, say) would keep its incident, and a demotion, open
+    for good.
     """
-    items = {item.item_id: item for item in run.items.values()}
-    scored = any(item.samples_scored > 0 for item in items.values())
+    scored = any(item.samples_scored > 0 for item in run.items.values())
     answered = run.results_total > run.errors_total
     held = set()
     for metric in metrics:
-        if metric == Metric.score:
+        if metric == Metric.score or metric.startswith(CRITICAL_PREFIX):
             quiet = not scored
-        elif metric.startswith(CRITICAL_PREFIX):
-            item = items.get(metric.removeprefix(CRITICAL_PREFIX))
-            quiet = item is not None and item.samples_scored == 0
         elif metric == Metric.latency:
             quiet = run.p95_latency_ms is None or not answered
         elif metric == Metric.cost:
