@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,13 @@ from routewatch.alerts.webhook import verify
 from routewatch.cli import run
 from routewatch.config import load_config
 from routewatch.store.migrate import current_revision, open_database
-from routewatch.store.policies import reconcile
+from routewatch.store.outbox import claim_due
+from routewatch.store.policies import (
+    publish_targets,
+    reconcile,
+    retry_publishers,
+    sync_publishers,
+)
 from routewatch.store.tables import IncidentRow
 from runner_project import rows, write_project
 from store_rows import add_run, open_incident
@@ -497,6 +503,49 @@ def test_a_publisher_whose_path_changed_gets_the_stored_chain_and_the_old_one_is
     ]
     # Nobody is told a file nobody uses failed.
     assert not [m for m in rows(db_url, "outbox") if m["event"] == "policy.publish_failed"]
+
+
+def test_a_publisher_moved_away_and_back_is_queued_again_by_the_sync(
+    config: Path, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its message was given up as superseded when it moved away: the newest message to
+    its target is not a delivery, so `run` and the daemon must queue one."""
+    (config.parent / "blocked").write_text("a file where the publisher's folder should be")
+    set_publishers(config, [{"type": "json", "path": "blocked/chat.json"}])
+    assert policy(config, "pin", "chat", "b", "a") == 2
+    set_publishers(config, [{"type": "json", "path": "policy/moved.json"}])
+    assert policy(config, "pin", "chat", "b", "a") == 0  # no new version; the sync ran
+    (config.parent / "blocked").unlink()
+    set_publishers(config, [{"type": "json", "path": "blocked/chat.json"}])
+    loaded = load_config(config, {SECRET_VAR: SECRET})
+    engine = open_database(db_url)
+    try:
+        done = sync_publishers(engine, loaded.policies, datetime.now(UTC))
+    finally:
+        engine.dispose()
+
+    assert done.queued == tuple(publish_targets("chat", loaded.policies["chat"]))
+    assert [(v, s) for t, v, s, _ in publishes(db_url) if t in done.queued][-1] == (1, "pending")
+
+
+def test_retrying_by_hand_leaves_a_message_another_dispatcher_holds_alone(
+    config: Path, db_url: str
+) -> None:
+    """Made due while it is being sent, it would be sent a second time at once."""
+    (config.parent / "blocked").write_text("a file where the publisher's folder should be")
+    set_publishers(config, [{"type": "json", "path": "blocked/chat.json"}])
+    assert policy(config, "pin", "chat", "b", "a") == 2
+    loaded = load_config(config, {SECRET_VAR: SECRET})
+    engine = open_database(db_url)
+    try:
+        now = datetime.now(UTC) + timedelta(hours=1)  # past its backoff
+        [held] = claim_due(engine, now=now, lease_s=60)
+        retry_publishers(engine, "chat", loaded.policies["chat"], now)
+        [row] = [m for m in rows(db_url, "outbox") if m["id"] == held.id]
+    finally:
+        engine.dispose()
+
+    assert row["next_attempt_at"] == now + timedelta(seconds=60), "the lease is kept"
 
 
 def test_a_publisher_added_gets_the_stored_chain_at_the_next_command(

@@ -402,7 +402,12 @@ class Daemon:
     async def _catch_up_slots(self) -> None:
         config = self.project.config
         if self._publishers_synced is not config:
-            await asyncio.to_thread(self._sync_publishers, config)
+            try:
+                await asyncio.to_thread(self._sync_publishers, config)
+            except Exception as exc:  # the catch-up's runs matter more; tried next minute
+                if database_down(exc):
+                    raise  # the catch-up is skipped, and says so once
+                log.warning("publishers not brought in line with the config: %s", first_line(exc))
         left_over = await asyncio.to_thread(
             detect_left_over, self.engine, config, list(config.routes), now=self.clock.now()
         )

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, func, insert, or_, select, text, update
 
 from routewatch.config import Policy
 from routewatch.policy.engine import Demotion, PolicyDecision, Trouble, decide_chain, moves_traffic
 from routewatch.store.outbox import enqueue
 from routewatch.store.tables import (
+    DeliveryAttemptRow,
     IncidentRow,
     IncidentStatus,
     OutboxRow,
@@ -102,7 +103,12 @@ def sync_publishers(engine: Engine, policies: Mapping[str, Policy], now: datetim
         newest = dict(
             conn.execute(
                 select(OutboxRow.target, func.max(OutboxRow.id))
-                .where(OutboxRow.event == PUBLISH_EVENT, OutboxRow.target.in_(list(wanted)))
+                .where(
+                    OutboxRow.event == PUBLISH_EVENT,
+                    OutboxRow.target.in_(list(wanted)),
+                    # Given up here before (moved away, then back): it was never written.
+                    or_(OutboxRow.last_error.is_(None), OutboxRow.last_error != SUPERSEDED),
+                )
                 .group_by(OutboxRow.target)
             ).all()
         )
@@ -168,9 +174,9 @@ def unpublished(engine: Engine, name: str, policy: Policy) -> dict[str, str | No
 def retry_publishers(engine: Engine, name: str, policy: Policy, now: datetime) -> int:
     """Make ``policy``'s undelivered publishes due now, for a change by hand; how many.
 
-    A pending message is due at once instead of after its backoff; one given up on gets a
-    new message for the newest version. A message another dispatcher holds may then be
-    sent twice, which writes the same file twice: a publisher writes the newest version.
+    A pending message is due at once instead of after its backoff, unless a dispatcher
+    holds it now (its attempt is not recorded yet); one given up on gets a new message
+    for the newest version.
     """
     failing = unpublished(engine, name, policy)
     if not failing:
@@ -182,6 +188,11 @@ def retry_publishers(engine: Engine, name: str, policy: Policy, now: datetime) -
             .where(OutboxRow.event == PUBLISH_EVENT, OutboxRow.target.in_(list(failing)))
             .group_by(OutboxRow.target)
         )
+        tried = (
+            select(func.count(DeliveryAttemptRow.id))
+            .where(DeliveryAttemptRow.outbox_id == OutboxRow.id)
+            .scalar_subquery()
+        )
         rows = conn.execute(
             select(OutboxRow.id, OutboxRow.target, OutboxRow.status).where(OutboxRow.id.in_(newest))
         ).all()
@@ -189,7 +200,12 @@ def retry_publishers(engine: Engine, name: str, policy: Policy, now: datetime) -
             if row.status == OutboxStatus.pending.value:
                 conn.execute(
                     update(OutboxRow)
-                    .where(OutboxRow.id == row.id, OutboxRow.status == OutboxStatus.pending)
+                    .where(
+                        OutboxRow.id == row.id,
+                        OutboxRow.status == OutboxStatus.pending,
+                        # Not while a dispatcher holds it: its attempt is not recorded yet.
+                        OutboxRow.attempts == tried,
+                    )
                     .values(next_attempt_at=now)
                 )
             elif latest is not None:
