@@ -487,19 +487,21 @@ def publisher_clashes(config: Config) -> list[str]:
                 files.setdefault(os.path.realpath(p.path), []).append((name, p))
             elif p.url:
                 model = p.group or config.routes[policy.chain[0]].model
-                apis.setdefault((p.url, model), []).append(name)
+                # One proxy however its URL is written (a trailing /, a query).
+                apis.setdefault((_without_secrets(p.url), model), []).append(name)
     said: list[str] = []
     for path, users in files.items():
         for i, (a, pa) in enumerate(users):
             for b, pb in users[i + 1 :]:
-                if a == b:
-                    continue
                 if pa.type != "litellm" or pb.type != "litellm":
+                    who = f"policy {a}'s publishers" if a == b else f"policies {a} and {b}"
                     said.append(
-                        f"policies {a} and {b} both write {path} ({pa.type} and {pb.type}): "
+                        f"{who} both write {path} ({pa.type} and {pb.type}): "
                         "each publish replaces the other's"
                     )
                     continue
+                if a == b:
+                    continue  # one policy's edits of one config agree
                 models_a = {config.routes[r].model for r in config.policies[a].chain}
                 shared = [
                     config.routes[r].model
@@ -522,8 +524,7 @@ def publisher_clashes(config: Config) -> list[str]:
         if len(others) > 1:
             said.append(
                 f"policies {', '.join(others[:-1])} and {others[-1]} set the fallbacks of "
-                f"model {model!r} on the proxy {_without_secrets(url)}: each publish replaces "
-                "the other's"
+                f"model {model!r} on the proxy {url}: each publish replaces the other's"
             )
     return said
 

@@ -12,11 +12,18 @@ from __future__ import annotations
 import re
 
 _HIDDEN = re.compile(
-    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\U000e0000-\U000e007f]"
 )
-"""Control characters but tab, newline and carriage return; bidi marks and overrides."""
+"""Control characters but tab, newline and carriage return; bidi embeddings, overrides and
+isolates; tag characters (invisible text). Not the bidi marks (U+200E, U+200F, U+061C),
+which ordinary right-to-left text uses and which reorder nothing on their own."""
 
 
 def visible(text: str) -> str:
     """``text`` with each control and bidi character written as its escape (``u202e``)."""
-    return _HIDDEN.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return _HIDDEN.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"

@@ -438,6 +438,18 @@ def test_no_data_names_every_late_eval_set_and_its_slot() -> None:
     assert resumed["text"] == "Runs of chat-flash arrive again"
 
 
+def test_a_pin_of_the_chain_in_force_says_the_chain_was_kept() -> None:
+    event = {
+        **EVENTS["policy.changed"],
+        "chain": ["chat-pro"],
+        "previous_chain": ["chat-pro"],
+        "pins": ["chat-pro"],
+    }
+
+    assert "kept its active chain" in slack_message(event)["text"]
+    assert "changed its active chain" in slack_message(EVENTS["policy.changed"])["text"]
+
+
 def test_judge_drift_shows_why_a_canary_got_no_verdict() -> None:
     timeout = "judge call failed: timeout: no complete answer within 30 s"
     event = judge_drift({"got": None, "error": timeout}, {"got": None})
@@ -492,6 +504,9 @@ def test_excerpt_flattens_cuts_and_escapes() -> None:
     # A bidi override would make "gnp.exe" read "exe.png"; a control character is shown.
     assert excerpt("\u202egnp.exe\x07") == "\\u202egnp.exe\\u0007"
     assert escape_mrkdwn("by hand: \u202etxt") == "by hand: \\u202etxt"
+    # Right-to-left text's own marks stay; invisible tag characters are shown.
+    assert excerpt("\u05e9\u05dc\u05d5\u05dd\u200f") == "\u05e9\u05dc\u05d5\u05dd\u200f"
+    assert excerpt("ok\U000e0041") == "ok\\U000e0041"
 
 
 # -- sending to a real receiver on a loopback port ------------------------------------------

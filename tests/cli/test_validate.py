@@ -398,11 +398,14 @@ def test_validate_warns_of_policies_whose_publishers_undo_each_other(
         "    publish:\n"
         "      - {type: openrouter, path: policy/chat.json}\n"
         "      - {type: litellm, path: gateway/litellm-config.yaml, group: chat}\n"
-        f'      - {{type: litellm-api, url: "{proxy}", api_key_env: RW_TEST_LITELLM_KEY,'
-        " group: deepseek-ai/DeepSeek-V4-Flash}\n"
+        # The same proxy, written without its query and with a trailing slash.
+        '      - {type: litellm-api, url: "http://127.0.0.1:4000/", api_key_env: '
+        "RW_TEST_LITELLM_KEY, group: deepseek-ai/DeepSeek-V4-Flash}\n"
         "  other:\n"
         "    chain: [chat-flash]\n"
-        "    publish: [{type: json, path: policy/other.json}]\n",
+        "    publish:\n"
+        "      - {type: json, path: policy/other.json}\n"
+        "      - {type: openrouter, path: policy/other.json}\n",
     )
 
     assert run(["validate", "-c", str(config)]) == 0
@@ -416,6 +419,8 @@ def test_validate_warns_of_policies_whose_publishers_undo_each_other(
         "one, each publish replaces the other's fallbacks entry",
         f"warning: policies chat and premium edit the LiteLLM config {litellm} with one "
         "group 'chat': its model_group_alias follows whichever published last",
+        f"warning: policy other's publishers both write {project / 'policy/other.json'} "
+        "(json and openrouter): each publish replaces the other's",
         "warning: policies chat and premium set the fallbacks of model "
         "'deepseek-ai/DeepSeek-V4-Flash' on the proxy http://127.0.0.1:4000: each publish "
         "replaces the other's",

@@ -318,8 +318,8 @@ def _policy_changed(event: Mapping[str, Any]) -> Built:
 
     if event.get("all_degraded") is True:
         title = f":rotating_light: Every route in policy {policy} is degraded"
-    elif event.get("chain") == event.get("previous_chain") and event.get("pins") is None:
-        # Only the demotions changed (a route outside the active chain, say).
+    elif event.get("chain") == event.get("previous_chain"):
+        # Only the demotions or the pins changed (a pin of the chain in force, say).
         title = f":twisted_rightwards_arrows: Policy {policy} kept its active chain"
     else:
         title = f":twisted_rightwards_arrows: Policy {policy} changed its active chain"

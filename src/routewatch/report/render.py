@@ -336,19 +336,13 @@ def at_a_glance(data: ReportData) -> list[GlanceLine]:
 
 
 def shown_incident(data: ReportData, section: Section) -> IncidentView | None:
-    """The open incident to name beside a section's state, as ``status`` names one.
-
-    Its ``error_rate`` incident when its last run is erroring, else the newest open one.
-    """
+    """The open incident to name beside a section's state: its newest, as ``status`` does."""
     open_ = [
         i
         for i in data.incidents
         if (i.route, i.eval_set) == (section.route, section.eval_set) and i.status != "resolved"
     ]
-    if not open_:
-        return None
-    erroring = _last_state(section) == "erroring"
-    return max(open_, key=lambda i: (erroring and i.metric == "error_rate", i.opened_at, i.id))
+    return max(open_, key=lambda i: (i.opened_at, i.id), default=None)
 
 
 def _last_state(section: Section) -> str:
