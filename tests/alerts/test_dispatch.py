@@ -401,18 +401,20 @@ def test_a_send_that_outlasts_the_lease_is_not_sent_again_by_another_dispatcher(
     raise_events(engine, config, 1)
     hook.delay_s = 1.5
     slow = Dispatcher(engine, config, env)
-    slow.lease_s = 0.3  # runs out five times over while the receiver waits
+    slow.lease_s = 1.0  # runs out before the receiver answers (renewed up to 2 s)
     sending = threading.Thread(target=slow.deliver_due)
 
     sending.start()
     other = Dispatcher(engine, config, env)
-    while sending.is_alive():
-        other.deliver_due()
-    sending.join()
+    try:
+        while sending.is_alive():
+            other.deliver_due()
+    finally:
+        sending.join()
+        engine.dispose()
 
     assert len(hook.requests) == 1
     assert [r["status"] for r in rows(db_url, "outbox")] == ["delivered"]
-    engine.dispose()
 
 
 def test_a_body_sent_byte_by_byte_does_not_hold_the_attempt_past_its_timeout(
