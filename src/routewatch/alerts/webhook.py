@@ -13,16 +13,16 @@ import concurrent.futures
 import hashlib
 import hmac
 import json
-import math
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
+
+from routewatch.providers.limits import parse_retry_after
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,31 +41,17 @@ ERROR_BODY_BYTES = 4096
 
 
 RETRY_AFTER_MAX_S = 7 * 24 * 3600.0
-"""The longest ``Retry-After`` taken at its word; a longer one (or ``inf``) is cut to it."""
+"""The longest ``Retry-After`` taken at its word; a longer one is cut to it."""
 
 
 def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header: a number, or an HTTP date; None if unreadable.
+    """Seconds a ``Retry-After`` header asks to wait (as a provider's is read), or None.
 
-    At most ``RETRY_AFTER_MAX_S``: a receiver's ``1e12`` or ``inf`` must not push a
-    message past any date the outbox can write (the give-up time decides its fate).
+    At most ``RETRY_AFTER_MAX_S``: a receiver's ``1e12`` must not push a message past any
+    date the outbox can write (the give-up time decides its fate).
     """
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    if math.isnan(seconds):
-        return None
-    return min(max(0.0, seconds), RETRY_AFTER_MAX_S)
+    seconds = parse_retry_after(value, now=now)
+    return None if seconds is None else min(seconds, RETRY_AFTER_MAX_S)
 
 
 def printable(text: str) -> str:
