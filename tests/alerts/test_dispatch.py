@@ -561,3 +561,17 @@ def test_a_status_line_sent_byte_by_byte_does_not_hold_a_webhook_past_its_timeou
 
     assert (result.ok, result.error) == (False, "no answer within 1 s")
     assert took < 3, took  # about 7 s for the whole answer
+
+
+def test_a_refused_connection_says_why() -> None:
+    """httpx says only "All connection attempts failed"; the errno behind it says why."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    result = send_webhook(
+        f"http://127.0.0.1:{port}/hook", event(0), delivery_id="d", secret=None, timeout_s=2
+    )
+
+    assert result.error is not None
+    assert result.error.startswith("ConnectError: [Errno 111]"), result.error

@@ -31,7 +31,6 @@ from routewatch.store.outbox import claim_due
 from routewatch.store.policies import (
     publish_targets,
     reconcile,
-    retry_publishers,
     sync_publishers,
 )
 from routewatch.store.tables import IncidentRow
@@ -528,24 +527,29 @@ def test_a_publisher_moved_away_and_back_is_queued_again_by_the_sync(
     assert [(v, s) for t, v, s, _ in publishes(db_url) if t in done.queued][-1] == (1, "pending")
 
 
-def test_retrying_by_hand_leaves_a_message_another_dispatcher_holds_alone(
-    config: Path, db_url: str
+def test_a_pin_writes_a_publisher_another_dispatcher_holds_once_its_folder_is_fixed(
+    config: Path, db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Made due while it is being sent, it would be sent a second time at once."""
+    """A lease and a backoff look alike in the outbox, and an attempt that was never
+    recorded (a kill mid-send) would make a message look held for good: a change by hand
+    publishes at once, which at worst writes the newest version twice."""
     (config.parent / "blocked").write_text("a file where the publisher's folder should be")
     set_publishers(config, [{"type": "json", "path": "blocked/chat.json"}])
     assert policy(config, "pin", "chat", "b", "a") == 2
-    loaded = load_config(config, {SECRET_VAR: SECRET})
+    (config.parent / "blocked").unlink()
     engine = open_database(db_url)
     try:
-        now = datetime.now(UTC) + timedelta(hours=1)  # past its backoff
-        [held] = claim_due(engine, now=now, lease_s=60)
-        retry_publishers(engine, "chat", loaded.policies["chat"], now)
-        [row] = [m for m in rows(db_url, "outbox") if m["id"] == held.id]
+        later = datetime.now(UTC) + timedelta(hours=1)  # past its backoff
+        assert len(claim_due(engine, now=later, lease_s=60)) == 1  # the daemon holds it
     finally:
         engine.dispose()
+    capsys.readouterr()
 
-    assert row["next_attempt_at"] == now + timedelta(seconds=60), "the lease is kept"
+    assert policy(config, "pin", "chat", "b", "a") == 0
+
+    assert "error" not in capsys.readouterr().err
+    written = json.loads((config.parent / "blocked" / "chat.json").read_text())
+    assert (written["version"], written["chain"]) == (1, ["b", "a"])
 
 
 def test_a_publisher_added_gets_the_stored_chain_at_the_next_command(

@@ -661,6 +661,43 @@ def test_a_slot_that_fires_while_its_route_runs_waits_for_it(tmp_path: Path, sim
         assert after["started_at"] >= before["finished_at"], runs
 
 
+def test_a_waiting_slot_runs_only_for_a_route_still_scheduled_and_within_the_grace(
+    tmp_path: Path, sim: str
+) -> None:
+    """A reload may take a route away, and leadership may be lost meanwhile: neither
+    slot runs when the route's run ends, and neither stays waiting to run later."""
+    d = Daemon(project(tmp_path, sim, f"sqlite:///{tmp_path / 'rw.db'}", "0 0 1 1 *"), ENV)
+    now = datetime.now(UTC)
+    spawned: list[list[str]] = []
+
+    async def release(route: str, slot: datetime) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        d._track(task, [route])
+        d._waiting_slots[route] = slot
+        d._release(task)
+        started = [t for t in d._active if t is not task]
+        spawned.extend(d._running_routes[t] for t in started)
+        await asyncio.sleep(0)  # let them begin, so that their cycles are awaited
+        for t in started:  # what ran is not the point here
+            t.cancel()
+        await asyncio.gather(*started, return_exceptions=True)
+        d._active.discard(task)
+
+    try:
+        asyncio.run(release("faq-bot", now))  # not the leader
+        assert d._waiting_slots == {}
+        assert d.leader.acquire()
+        asyncio.run(release("gone", now))
+        assert spawned == []
+        asyncio.run(release("faq-bot", now))
+        assert spawned == [["faq-bot"]]
+        assert d._waiting_slots == {}
+    finally:
+        d.leader.release()
+        d.engine.dispose()
+
+
 def test_a_second_signal_stops_without_waiting_for_the_runs(tmp_path: Path, sim: str) -> None:
     """The first SIGTERM gives runs stop_timeout_s (here a minute); a second one cuts them
     short now, leaving them resumable as a timed-out stop does."""

@@ -63,6 +63,9 @@ class DispatchReport:
     dead: int = 0
     backlog: Backlog | None = None
     errors: list[str] = field(default_factory=list)
+    failed_targets: set[str] = field(default_factory=set)
+    """Targets an attempt of these passes failed for (delivered or not since)."""
+    delivered_targets: set[str] = field(default_factory=set)
 
 
 class Dispatcher:
@@ -197,10 +200,12 @@ class Dispatcher:
             retry_at=retry_at,
         )
         if result.ok:
+            report.delivered_targets.add(message.target)
             report.delivered += 1
             log.info("delivered %s to %s (%s)", message.event, message.target, message.delivery_id)
             return True
         report.errors.append(f"{message.target}: {result.error}")
+        report.failed_targets.add(message.target)
         if status == "dead":
             report.dead += 1
             log.error(

@@ -159,9 +159,15 @@ async def _post(
             return SendResult(ok=False, error=f"no answer within {timeout_s:g} s")
     except Exception as exc:  # httpx's errors, and what anyio raises (a bad port, say)
         if not status:
-            cause = _leaf(exc)
-            message = printable(redact_url(f"{type(cause).__name__}: {cause}", url))
-            return SendResult(ok=False, error=message[:300])
+            top, cause = _leaf(exc), _cause(exc)
+            said = (
+                f"{type(top).__name__}: {cause}"
+                if cause is not top
+                else f"{type(top).__name__}: {top}"
+            )
+            return SendResult(ok=False, error=printable(redact_url(said, url))[:300])
+    if 200 <= status < 300:  # the time ran out, or the socket broke, while closing
+        return SendResult(ok=True, status_code=status)
     # The receiver may quote the request (`no such hook: /in?token=...`).
     return SendResult(
         ok=False,
@@ -176,6 +182,22 @@ def _leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The deepest operating-system error behind ``exc``, else ``exc`` itself.
+
+    httpx says "All connection attempts failed"; ``[Errno 111]`` behind it says why.
+    """
+    deepest = found = _leaf(exc)
+    for _ in range(10):  # chains are short; a loop in one must not hang
+        behind = found.__cause__ or found.__context__
+        if behind is None:
+            break
+        found = _leaf(behind)
+        if isinstance(found, OSError):
+            deepest = found
+    return deepest
 
 
 def redact_url(text: str, url: str) -> str:

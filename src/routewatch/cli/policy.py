@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from sqlalchemy import Engine
 
-from routewatch.alerts.dispatch import Dispatcher
+from routewatch.alerts.dispatch import Dispatcher, DispatchReport
 from routewatch.cli.exit_codes import ExitCode
 from routewatch.cli.options import config_option
 from routewatch.cli.runs import delivery_lines
@@ -142,6 +142,7 @@ def _report(engine: Engine, config: Config, done: Reconciled) -> int:
         click.echo(f"policy {name}: version {done.version}, active chain {_chain(done)}")
     policy = config.policies[name]
     # Also when nothing changed: a publisher that failed before is tried again, now.
+    delivery = DispatchReport()
     if retry_publishers(engine, name, policy, datetime.now(UTC)) or done.version is not None:
         # The policy's publishers first: alerts to a slow receiver must not use up the
         # time before they are tried.
@@ -155,7 +156,7 @@ def _report(engine: Engine, config: Config, done: Reconciled) -> int:
         key = target.rpartition(":")[2]
         publisher = next((p for p in policy.publish if p.key == key), None)
         label = describe(publisher) if publisher is not None else target
-        if error is None:  # not tried here
+        if target not in delivery.failed_targets:  # not tried by this command
             click.echo(
                 f"warning: policy {name}: {label} was not written by this command (another "
                 "process may be writing it, or alerts.delivery.run_wait_s ran out); the "

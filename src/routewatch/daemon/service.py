@@ -112,11 +112,11 @@ class Daemon:
         self.project: Project = load_project(config_path, self.env)
         self._evals_seen = self._evals_fingerprint()
         self._reload_failed_at: tuple[Any, ...] | None = None
+        """Eval files and config as they were when a reload for an eval change failed."""
         self._publishers_synced: Config | None = None
+        """The config whose publishers the outbox was last brought in line with."""
         self._waiting_slots: dict[str, datetime] = {}
         """Per route, the newest scheduled slot that fired while a run of it was in flight."""
-        """The config whose publishers the outbox was last brought in line with."""
-        """Eval files and config as they were when a reload for an eval change failed."""
         self.host = host or self.project.config.server.host
         self.port = self.project.config.server.port if port is None else port
         # Settings given on the command line win over the config's, reloaded or not.
@@ -434,10 +434,7 @@ class Daemon:
             if slot is None or now - slot > grace or self._stopping.is_set():
                 continue
             if route in self._busy_routes():
-                # In flight here (this slot or another): it runs once that is stored.
-                waiting = self._waiting_slots.get(route)
-                self._waiting_slots[route] = max(slot, waiting) if waiting else slot
-                continue
+                continue  # in flight here (this slot or another): the next catch-up
             plans = plan_runs(config, routes=[route], at=slot, now=now)
             if all(
                 slot_completed(
@@ -671,12 +668,16 @@ class Daemon:
             return
         routes = self._running_routes.get(task) or []
         self._running_routes[task] = []
-        if self._stopping.is_set() or not self.leader.held:
+        waiting = {r: s for r in routes if (s := self._waiting_slots.pop(r, None)) is not None}
+        if not waiting or self._stopping.is_set() or not self.leader.held:
             return
         busy = self._busy_routes()
-        for route in routes:
-            slot = self._waiting_slots.pop(route, None)
-            if slot is not None and route not in busy:
+        scheduled = self._route_jobs()
+        for route, slot in waiting.items():
+            # Not a route a reload took away or unscheduled. A slot that waited is queued,
+            # not missed: however short misfire_grace_s, it runs. (A process that is not
+            # the leader when the run ends drops it: the leader's catch-up judges it.)
+            if route not in busy and route in scheduled:
                 log.info(
                     "running %s's slot %s, which waited for the run before",
                     route,
@@ -721,14 +722,21 @@ class Daemon:
         async def cycle_if_reachable() -> None:
             try:
                 await asyncio.to_thread(_ping, self.engine)
-            except Exception as exc:
-                reachable.set_exception(exc)
-                return
-            reachable.set_result(None)
+            except BaseException as exc:  # the database's error, or a stop's cancel
+                if not reachable.done():
+                    stopping = UnavailableError("the daemon is stopping; no new runs")
+                    reachable.set_exception(exc if isinstance(exc, Exception) else stopping)
+                    reachable.exception()  # retrieved: the caller may have given up
+                if isinstance(exc, Exception):
+                    return
+                raise
+            if not reachable.done():
+                reachable.set_result(None)
             await self._cycle(accepted, None)
 
         self._spawn(cycle_if_reachable(), accepted)
-        await reachable
+        # Shielded: a caller that gives up does not cancel the answer the task will give.
+        await asyncio.shield(reachable)
         if self._stopping.is_set():  # a stop while the database was asked: nothing runs
             raise UnavailableError("the daemon is stopping; no new runs")
         return accepted

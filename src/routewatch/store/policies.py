@@ -22,7 +22,6 @@ from routewatch.config import Policy
 from routewatch.policy.engine import Demotion, PolicyDecision, Trouble, decide_chain, moves_traffic
 from routewatch.store.outbox import enqueue
 from routewatch.store.tables import (
-    DeliveryAttemptRow,
     IncidentRow,
     IncidentStatus,
     OutboxRow,
@@ -174,9 +173,11 @@ def unpublished(engine: Engine, name: str, policy: Policy) -> dict[str, str | No
 def retry_publishers(engine: Engine, name: str, policy: Policy, now: datetime) -> int:
     """Make ``policy``'s undelivered publishes due now, for a change by hand; how many.
 
-    A pending message is due at once instead of after its backoff, unless a dispatcher
-    holds it now (its attempt is not recorded yet); one given up on gets a new message
-    for the newest version.
+    A pending message is due at once instead of after its backoff; one given up on gets
+    a new message for the newest version. One that a dispatcher holds right now may then
+    be published twice at once: harmless, as each publish writes the newest version (a
+    lease and a backoff are told apart by nothing stored, and an attempt that was never
+    recorded, a kill mid-send, would otherwise make the message look held for good).
     """
     failing = unpublished(engine, name, policy)
     if not failing:
@@ -188,11 +189,6 @@ def retry_publishers(engine: Engine, name: str, policy: Policy, now: datetime) -
             .where(OutboxRow.event == PUBLISH_EVENT, OutboxRow.target.in_(list(failing)))
             .group_by(OutboxRow.target)
         )
-        tried = (
-            select(func.count(DeliveryAttemptRow.id))
-            .where(DeliveryAttemptRow.outbox_id == OutboxRow.id)
-            .scalar_subquery()
-        )
         rows = conn.execute(
             select(OutboxRow.id, OutboxRow.target, OutboxRow.status).where(OutboxRow.id.in_(newest))
         ).all()
@@ -200,12 +196,7 @@ def retry_publishers(engine: Engine, name: str, policy: Policy, now: datetime) -
             if row.status == OutboxStatus.pending.value:
                 conn.execute(
                     update(OutboxRow)
-                    .where(
-                        OutboxRow.id == row.id,
-                        OutboxRow.status == OutboxStatus.pending,
-                        # Not while a dispatcher holds it: its attempt is not recorded yet.
-                        OutboxRow.attempts == tried,
-                    )
+                    .where(OutboxRow.id == row.id, OutboxRow.status == OutboxStatus.pending)
                     .values(next_attempt_at=now)
                 )
             elif latest is not None:
