@@ -44,6 +44,15 @@ def day(config: Path, n: int, *extra: str) -> int:
     return run(["run", "-c", str(config), "--at", f"2026-11-{n:02d}T06:00:00Z", *extra])
 
 
+def six_good_days_then_three_bad(config: Path, sim: str) -> None:
+    """Days 1-9: a baseline, then a quality drop that opens score and critical incidents."""
+    for n in range(1, 7):
+        day(config, n)
+    httpx.patch(f"{sim}/admin/models/perfect", json={"quality": 0.0}).raise_for_status()
+    for n in (7, 8, 9):
+        day(config, n)
+
+
 def test_a_drop_opens_one_incident_with_its_event_and_status_shows_it(
     tmp_path: Path, sim: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -105,11 +114,7 @@ def test_further_bad_runs_attach_and_recovery_resolves_after_recover_runs(
 ) -> None:
     config = project(tmp_path, sim)
     db = f"sqlite:///{tmp_path / 'rw.db'}"
-    for n in range(1, 7):
-        day(config, n)
-    httpx.patch(f"{sim}/admin/models/perfect", json={"quality": 0.0}).raise_for_status()
-    for n in (7, 8, 9):
-        day(config, n)
+    six_good_days_then_three_bad(config, sim)
     httpx.patch(f"{sim}/admin/models/perfect", json={"quality": 1.0}).raise_for_status()
     for n in (10, 11):
         day(config, n)
@@ -259,11 +264,7 @@ def test_runs_whose_every_call_failed_neither_recover_nor_attach_to_quality_inci
     recovered, with `incident.resolved` and a policy restoring it."""
     config = project(tmp_path, sim)
     db = f"sqlite:///{tmp_path / 'rw.db'}"
-    for n in range(1, 7):
-        day(config, n)
-    httpx.patch(f"{sim}/admin/models/perfect", json={"quality": 0.0}).raise_for_status()
-    for n in (7, 8, 9):
-        day(config, n)
+    six_good_days_then_three_bad(config, sim)
     httpx.patch(
         f"{sim}/admin/models/perfect", json={"quality": 1.0, "faults": {"bad_json": 1.0}}
     ).raise_for_status()

@@ -103,11 +103,7 @@ def claim_due(
         for row in conn.execute(query).all():
             taken = conn.execute(
                 update(OutboxRow)
-                .where(
-                    OutboxRow.id == row.id,
-                    OutboxRow.status == OutboxStatus.pending,
-                    OutboxRow.attempts == row.attempts,
-                )
+                .where(*_held(row.id, row.attempts))
                 .values(
                     attempts=row.attempts + 1,
                     next_attempt_at=now + timedelta(seconds=lease_s),
@@ -128,18 +124,20 @@ def claim_due(
     return claimed
 
 
+def _held(message_id: int, attempts: int) -> tuple[Any, ...]:
+    """The message still pending at ``attempts``: no other dispatcher claimed or settled it."""
+    return (
+        OutboxRow.id == message_id,
+        OutboxRow.attempts == attempts,
+        OutboxRow.status == OutboxStatus.pending,
+    )
+
+
 def extend_lease(engine: Engine, message: Message, until: datetime) -> bool:
     """Hold ``message``'s lease until ``until``, while its attempt is still the holder's."""
     with engine.begin() as conn:
-        done = conn.execute(
-            update(OutboxRow)
-            .where(
-                OutboxRow.id == message.id,
-                OutboxRow.attempts == message.attempts,
-                OutboxRow.status == OutboxStatus.pending,
-            )
-            .values(next_attempt_at=until)
-        )
+        held = _held(message.id, message.attempts)
+        done = conn.execute(update(OutboxRow).where(*held).values(next_attempt_at=until))
     return done.rowcount == 1
 
 
@@ -187,11 +185,7 @@ def record_attempt(
         # (and whose message another dispatcher took) must not overwrite the outcome.
         conn.execute(
             update(OutboxRow)
-            .where(
-                OutboxRow.id == message.id,
-                OutboxRow.attempts == message.attempts,
-                OutboxRow.status == OutboxStatus.pending,
-            )
+            .where(*_held(message.id, message.attempts))
             .values(
                 status=status,
                 delivered_at=now if ok else None,
