@@ -58,7 +58,9 @@ async def test_time_to_first_token_comes_before_the_end(serve: Serve) -> None:
 
     assert result.ttft_ms is not None
     assert result.ttft_ms >= 100  # the empty first delta is no token
-    assert result.latency_ms >= result.ttft_ms + 300
+    # The server waits 300 ms after it; the token's own delivery may eat into that gap
+    # on a loaded machine (295 ms was measured once), but never close it.
+    assert result.latency_ms >= result.ttft_ms + 250
 
 
 async def test_lines_split_across_chunks_and_keep_alives_are_handled(serve: Serve) -> None:
